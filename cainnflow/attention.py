@@ -1,0 +1,97 @@
+"""CBAM: the Convolutional Block Attention Module (paper §3.2, Woo et al. 2018).
+
+Channel attention ``M_c(F) = σ(MLP(AvgPool(F)) + MLP(MaxPool(F)))`` with one MLP shared by
+both pooled descriptors (hidden width ``C / r``, ReLU after ``W_0``), then spatial attention
+``M_s(F') = σ(conv7×7([AvgPool_c(F'); MaxPool_c(F')]))``. Each gate multiplies its input:
+``F' = M_c(F) ⊗ F``, ``F'' = M_s(F') ⊗ F'``.
+
+The last gates a module computed can be kept for display (``record = True``); the flow
+model's :func:`cainnflow.model.CAINNFlow.attention_maps` switches that on for one forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
+
+DEFAULT_REDUCTION = 16
+SPATIAL_KERNEL_SIZE = 7
+
+
+class ChannelAttention(nn.Module):
+    """Channel gate ``M_c`` of shape (N, C, 1, 1), values in (0, 1).
+
+    Args:
+        channels: number of input channels ``C``.
+        reduction: reduction ratio ``r`` of the shared MLP; its hidden width is
+            ``max(1, C // r)``.
+    """
+
+    def __init__(self, channels: int, reduction: int = DEFAULT_REDUCTION) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        # The shared MLP W_1(ReLU(W_0(.))) as 1x1 convolutions on (N, C, 1, 1) descriptors.
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel_size=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, kernel_size=1, bias=False),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Returns the gate (N, C, 1, 1) for features ``x`` (N, C, H, W)."""
+        avg = torch.mean(x, dim=(2, 3), keepdim=True)
+        mx = torch.amax(x, dim=(2, 3), keepdim=True)
+        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+
+
+class SpatialAttention(nn.Module):
+    """Spatial gate ``M_s`` of shape (N, 1, H, W), values in (0, 1).
+
+    Args:
+        kernel_size: size of the convolution over the two pooled maps (7 in the paper).
+    """
+
+    def __init__(self, kernel_size: int = SPATIAL_KERNEL_SIZE) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Returns the gate (N, 1, H, W) for features ``x`` (N, C, H, W)."""
+        avg = torch.mean(x, dim=1, keepdim=True)
+        mx = torch.amax(x, dim=1, keepdim=True)
+        return torch.sigmoid(self.conv(torch.cat([avg, mx], dim=1)))
+
+
+class CBAM(nn.Module):
+    """Channel attention first, spatial attention second (paper Eq. 6).
+
+    Input and output shapes are equal, (N, C, H, W).
+
+    Attributes:
+        record: when True, the gates of the latest forward are kept in
+            ``last_channel_gate`` (N, C, 1, 1) and ``last_spatial_gate`` (N, 1, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = DEFAULT_REDUCTION,
+        spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
+    ) -> None:
+        super().__init__()
+        self.channel_attention = ChannelAttention(channels, reduction)
+        self.spatial_attention = SpatialAttention(spatial_kernel_size)
+        self.record = False
+        self.last_channel_gate: Tensor | None = None
+        self.last_spatial_gate: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        channel_gate = self.channel_attention(x)
+        x = channel_gate * x
+        spatial_gate = self.spatial_attention(x)
+        if self.record:
+            self.last_channel_gate = channel_gate.detach()
+            self.last_spatial_gate = spatial_gate.detach()
+        return spatial_gate * x

@@ -1,0 +1,306 @@
+"""The CAINNFlow model: a frozen backbone plus one 2-D coupling flow per feature scale.
+
+``CAINNFlow`` keeps the backbone (a :class:`cainnflow.backbone.FeatureExtractor`), a fixed
+per-channel standardisation of each stage's features (statistics of the training set, so
+the flow sees unit-scale inputs whatever the backbone), and the flows. Scoring lives in
+:mod:`cainnflow.scoring`, the loss in :func:`negative_log_likelihood`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .attention import CBAM
+from .backbone import DEFAULT_BACKBONE, FeatureExtractor
+from .flow import CouplingType, build_flow
+from .subnet import VARIANTS, SubnetVariant
+
+__all__ = [
+    "AttentionMaps",
+    "CAINNFlow",
+    "CAINNFlowConfig",
+    "FeatureStandardizer",
+    "FlowOutput",
+    "negative_log_likelihood",
+]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class CAINNFlowConfig:
+    """Everything that defines a CAINNFlow model (stored in checkpoints as JSON).
+
+    Attributes:
+        backbone: registry name of the feature extractor.
+        out_indices: backbone stages used; None means the backbone's default.
+        image_size: square input size in pixels.
+        variant: coupling subnet arrangement, ``CA``, ``AC``, ``CAC`` (paper) or ``CC``.
+        steps: coupling blocks per scale (the paper's "step", best at 2).
+        hidden_ratio: subnet hidden width relative to its input channels.
+        reduction: CBAM channel-attention reduction ratio ``r``.
+        clamp: soft clamp on the coupling log-scales.
+        coupling: ``"glow"`` (paper Eq. 1, both halves) or ``"allinone"`` (FastFlow-style).
+        sigma: Gaussian smoothing of the anomaly map, in input pixels (0 = none).
+        pooling: how the image score is pooled from the map: ``"max"`` (paper) or
+            ``"topk"`` (mean of the top 1 % pixels).
+        seed: seed of the flow initialisation and permutations.
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    out_indices: tuple[int, ...] | None = None
+    image_size: int = 256
+    variant: SubnetVariant = "CAC"
+    steps: int = 2
+    hidden_ratio: float = 1.0
+    reduction: int = 16
+    clamp: float = 2.0
+    coupling: CouplingType = "glow"
+    sigma: float = 4.0
+    pooling: str = "max"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if self.out_indices is not None:
+            object.__setattr__(self, "out_indices", tuple(int(i) for i in self.out_indices))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_indices"] = list(self.out_indices) if self.out_indices is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CAINNFlowConfig:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("out_indices") is not None:
+            kwargs["out_indices"] = tuple(kwargs["out_indices"])
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+class FlowOutput(NamedTuple):
+    """Per-scale latents and log-determinants.
+
+    Attributes:
+        z: one tensor (N, C_i, H_i, W_i) per scale.
+        log_jac_det: one tensor (N,) per scale, ``log|det ∂z/∂features|``.
+    """
+
+    z: list[Tensor]
+    log_jac_det: list[Tensor]
+
+
+@dataclass
+class AttentionMaps:
+    """CBAM gates of one coupling subnet for one forward pass.
+
+    Attributes:
+        scale: index of the feature scale.
+        step: coupling step within that scale's flow.
+        subnet: which subnet of the block (0 or 1 for GLOW couplings).
+        channel: (N, C_hidden) channel gate values in (0, 1).
+        spatial: (N, H, W) spatial gate values in (0, 1).
+    """
+
+    scale: int
+    step: int
+    subnet: int
+    channel: Tensor
+    spatial: Tensor
+
+
+class FeatureStandardizer(nn.Module):
+    """Fixed per-channel affine map ``(x - mean) / std`` with its inverse and log-det.
+
+    The statistics are buffers set once from training features (:meth:`fit`).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    @torch.no_grad()
+    def fit(self, features: Tensor, eps: float = 1e-6) -> None:
+        """Sets the statistics from features (N, C, H, W)."""
+        features = features.to(self.mean.device, torch.float32)
+        self.mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
+        self.std.copy_(features.std(dim=(0, 2, 3), keepdim=True).clamp_min(eps))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y * self.std + self.mean
+
+    def log_jac_det(self, height: int, width: int) -> Tensor:
+        """Scalar log-determinant of the map over an (H, W) feature map."""
+        return -torch.log(self.std).sum() * height * width
+
+
+class CAINNFlow(nn.Module):
+    """Frozen backbone + per-scale CAINNFlow normalizing flows.
+
+    Args:
+        backbone: feature extractor; its ``channels`` / ``feature_shapes`` define the flows.
+        config: model configuration.
+    """
+
+    def __init__(self, backbone: FeatureExtractor, config: CAINNFlowConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        shapes = backbone.feature_shapes(config.image_size)
+        self.feature_shapes: list[tuple[int, int, int]] = [tuple(s) for s in shapes]
+        self.standardizers = nn.ModuleList(FeatureStandardizer(c) for c, _, _ in shapes)
+        self.flows = nn.ModuleList(
+            build_flow(
+                c,
+                h,
+                w,
+                steps=config.steps,
+                variant=config.variant,
+                hidden_ratio=config.hidden_ratio,
+                reduction=config.reduction,
+                clamp=config.clamp,
+                coupling=config.coupling,
+                seed=config.seed + i,
+            )
+            for i, (c, h, w) in enumerate(shapes)
+        )
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.flows)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.flows.parameters()).device
+
+    def flow_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters (the backbone is frozen)."""
+        return [p for p in self.flows.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def extract_features(self, images: Tensor) -> list[Tensor]:
+        """Backbone features for normalised images (N, 3, S, S), one (N, C_i, H_i, W_i) per scale."""
+        return [f.float() for f in self.backbone(images)]
+
+    @torch.no_grad()
+    def fit_standardizers(self, features: Sequence[Tensor]) -> None:
+        """Sets the per-channel statistics from training features (one tensor per scale)."""
+        for standardizer, feats in zip(self.standardizers, features, strict=True):
+            standardizer.fit(feats)
+
+    def forward(self, features: Sequence[Tensor]) -> FlowOutput:
+        """Maps backbone features to latents.
+
+        Args:
+            features: one tensor (N, C_i, H_i, W_i) per scale, as from :meth:`extract_features`.
+
+        Returns:
+            :class:`FlowOutput`; ``log_jac_det`` includes the standardisation.
+        """
+        zs, jacs = [], []
+        for standardizer, flow, feats in zip(self.standardizers, self.flows, features, strict=True):
+            z, jac = flow(standardizer(feats))
+            zs.append(z)
+            jacs.append(jac + standardizer.log_jac_det(feats.shape[2], feats.shape[3]))
+        return FlowOutput(zs, jacs)
+
+    def encode(self, images: Tensor) -> FlowOutput:
+        """Images (N, 3, S, S) → latents, through the frozen backbone."""
+        return self(self.extract_features(images))
+
+    @torch.no_grad()
+    def inverse(self, z: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """Maps latents back to backbone features (inverse generation).
+
+        Args:
+            z: one tensor (N, C_i, H_i, W_i) per scale (None skips that scale).
+
+        Returns:
+            Features in the backbone's space, one per scale (None where skipped).
+        """
+        out: list[Tensor | None] = []
+        for standardizer, flow, zi in zip(self.standardizers, self.flows, z, strict=True):
+            if zi is None:
+                out.append(None)
+                continue
+            x, _ = flow(zi, rev=True)
+            out.append(standardizer.inverse(x))
+        return out
+
+    @contextmanager
+    def recording_attention(self):
+        """Within this context every CBAM keeps the gates of its latest forward."""
+        modules = [m for m in self.flows.modules() if isinstance(m, CBAM)]
+        for m in modules:
+            m.record = True
+        try:
+            yield modules
+        finally:
+            for m in modules:
+                m.record = False
+
+    @torch.no_grad()
+    def attention_maps(self, features: Sequence[Tensor]) -> list[AttentionMaps]:
+        """CBAM channel and spatial gates of every subnet for the given features.
+
+        Empty for the ``CC`` variant, which has no attention.
+        """
+        result: list[AttentionMaps] = []
+        with self.recording_attention():
+            self(features)
+            for scale, flow in enumerate(self.flows):
+                step = 0
+                for block in flow.module_list:
+                    subnets = [m for m in block.children() if hasattr(m, "cbam")]
+                    if not subnets:
+                        continue
+                    for k, subnet in enumerate(subnets):
+                        cbam = subnet.cbam
+                        if cbam is None or cbam.last_channel_gate is None:
+                            continue
+                        result.append(
+                            AttentionMaps(
+                                scale=scale,
+                                step=step,
+                                subnet=k,
+                                channel=cbam.last_channel_gate.flatten(1).cpu(),
+                                spatial=cbam.last_spatial_gate[:, 0].cpu(),
+                            )
+                        )
+                    step += 1
+        return result
+
+
+def negative_log_likelihood(output: FlowOutput) -> Tensor:
+    """Mean negative log-likelihood per dimension, summed over scales (scalar).
+
+    ``-log p(x) = ½‖z‖² + ½ D log 2π − log|det J|`` for each image, divided by the number
+    of dimensions ``D = C·H·W`` of its scale so scales of different sizes weigh alike.
+    """
+    total = torch.zeros((), device=output.z[0].device)
+    for z, jac in zip(output.z, output.log_jac_det, strict=True):
+        dims = z[0].numel()
+        nll = 0.5 * torch.sum(z.float() ** 2, dim=(1, 2, 3)) + 0.5 * dims * LOG_2PI - jac
+        total = total + torch.mean(nll) / dims
+    return total

@@ -1,0 +1,135 @@
+"""Anomaly maps and image scores from the flow's latents.
+
+Per scale, the anomaly of a feature position is its negative log-likelihood under
+``N(0, I)`` — ``½ mean_c z²`` (the log-determinant is a property of the whole map, not of
+one position). Scale maps are upsampled to the input size, averaged, and smoothed with a
+Gaussian; the image score pools the map (its maximum in the paper).
+
+These functions look at one image at a time: a score never depends on the other images in
+the batch. Normalisation statistics come from validation normals (:class:`ScoreStats`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "POOLINGS",
+    "ScoreStats",
+    "anomaly_map",
+    "gaussian_blur",
+    "image_scores",
+    "latent_nll_maps",
+]
+
+POOLINGS = ("max", "topk")
+TOPK_FRACTION = 0.01
+GAUSSIAN_TRUNCATE = 4.0
+
+
+def latent_nll_maps(z: Sequence[Tensor]) -> list[Tensor]:
+    """Per-position negative log-likelihood ``½ mean_c z²`` of each scale, (N, H_i, W_i)."""
+    return [0.5 * torch.mean(zi.float() ** 2, dim=1) for zi in z]
+
+
+def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian smoothing of maps (N, H, W) with standard deviation ``sigma`` px."""
+    if sigma <= 0:
+        return maps
+    radius = max(1, math.ceil(GAUSSIAN_TRUNCATE * sigma))
+    coords = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
+    kernel = torch.exp(-0.5 * (coords / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = maps.unsqueeze(1)
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect") if min(x.shape[-2:]) > radius else F.pad(
+        x, (radius, radius, radius, radius), mode="replicate"
+    )
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def anomaly_map(z: Sequence[Tensor], image_size: int | tuple[int, int], sigma: float = 4.0) -> Tensor:
+    """Anomaly map (N, H, W) at the input resolution from per-scale latents.
+
+    Args:
+        z: one latent (N, C_i, H_i, W_i) per scale.
+        image_size: output size, an int for square images or (H, W).
+        sigma: Gaussian smoothing in output pixels.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    maps = [
+        F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+        for m in latent_nll_maps(z)
+    ]
+    combined = torch.stack(maps, dim=0).mean(dim=0)
+    return gaussian_blur(combined, sigma)
+
+
+def image_scores(maps: Tensor, pooling: str = "max") -> Tensor:
+    """Image scores (N,) pooled from maps (N, H, W): the maximum, or the mean of the top 1 %."""
+    flat = maps.flatten(1)
+    if pooling == "max":
+        return flat.amax(dim=1)
+    if pooling == "topk":
+        k = max(1, round(flat.shape[1] * TOPK_FRACTION))
+        return flat.topk(k, dim=1).values.mean(dim=1)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Score statistics of validation normals, stored with the model.
+
+    Attributes:
+        image_mean, image_std: mean and standard deviation of normal image scores.
+        image_max: the largest normal image score.
+        pixel_p50, pixel_p99, pixel_max: quantiles of normal map values; the app fixes its
+            heatmap colour scale with them so colours mean the same on every image.
+        n_images: number of validation images they come from.
+    """
+
+    image_mean: float
+    image_std: float
+    image_max: float
+    pixel_p50: float
+    pixel_p99: float
+    pixel_max: float
+    n_images: int
+
+    @classmethod
+    def from_normals(cls, scores: np.ndarray, maps: np.ndarray) -> ScoreStats:
+        """Statistics from normal image scores (N,) and their maps (N, H, W)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        values = np.asarray(maps, dtype=np.float32).ravel()
+        if scores.size == 0:
+            raise ValueError("score statistics need at least one validation image")
+        p50, p99 = np.percentile(values, [50.0, 99.0])
+        return cls(
+            image_mean=float(scores.mean()),
+            image_std=float(scores.std()),
+            image_max=float(scores.max()),
+            pixel_p50=float(p50),
+            pixel_p99=float(p99),
+            pixel_max=float(values.max()),
+            n_images=int(scores.size),
+        )
+
+    def normalize_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Scores as standard deviations above the normal mean (z-scores)."""
+        return (np.asarray(scores) - self.image_mean) / max(self.image_std, 1e-12)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreStats:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})

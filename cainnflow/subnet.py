@@ -1,0 +1,114 @@
+"""Coupling subnets of CAINNFlow: 3×3 convolutions with CBAM (paper §3.3).
+
+The subnet predicts the affine coefficients ``[s, t]`` of a coupling block from the passive
+half of the features, keeping the spatial layout (no flattening to 1-D):
+
+=========  ===========================================  ==================
+variant    arrangement                                  paper
+=========  ===========================================  ==================
+``CA``     conv3×3 → CBAM                               Eq. 9, Fig. 7
+``AC``     CBAM → conv3×3                               Eq. 10, Fig. 8
+``CAC``    conv3×3 → ReLU → CBAM → conv3×3 (default)    Eq. 11, Fig. 9
+``CC``     conv3×3 → ReLU → conv3×3 (ablation)          Eq. 12, Fig. 10
+=========  ===========================================  ==================
+
+:func:`create_subnet` returns a FrEIA subnet constructor ``(c_in, c_out) -> nn.Module``.
+The last convolution starts at zero, so every coupling block starts as the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, get_args
+
+from torch import Tensor, nn
+
+from .attention import CBAM, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
+
+__all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet"]
+
+SubnetVariant = Literal["CA", "AC", "CAC", "CC"]
+VARIANTS: tuple[str, ...] = get_args(SubnetVariant)
+
+
+def _conv(c_in: int, c_out: int, kernel_size: int, zero: bool = False) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2)
+    if zero:
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+class CouplingSubnet(nn.Module):
+    """One of the four subnet arrangements, mapping (N, c_in, H, W) → (N, c_out, H, W).
+
+    Args:
+        c_in: channels of the passive half fed to the subnet.
+        c_out: channels of the predicted coefficients (2 × the active half).
+        variant: ``"CA"``, ``"AC"``, ``"CAC"`` or ``"CC"``.
+        hidden_ratio: hidden width of two-convolution variants as a multiple of ``c_in``.
+        reduction: CBAM channel-MLP reduction ratio ``r``.
+        kernel_size: convolution size (3 in the paper).
+        spatial_kernel_size: CBAM spatial-attention convolution size (7 in the paper).
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        variant: SubnetVariant = "CAC",
+        hidden_ratio: float = 1.0,
+        reduction: int = DEFAULT_REDUCTION,
+        kernel_size: int = 3,
+        spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown subnet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        self.variant = variant
+        hidden = max(1, round(c_in * hidden_ratio))
+        layers: list[nn.Module]
+        if variant == "CA":
+            # A zero conv gives zero coefficients; the CBAM gates (0.5 at zero input) still
+            # pass gradients back to it.
+            layers = [_conv(c_in, c_out, kernel_size, zero=True), CBAM(c_out, reduction, spatial_kernel_size)]
+        elif variant == "AC":
+            layers = [CBAM(c_in, reduction, spatial_kernel_size), _conv(c_in, c_out, kernel_size, zero=True)]
+        elif variant == "CAC":
+            layers = [
+                _conv(c_in, hidden, kernel_size),
+                nn.ReLU(inplace=True),
+                CBAM(hidden, reduction, spatial_kernel_size),
+                _conv(hidden, c_out, kernel_size, zero=True),
+            ]
+        else:  # CC
+            layers = [
+                _conv(c_in, hidden, kernel_size),
+                nn.ReLU(inplace=True),
+                _conv(hidden, c_out, kernel_size, zero=True),
+            ]
+        self.layers = nn.Sequential(*layers)
+
+    @property
+    def cbam(self) -> CBAM | None:
+        """The subnet's CBAM module, or None for ``CC``."""
+        return next((m for m in self.layers if isinstance(m, CBAM)), None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+def create_subnet(
+    variant: SubnetVariant = "CAC",
+    hidden_ratio: float = 1.0,
+    reduction: int = DEFAULT_REDUCTION,
+    kernel_size: int = 3,
+) -> Callable[[int, int], nn.Module]:
+    """Returns a FrEIA subnet constructor ``(c_in, c_out) -> CouplingSubnet``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown subnet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+    def constructor(c_in: int, c_out: int) -> nn.Module:
+        return CouplingSubnet(c_in, c_out, variant, hidden_ratio, reduction, kernel_size)
+
+    return constructor
