@@ -43,6 +43,7 @@ def build_flow(
     reduction: int = 16,
     clamp: float = 2.0,
     coupling: CouplingType = "glow",
+    kernel_size: int = 3,
     seed: int = 0,
 ) -> Ff.SequenceINN:
     """Builds one scale's flow.
@@ -55,6 +56,7 @@ def build_flow(
         reduction: CBAM reduction ratio ``r``.
         clamp: soft clamp of the log-scale ``s`` (|s| < clamp).
         coupling: ``"glow"`` (paper Eq. 1) or ``"allinone"``.
+        kernel_size: subnet convolution size (3 in the paper).
         seed: seeds the fixed channel permutations, so a flow is reproducible.
 
     Returns:
@@ -67,7 +69,7 @@ def build_flow(
         raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
     if channels < 2:
         raise ValueError(f"a coupling flow needs at least 2 channels, got {channels}")
-    subnet = create_subnet(variant, hidden_ratio=hidden_ratio, reduction=reduction)
+    subnet = create_subnet(variant, hidden_ratio=hidden_ratio, reduction=reduction, kernel_size=kernel_size)
     flow = Ff.SequenceINN(channels, height, width)
     # FrEIA draws its permutations from numpy's global generator; fork it so building a
     # flow neither depends on nor disturbs the caller's random state.

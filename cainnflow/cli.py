@@ -1,0 +1,252 @@
+"""Command line: ``python -m cainnflow {make-demo-data,train,evaluate,predict}``.
+
+Bad arguments and bad files end with a non-zero exit code and one clear line on stderr,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import CainnflowError
+
+__all__ = ["main"]
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from .backbone import BACKBONES, DEFAULT_BACKBONE
+    from .subnet import VARIANTS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cainnflow",
+        description="CAINNFlow anomaly detection: make demo data, train, evaluate, predict.",
+    )
+    parser.add_argument("--version", action="version", version=f"cainnflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset (MVTec layout)")
+    demo.add_argument("out_dir", type=Path)
+    demo.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train a flow on the good images of a category")
+    train.add_argument("--data-root", type=Path, required=True, help="MVTec-layout root folder")
+    train.add_argument("--category", required=True)
+    train.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
+    train.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    train.add_argument("--variant", default="CAC", choices=VARIANTS)
+    train.add_argument("--steps", type=int, default=2, help="coupling blocks per scale")
+    train.add_argument("--epochs", type=int, default=None, help="default: the backbone's recommended")
+    train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--weights", default="auto", help="backbone weights: auto, random (tests only), or a file")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on a category's test split")
+    ev.add_argument("--checkpoint", type=Path, required=True)
+    ev.add_argument("--data-root", type=Path, required=True)
+    ev.add_argument("--category", required=True)
+    ev.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    ev.add_argument("--batch-size", type=int, default=8)
+
+    pr = sub.add_parser("predict", help="score images and write overlays and raw maps")
+    pr.add_argument("--checkpoint", type=Path, required=True)
+    pr.add_argument("images", type=Path, nargs="+")
+    pr.add_argument("--out", type=Path, required=True, help="output folder")
+    pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    pr.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity of the overlays")
+    return parser
+
+
+def _cmd_make_demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import make_demo_dataset
+
+    start = time.perf_counter()
+    root = make_demo_dataset(args.out_dir, seed=args.seed)
+    cats = sorted(p.name for p in root.iterdir() if p.is_dir())
+    print(f"demo dataset in {root} ({', '.join(cats)}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _progress_printer(quiet: bool):
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def callback(p) -> None:
+        if quiet:
+            return
+        total = p.steps if p.phase == "features" else p.epochs * p.steps
+        if p.phase not in bars and p.phase != "done":
+            for bar in bars.values():
+                bar.close()
+            desc = "features" if p.phase == "features" else "training"
+            bars[p.phase] = tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=True)
+        if p.phase == "done":
+            for bar in bars.values():
+                bar.close()
+            return
+        bar = bars[p.phase]
+        done = p.step if p.phase == "features" else (p.epoch - 1) * p.steps + p.step
+        bar.update(done - bar.n)
+        if p.phase == "train":
+            post = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}"}
+            if p.val_loss is not None:
+                post["val"] = f"{p.val_loss:.4f}"
+            bar.set_postfix(post, refresh=False)
+
+    return callback
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .backbone import BACKBONES
+    from .data import load_mvtec_category
+    from .model import CAINNFlowConfig
+    from .pipeline import Detector
+    from .training import TrainConfig
+
+    data = load_mvtec_category(args.data_root, args.category)
+    spec = BACKBONES[args.backbone]
+    config = CAINNFlowConfig(
+        backbone=args.backbone,
+        image_size=args.image_size or spec.default_image_size,
+        variant=args.variant,
+        steps=args.steps,
+        seed=args.seed,
+    )
+    defaults = TrainConfig()
+    train_config = TrainConfig(
+        epochs=args.epochs if args.epochs is not None else defaults.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else defaults.lr,
+        seed=args.seed,
+    )
+    if args.out.suffix != ".safetensors":
+        raise CainnflowError(f"--out must end in .safetensors, got {args.out.name}")
+    detector = Detector.create(config, weights=args.weights, device=args.device)
+    print(
+        f"training {config.variant} flow ({config.steps} steps/scale) on {data.name}: "
+        f"{len(data.train)} good images, backbone {config.backbone} [{detector.backbone.weights_source}], "
+        f"device {detector.device}",
+        file=sys.stderr,
+    )
+    history = detector.fit(data, train_config, callback=_progress_printer(args.quiet))
+    detector.info["data_root_name"] = Path(args.data_root).name
+    detector.save(args.out)
+    per_epoch = history.train_seconds / max(len(history.epochs), 1)
+    print(
+        f"saved {args.out}  best epoch {history.best_epoch}  val loss {history.best_val_loss:.4f}  "
+        f"features {history.feature_seconds:.1f} s  training {history.train_seconds:.1f} s "
+        f"({per_epoch:.2f} s/epoch)  threshold {detector.threshold:.4g}"
+    )
+    return 0
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_mvtec_category
+    from .pipeline import Detector
+
+    detector = Detector.load(args.checkpoint, device=args.device)
+    data = load_mvtec_category(args.data_root, args.category)
+    result = detector.evaluate(data, batch_size=args.batch_size)
+    rows = [
+        ("category", result.category),
+        ("image AUROC", _fmt(result.image_auroc)),
+        ("pixel AUROC", _fmt(result.pixel_auroc) if result.pixel_auroc is not None else "n/a (no masks)"),
+        ("AUPRO (FPR<=0.3)", _fmt(result.aupro) if result.aupro is not None else "n/a (no masks)"),
+        ("test images", f"{result.n_test} ({result.n_anomalous} anomalous)"),
+        ("ms / image", f"{result.ms_per_image:.1f} (batch {args.batch_size}, {detector.device})"),
+        ("threshold", _fmt(result.threshold)),
+        ("F1-optimal threshold", f"{_fmt(result.f1_threshold)} (F1 {_fmt(result.f1, 3)})"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    if result.per_defect:
+        print()
+        print(f"{'defect':<20} {'n':>3} {'image AUROC':>12} {'pixel AUROC':>12}")
+        for name, d in result.per_defect.items():
+            print(f"{name:<20} {d['n']:>3} {_fmt(d['image_auroc']):>12} {_fmt(d['pixel_auroc']):>12}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .data import read_image
+    from .pipeline import Detector
+    from .visualization import overlay_heatmap
+
+    detector = Detector.load(args.checkpoint, device=args.device)
+    if detector.stats is None or detector.threshold is None:
+        raise CainnflowError(f"{args.checkpoint.name} holds an untrained model (no calibration)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in args.images:
+        try:
+            image = read_image(path)
+        except CainnflowError as exc:
+            print(f"{path}: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        pred = detector.predict([image])
+        amap = pred.maps[0]
+        overlay = overlay_heatmap(
+            image,
+            amap,
+            vmin=detector.stats.pixel_p50,
+            vmax=max(detector.threshold, detector.stats.pixel_max),
+            alpha=args.alpha,
+            threshold=detector.threshold,
+        )
+        overlay.save(args.out / f"{path.stem}_overlay.png")
+        np.save(args.out / f"{path.stem}_map.npy", amap.astype(np.float32), allow_pickle=False)
+        verdict = "ANOMALOUS" if pred.is_anomalous[0] else "good"
+        print(f"{path}\tscore {pred.scores[0]:.4f}\t{verdict}")
+    return EXIT_ERROR if failures else 0
+
+
+COMMANDS = {
+    "make-demo-data": _cmd_make_demo_data,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CainnflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,313 @@
+"""Maximum-likelihood training of the flows on cached backbone features.
+
+The backbone is frozen, so its features are computed once (:func:`extract_features`) and the
+flows train on that cache — what makes CPU training practical. :func:`fit_flows` runs Adam
+(paper: lr 5e-4) with early stopping on the validation split carved from train/good, reports
+progress through a callback and honours a cancel flag within one batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from threading import Event
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .device import autocast_dtype
+from .errors import TrainingCancelled, TrainingError
+from .model import CAINNFlow, negative_log_likelihood
+
+__all__ = [
+    "EpochRecord",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainingHistory",
+    "extract_features",
+    "fit_flows",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: maximum number of passes over the training features.
+        batch_size: images per step.
+        lr: Adam learning rate (paper: 5e-4).
+        weight_decay: Adam weight decay.
+        patience: stop after this many epochs without a better validation loss (None: never).
+        grad_clip: clip the gradient norm to this value (None: no clipping).
+        seed: seeds batch order.
+    """
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    patience: int | None = None
+    grad_clip: float | None = 10.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One progress report.
+
+    Attributes:
+        phase: ``"features"`` (caching backbone features), ``"train"`` or ``"done"``.
+        epoch, epochs: current (1-based) and total epochs (0 during ``features``).
+        step, steps: current (1-based) and total steps of the phase / epoch.
+        loss: running mean training loss of the epoch (nats per dimension).
+        val_loss: validation loss of the last finished epoch.
+        elapsed_s: seconds since the phase started.
+        eta_s: estimated seconds left in the phase.
+    """
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    val_loss: float | None = None
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Progress of the phase in [0, 1]."""
+        if self.phase == "done":
+            return 1.0
+        if self.phase == "features":
+            return self.step / max(self.steps, 1)
+        done = (self.epoch - 1) * self.steps + self.step
+        return min(1.0, done / max(self.epochs * self.steps, 1))
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    seconds: float
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training (stored with the checkpoint)."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
+    stopped_early: bool = False
+    cancelled: bool = False
+    feature_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
+        data = dict(data)
+        data["epochs"] = [EpochRecord(**e) for e in data.get("epochs", [])]
+        return cls(**data)
+
+
+ProgressCallback = Callable[[TrainProgress], None]
+
+
+def _check_cancel(cancel: Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+@torch.no_grad()
+def extract_features(
+    model: CAINNFlow,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    callback: ProgressCallback | None = None,
+    cancel: Event | None = None,
+) -> list[Tensor]:
+    """Runs the frozen backbone once over a loader of :class:`cainnflow.data.DatasetItem`.
+
+    Returns:
+        One CPU float32 tensor (N, C_i, H_i, W_i) per scale.
+
+    Raises:
+        TrainingCancelled: when ``cancel`` is set.
+    """
+    dtype = autocast_dtype(device)
+    chunks: list[list[Tensor]] = []
+    start = time.perf_counter()
+    steps = len(loader)
+    for step, batch in enumerate(loader, start=1):
+        if _check_cancel(cancel):
+            raise TrainingCancelled("cancelled while extracting features")
+        images = batch[0].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            feats = model.extract_features(images)
+        chunks.append([f.float().cpu() for f in feats])
+        if callback is not None:
+            elapsed = time.perf_counter() - start
+            callback(
+                TrainProgress(
+                    "features", 0, 0, step, steps, elapsed_s=elapsed, eta_s=elapsed / step * (steps - step)
+                )
+            )
+    if not chunks:
+        raise TrainingError("no images to extract features from")
+    return [torch.cat(parts, dim=0) for parts in zip(*chunks, strict=True)]
+
+
+@torch.no_grad()
+def validation_loss(model: CAINNFlow, features: Sequence[Tensor], batch_size: int) -> float:
+    """Mean negative log-likelihood per dimension over cached features."""
+    device = model.device
+    n = features[0].shape[0]
+    total = 0.0
+    for start in range(0, n, batch_size):
+        batch = [f[start : start + batch_size].to(device) for f in features]
+        total += negative_log_likelihood(model(batch)).item() * batch[0].shape[0]
+    return total / n
+
+
+def fit_flows(
+    model: CAINNFlow,
+    train_features: Sequence[Tensor],
+    val_features: Sequence[Tensor] | None,
+    config: TrainConfig,
+    *,
+    callback: ProgressCallback | None = None,
+    cancel: Event | None = None,
+) -> TrainingHistory:
+    """Trains the flows by maximum likelihood on cached features.
+
+    The standardisers are fitted on ``train_features`` first. The state with the best
+    validation loss (or the last one without validation) is restored at the end.
+
+    Args:
+        model: the model; its flows are trained in place on ``model.device``.
+        train_features, val_features: cached features, one tensor (N, C_i, H_i, W_i) per scale.
+        config: optimisation settings.
+        callback: called after every step with a :class:`TrainProgress`.
+        cancel: when set, training stops within one batch; the best state so far is kept and
+            the history says ``cancelled``. Cancelled before the first epoch ends, it raises
+            :class:`TrainingCancelled`.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite (the last good state is restored).
+    """
+    device = model.device
+    model.fit_standardizers(train_features)
+    params = model.flow_parameters()
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    n = train_features[0].shape[0]
+    steps = max(1, math.ceil(n / config.batch_size))
+    history = TrainingHistory()
+    best_state = copy.deepcopy(model.flows.state_dict())
+    best_loss = math.inf
+    epochs_without_gain = 0
+    start = time.perf_counter()
+
+    for epoch in range(1, config.epochs + 1):
+        model.flows.train()
+        order = torch.randperm(n, generator=generator)
+        epoch_start = time.perf_counter()
+        running = 0.0
+        seen = 0
+        last_good_state = copy.deepcopy(model.flows.state_dict())
+        for step in range(1, steps + 1):
+            if _check_cancel(cancel):
+                model.flows.load_state_dict(best_state if history.epochs else last_good_state)
+                if not history.epochs:
+                    raise TrainingCancelled("training cancelled before the first epoch finished")
+                history.cancelled = True
+                history.train_seconds = time.perf_counter() - start
+                model.flows.eval()
+                return history
+            idx = order[(step - 1) * config.batch_size : step * config.batch_size]
+            batch = [f[idx].to(device, non_blocking=True) for f in train_features]
+            loss = negative_log_likelihood(model(batch))
+            if not torch.isfinite(loss):
+                model.flows.load_state_dict(best_state if history.epochs else last_good_state)
+                model.flows.eval()
+                raise TrainingError(
+                    f"the training loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    "the learning rate is probably too high for these features (try a lower lr "
+                    "or a smaller clamp). The last good state was kept."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            running += loss.item() * idx.numel()
+            seen += idx.numel()
+            if callback is not None:
+                elapsed = time.perf_counter() - start
+                done = (epoch - 1) * steps + step
+                eta = elapsed / done * (config.epochs * steps - done)
+                callback(
+                    TrainProgress(
+                        "train",
+                        epoch,
+                        config.epochs,
+                        step,
+                        steps,
+                        loss=running / seen,
+                        val_loss=history.epochs[-1].val_loss if history.epochs else None,
+                        elapsed_s=elapsed,
+                        eta_s=eta,
+                    )
+                )
+
+        model.flows.eval()
+        train_loss = running / max(seen, 1)
+        val_loss = validation_loss(model, val_features, config.batch_size) if val_features else None
+        history.epochs.append(EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - epoch_start))
+        monitored = val_loss if val_loss is not None else train_loss
+        if monitored < best_loss:
+            best_loss = monitored
+            best_state = copy.deepcopy(model.flows.state_dict())
+            history.best_epoch = epoch
+            history.best_val_loss = val_loss
+            epochs_without_gain = 0
+        else:
+            epochs_without_gain += 1
+            if config.patience is not None and epochs_without_gain >= config.patience:
+                history.stopped_early = True
+                break
+
+    model.flows.load_state_dict(best_state)
+    model.flows.eval()
+    history.train_seconds = time.perf_counter() - start
+    if callback is not None:
+        last = history.epochs[-1]
+        callback(
+            TrainProgress(
+                "done",
+                last.epoch,
+                config.epochs,
+                steps,
+                steps,
+                loss=last.train_loss,
+                val_loss=last.val_loss,
+                elapsed_s=history.train_seconds,
+                eta_s=0.0,
+            )
+        )
+    return history

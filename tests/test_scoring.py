@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+
+from cainnflow.scoring import ScoreStats, anomaly_map, gaussian_blur, image_scores, latent_nll_maps
+
+
+def test_latent_nll_map_is_half_mean_square():
+    z = torch.zeros(1, 4, 3, 3)
+    z[0, :, 1, 2] = 2.0
+    m = latent_nll_maps([z])[0]
+    assert m.shape == (1, 3, 3)
+    assert m[0, 1, 2].item() == pytest.approx(2.0)
+    assert m.sum().item() == pytest.approx(2.0)
+
+
+def test_anomaly_map_upsamples_and_localises():
+    z_small = torch.zeros(2, 4, 8, 8)
+    z_small[1, :, 2, 6] = 5.0
+    z_big = torch.zeros(2, 4, 16, 16)
+    maps = anomaly_map([z_big, z_small], 64, sigma=2.0)
+    assert maps.shape == (2, 64, 64)
+    assert maps[0].abs().max().item() == pytest.approx(0.0)
+    peak = np.unravel_index(int(maps[1].argmax()), (64, 64))
+    assert abs(peak[0] - (2 * 8 + 4)) <= 4 and abs(peak[1] - (6 * 8 + 4)) <= 4
+
+
+def test_score_of_one_image_does_not_depend_on_batch():
+    torch.manual_seed(0)
+    z = [torch.randn(4, 3, 8, 8), torch.randn(4, 5, 4, 4)]
+    full = image_scores(anomaly_map(z, 32, 2.0))
+    single = image_scores(anomaly_map([zi[2:3] for zi in z], 32, 2.0))
+    torch.testing.assert_close(full[2:3], single)
+
+
+def test_gaussian_blur_preserves_mass_and_constant():
+    x = torch.zeros(1, 31, 31)
+    x[0, 15, 15] = 1.0
+    y = gaussian_blur(x, 2.0)
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert y[0, 15, 15] < 1.0
+    c = torch.full((1, 10, 10), 3.0)
+    torch.testing.assert_close(gaussian_blur(c, 1.5), c)
+    assert gaussian_blur(x, 0) is x
+
+
+def test_pooling():
+    maps = torch.zeros(1, 10, 10)
+    maps[0, 0, 0] = 7.0
+    assert image_scores(maps, "max").item() == 7.0
+    assert image_scores(maps, "topk").item() == pytest.approx(7.0)  # top 1% of 100 = 1 pixel
+    with pytest.raises(ValueError):
+        image_scores(maps, "median")
+
+
+def test_score_stats_round_trip():
+    rng = np.random.default_rng(0)
+    stats = ScoreStats.from_normals(rng.random(10), rng.random((10, 8, 8)))
+    assert stats.pixel_p50 < stats.pixel_p99 <= stats.pixel_max
+    assert ScoreStats.from_dict(stats.to_dict()) == stats
+    z = stats.normalize_scores(np.array([stats.image_mean]))
+    assert z[0] == pytest.approx(0.0)
