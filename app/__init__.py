@@ -1,0 +1,1 @@
+"""Streamlit helpers of the CAINNFlow inspection app (the library is ``cainnflow``)."""

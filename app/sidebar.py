@@ -1,0 +1,45 @@
+"""The sidebar: the current model and data, shown on every page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from . import state
+from .loaders import detected_device
+
+
+def render_sidebar() -> None:
+    state.init_state()
+    with st.sidebar:
+        st.markdown("### Current model")
+        entry = state.current_model()
+        if entry is None:
+            st.caption("No model yet — train one or load the demo checkpoint on **Train / load**.")
+        else:
+            det = entry.detector
+            cfg = det.config
+            st.markdown(
+                f"**{cfg.variant}** flow, {cfg.steps} step(s)/scale  \n"
+                f"Backbone `{cfg.backbone}`  \n"
+                f"Image size {cfg.image_size} px  \n"
+                f"{entry.origin}"
+            )
+            if det.threshold is not None:
+                st.caption(f"Threshold {det.threshold:.4g} · device {det.device}")
+        data = state.current_data()
+        st.markdown("### Data")
+        if data is None:
+            st.caption("No dataset chosen.")
+        else:
+            d = data.data
+            st.markdown(
+                f"{data.source}: **{d.name}**  \n{len(d.train)} train · {len(d.test)} test"
+                + ("" if d.has_masks or not d.test else "  \n_no masks: image-level only_")
+            )
+        job = state.get(state.TRAIN_JOB)
+        if job is not None:
+            snap = job.snapshot()
+            if snap.running and snap.progress is not None:
+                st.progress(snap.progress.fraction, text=f"Training: {snap.progress.phase}")
+        st.markdown("### Device")
+        st.caption(f"Detected: {detected_device()}")
