@@ -31,7 +31,9 @@ FORMAT_VERSION = 1
 CHECKPOINT_SUFFIX = ".safetensors"
 METADATA_KEY = "cainnflow"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-_PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+_PICKLE_PROTOCOLS = range(2, 6)
 
 
 def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
@@ -74,6 +76,27 @@ def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[bytes, str]:
     return path.read_bytes(), path.name
 
 
+def _looks_like_pickle(data: bytes) -> bool:
+    """A pickle stream (protocol 2-5) or a zip archive (``torch.save``'s format)."""
+    return data.startswith(_ZIP_MAGIC) or (
+        len(data) > 1 and data[0] == _PICKLE_PROTO and data[1] in _PICKLE_PROTOCOLS
+    )
+
+
+def _parse_header(data: bytes) -> dict[str, Any] | None:
+    """The safetensors JSON header, or None when ``data`` is not a safetensors file."""
+    if len(data) < 8:
+        return None
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+        return None
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
 def read_checkpoint(source: str | Path | bytes | BinaryIO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Reads a checkpoint written by :func:`write_checkpoint`.
 
@@ -88,21 +111,17 @@ def read_checkpoint(source: str | Path | bytes | BinaryIO) -> tuple[dict[str, to
             another program, or of an unsupported format version.
     """
     data, name = _read_source(source)
-    if data.startswith(_PICKLE_MAGICS):
-        raise CheckpointError(
-            f"{name} looks like a PyTorch pickle file; cainnflow never unpickles checkpoints "
-            "(they can run code). Use a .safetensors checkpoint saved by cainnflow."
-        )
-    if len(data) < 8:
-        raise CheckpointError(f"{name} is not a cainnflow checkpoint (file too short: {len(data)} bytes)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+    header = _parse_header(data)
+    if header is None:
+        if _looks_like_pickle(data):
+            raise CheckpointError(
+                f"{name} looks like a PyTorch pickle file; cainnflow never unpickles checkpoints "
+                "(they can run code). Use a .safetensors checkpoint saved by cainnflow."
+            )
+        if len(data) < 8:
+            raise CheckpointError(f"{name} is not a cainnflow checkpoint (file too short: {len(data)} bytes)")
         raise CheckpointError(f"{name} is not a valid safetensors file (truncated or corrupt header)")
-    try:
-        header = json.loads(data[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{name} is not a valid safetensors file (header is not JSON)") from exc
-    metadata = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    metadata = header.get("__metadata__") or {}
     if METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{name} is a safetensors file but not a cainnflow checkpoint (no '{METADATA_KEY}' metadata)"
