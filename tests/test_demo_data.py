@@ -1,0 +1,122 @@
+"""Tests for the synthetic demo dataset generator."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cainnflow.data import list_categories, load_mvtec_category, read_mask
+from cainnflow.demo_data import (
+    COMPLETE_MARKER,
+    DEMO_CATEGORIES,
+    DEMO_DEFECTS,
+    demo_dataset_ready,
+    make_demo_dataset,
+    render_demo_sample,
+)
+from cainnflow.errors import DataError
+
+SMALL = {"image_size": 96, "n_train": 4, "n_test_good": 2, "n_test_per_defect": 2}
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), seed=0, **SMALL)
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_categories_cover_texture_surface_object():
+    assert len(DEMO_CATEGORIES) >= 3
+    assert all(len(DEMO_DEFECTS[c]) >= 3 for c in DEMO_CATEGORIES)
+
+
+def test_layout_loads_as_mvtec(demo_root):
+    assert demo_dataset_ready(demo_root)
+    assert list_categories(demo_root) == sorted(DEMO_CATEGORIES)
+    assert "synthetic" in (demo_root / "README.txt").read_text().lower()
+    for category in DEMO_CATEGORIES:
+        data = load_mvtec_category(demo_root, category)
+        assert len(data.train) == SMALL["n_train"]
+        assert data.defect_types == tuple(sorted(DEMO_DEFECTS[category]))
+        assert data.n_anomalous == SMALL["n_test_per_defect"] * len(DEMO_DEFECTS[category])
+        assert data.has_masks
+        for sample in data.test:
+            if sample.label == 1:
+                mask_image = Image.open(sample.mask_path)
+                assert mask_image.mode == "L" and set(np.unique(np.asarray(mask_image))) <= {0, 255}
+                assert read_mask(sample.mask_path, SMALL["image_size"]).any()
+        image = Image.open(data.train[0].path)
+        assert image.mode == "RGB" and image.size == (SMALL["image_size"],) * 2
+
+
+def test_deterministic_same_bytes(demo_root, tmp_path):
+    again = make_demo_dataset(tmp_path / "again", seed=0, categories=("pill_disc",), **SMALL)
+    first = _files(demo_root / "pill_disc")
+    second = _files(again / "pill_disc")
+    assert first == second
+    other = make_demo_dataset(tmp_path / "other", seed=1, categories=("pill_disc",), **SMALL)
+    assert _files(other / "pill_disc") != first
+
+
+def test_idempotent_and_regenerates_half_written(tmp_path):
+    root = make_demo_dataset(tmp_path, categories=("metal_plate",), **SMALL)
+    image = next((root / "metal_plate" / "train" / "good").iterdir())
+    mtime = image.stat().st_mtime_ns
+    make_demo_dataset(tmp_path, categories=("metal_plate",), **SMALL)
+    assert image.stat().st_mtime_ns == mtime  # complete -> skipped
+    (root / "metal_plate" / COMPLETE_MARKER).unlink()
+    image.unlink()
+    assert not demo_dataset_ready(root, categories=("metal_plate",))
+    make_demo_dataset(tmp_path, categories=("metal_plate",), **SMALL)
+    assert image.exists() and demo_dataset_ready(root, categories=("metal_plate",))
+    assert not demo_dataset_ready(root)  # other categories were not generated
+
+
+def test_refuses_foreign_folder_and_bad_args(tmp_path):
+    (tmp_path / "carpet_weave").mkdir()
+    (tmp_path / "carpet_weave" / "mine.txt").write_text("user data")
+    with pytest.raises(DataError, match="refusing"):
+        make_demo_dataset(tmp_path, categories=("carpet_weave",), **SMALL)
+    with pytest.raises(DataError, match="unknown demo category"):
+        make_demo_dataset(tmp_path, categories=("bottle",))
+    with pytest.raises(ValueError):
+        render_demo_sample("pill_disc", difficulty=0)
+
+
+def test_normal_images_vary():
+    a = render_demo_sample("carpet_weave", index=0, image_size=96).image.astype(float)
+    b = render_demo_sample("carpet_weave", index=1, image_size=96).image.astype(float)
+    assert np.abs(a - b).mean() > 5
+
+
+@pytest.mark.parametrize("category", DEMO_CATEGORIES)
+def test_masks_aligned_with_defects(category):
+    size = 128
+    normals = np.stack(
+        [render_demo_sample(category, split="test", index=i, image_size=size).image for i in range(4)]
+    ).astype(float)
+    typical = normals.mean(axis=0)
+    for defect in DEMO_DEFECTS[category]:
+        ratios = []
+        for index in range(2):
+            sample = render_demo_sample(category, split="test", defect=defect, index=index, image_size=size)
+            mask = sample.mask
+            assert mask.any() and mask.mean() < 0.1  # small, non-empty
+            change = np.abs(sample.image.astype(float) - sample.clean).sum(-1)
+            assert change[mask].mean() > 5 * max(change[~mask].mean(), 0.05), (defect, index)
+            # against the typical normal image, as a model would see it
+            diff = np.abs(sample.image.astype(float) - typical).sum(-1)
+            ratios.append(diff[mask].mean() / diff[~mask].mean())
+        if defect != "stain":  # stains change texture more than intensity, by design
+            assert np.mean(ratios) > 1.0, (defect, ratios)
+
+
+def test_difficulty_scales_contrast():
+    easy = render_demo_sample("metal_plate", split="test", defect="scratch", difficulty=0.5, image_size=96)
+    hard = render_demo_sample("metal_plate", split="test", defect="scratch", difficulty=2.0, image_size=96)
+    assert np.array_equal(easy.mask, hard.mask)
+    change_easy = np.abs(easy.image.astype(float) - easy.clean)[easy.mask].mean()
+    change_hard = np.abs(hard.image.astype(float) - hard.clean)[hard.mask].mean()
+    assert change_easy > 2 * change_hard
