@@ -23,23 +23,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DEFAULT_MVTEC_ROOT, fmt  # noqa: E402
-from cainnflow.data import load_mvtec_category  # noqa: E402
-from cainnflow.demo_data import make_demo_dataset  # noqa: E402
-from cainnflow.device import describe_device  # noqa: E402
-from cainnflow.metrics import image_auroc  # noqa: E402
-from cainnflow.model import CAINNFlowConfig  # noqa: E402
-from cainnflow.pipeline import Detector  # noqa: E402
-from cainnflow.training import TrainConfig  # noqa: E402
+from benchmarks.common import DEFAULT_MVTEC_ROOT, fmt
+from cainnflow.data import load_mvtec_category
+from cainnflow.demo_data import make_demo_dataset
+from cainnflow.device import describe_device
+from cainnflow.metrics import image_auroc
+from cainnflow.model import CAINNFlowConfig
+from cainnflow.pipeline import Detector
+from cainnflow.training import TrainConfig
 
 
 def throughput(detector: Detector, batch_size: int, seconds: float = 3.0) -> float:
     """Images per second of score_batch on random inputs (backbone + flows + map)."""
     size = detector.config.image_size
     x = torch.randn(batch_size, 3, size, size, device=detector.device)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        for _ in range(5):
-            detector.score_batch(x)
+    for _ in range(5):
+        detector.score_batch(x)
     torch.cuda.synchronize()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -65,7 +64,9 @@ def main() -> None:
     else:
         root, category = args.root, args.category
     data = load_mvtec_category(root, category)
-    print(f"device: {describe_device('cuda')}  data: {category} ({len(data.train)} train, {len(data.test)} test)")
+    print(
+        f"device: {describe_device('cuda')}  data: {category} ({len(data.train)} train, {len(data.test)} test)"
+    )
 
     config = CAINNFlowConfig(image_size=args.image_size)
     torch.manual_seed(0)

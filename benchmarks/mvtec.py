@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE1, PeakMemory, fmt, latency_ms  # noqa: E402
-from cainnflow.data import load_mvtec_category  # noqa: E402
-from cainnflow.model import CAINNFlowConfig  # noqa: E402
-from cainnflow.pipeline import Detector  # noqa: E402
-from cainnflow.training import TrainConfig  # noqa: E402
+from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE1, PeakMemory, fmt, latency_ms
+from cainnflow.data import load_mvtec_category
+from cainnflow.model import CAINNFlowConfig
+from cainnflow.pipeline import Detector
+from cainnflow.training import TrainConfig
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[CAINNFlowConfig, TrainConfig]:
     model_kw = {
-        f.name: getattr(args, f.name) for f in fields(CAINNFlowConfig) if getattr(args, f.name, None) is not None
+        f.name: getattr(args, f.name)
+        for f in fields(CAINNFlowConfig)
+        if getattr(args, f.name, None) is not None
     }
     train_kw = {
         f.name: getattr(args, f"train_{f.name}")
@@ -58,7 +60,9 @@ def build_configs(args: argparse.Namespace) -> tuple[CAINNFlowConfig, TrainConfi
     return CAINNFlowConfig(**model_kw), TrainConfig(**train_kw)
 
 
-def run_category(root: Path, category: str, config: CAINNFlowConfig, train_config: TrainConfig, device: str) -> dict:
+def run_category(
+    root: Path, category: str, config: CAINNFlowConfig, train_config: TrainConfig, device: str
+) -> dict:
     data = load_mvtec_category(root, category)
     t0 = time.perf_counter()
     with PeakMemory() as mem:
@@ -83,7 +87,9 @@ def run_category(root: Path, category: str, config: CAINNFlowConfig, train_confi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=DEFAULT_MVTEC_ROOT)
     parser.add_argument("--categories", nargs="+", default=["bottle"])
     parser.add_argument("--device", default="auto")
@@ -112,9 +118,13 @@ def main() -> None:
         )
     for r in rows:
         for name, d in r["per_defect"].items():
-            print(f"  {r['category']}/{name:<16} image {fmt(d['image_auroc'])}  pixel {fmt(d['pixel_auroc'])}")
+            print(
+                f"  {r['category']}/{name:<16} image {fmt(d['image_auroc'])}  pixel {fmt(d['pixel_auroc'])}"
+            )
     if args.json:
-        args.json.write_text(json.dumps({"config": config.to_dict(), "train": train_config.to_dict(), "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"config": config.to_dict(), "train": train_config.to_dict(), "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE, fmt  # noqa: E402
-from cainnflow.data import load_mvtec_category, split_train_val  # noqa: E402
-from cainnflow.metrics import aupro, image_auroc, pixel_auroc  # noqa: E402
-from cainnflow.model import CAINNFlowConfig  # noqa: E402
-from cainnflow.pipeline import Detector  # noqa: E402
-from cainnflow.scoring import anomaly_map, image_scores  # noqa: E402
-from cainnflow.training import TrainConfig, extract_features, fit_flows  # noqa: E402
+from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE, fmt
+from cainnflow.data import load_mvtec_category, split_train_val
+from cainnflow.metrics import aupro, image_auroc, pixel_auroc
+from cainnflow.model import CAINNFlowConfig
+from cainnflow.pipeline import Detector
+from cainnflow.scoring import anomaly_map, image_scores
+from cainnflow.training import TrainConfig, extract_features, fit_flows
 
 
 def cache(detector: Detector, data, val_fraction: float, seed: int):
@@ -57,7 +57,9 @@ def latents(detector: Detector, features, batch: int = 16) -> list[torch.Tensor]
 
 
 def score(z, image_size, sigma, pooling, labels, masks, has_mask):
-    maps = torch.cat([anomaly_map([zi[s : s + 16] for zi in z], image_size, sigma) for s in range(0, z[0].shape[0], 16)])
+    maps = torch.cat(
+        [anomaly_map([zi[s : s + 16] for zi in z], image_size, sigma) for s in range(0, z[0].shape[0], 16)]
+    )
     scores = image_scores(maps, pooling).numpy()
     maps = maps.numpy()
     rows = (labels == 0) | has_mask
@@ -93,14 +95,26 @@ def main() -> None:
     )
     for backbone, size, stages in itertools.product(args.backbones, args.image_sizes, args.out_indices):
         out_indices = tuple(int(i) for i in stages.split(","))
-        base = Detector.create(CAINNFlowConfig(backbone=backbone, image_size=size, out_indices=out_indices), device=args.device)
+        base = Detector.create(
+            CAINNFlowConfig(backbone=backbone, image_size=size, out_indices=out_indices), device=args.device
+        )
         feats, masks, has_mask, labels, feat_s = cache(base, data, 0.15, 0)
-        print(f"# features {backbone} {size}px stages {stages}: {feat_s:.1f} s for {len(data.train) + len(data.test)} images")
-        grid = itertools.product(args.variants, args.steps, args.hidden_ratios, args.couplings, args.clamps, args.lrs, args.epochs)
+        print(
+            f"# features {backbone} {size}px stages {stages}: {feat_s:.1f} s for {len(data.train) + len(data.test)} images"
+        )
+        grid = itertools.product(
+            args.variants, args.steps, args.hidden_ratios, args.couplings, args.clamps, args.lrs, args.epochs
+        )
         for variant, steps, hidden, coupling, clamp, lr, epochs in grid:
             config = CAINNFlowConfig(
-                backbone=backbone, image_size=size, out_indices=out_indices, variant=variant, steps=steps,
-                hidden_ratio=hidden, coupling=coupling, clamp=clamp,
+                backbone=backbone,
+                image_size=size,
+                out_indices=out_indices,
+                variant=variant,
+                steps=steps,
+                hidden_ratio=hidden,
+                coupling=coupling,
+                clamp=clamp,
             )
             from cainnflow.model import CAINNFlow
 
@@ -113,9 +127,23 @@ def main() -> None:
             for sigma, pooling in itertools.product(args.sigmas, args.poolings):
                 img, px, pro = score(z, size, sigma, pooling, labels, masks, has_mask)
                 row = dict(
-                    backbone=backbone, size=size, stages=stages, variant=variant, steps=steps, hidden=hidden,
-                    coupling=coupling, clamp=clamp, lr=lr, epochs=epochs, sigma=sigma, pooling=pooling,
-                    image_auroc=img, pixel_auroc=px, aupro=pro, train_s=train_s, feature_s=feat_s,
+                    backbone=backbone,
+                    size=size,
+                    stages=stages,
+                    variant=variant,
+                    steps=steps,
+                    hidden=hidden,
+                    coupling=coupling,
+                    clamp=clamp,
+                    lr=lr,
+                    epochs=epochs,
+                    sigma=sigma,
+                    pooling=pooling,
+                    image_auroc=img,
+                    pixel_auroc=px,
+                    aupro=pro,
+                    train_s=train_s,
+                    feature_s=feat_s,
                     best_epoch=history.best_epoch,
                 )
                 results.append(row)

@@ -31,7 +31,7 @@ from . import __version__
 from .backbone import BACKBONES, FeatureExtractor, create_backbone
 from .checkpoint import read_checkpoint, write_checkpoint
 from .data import AnomalyDataset, CategoryData, Sample, preprocess, read_image, split_train_val
-from .device import resolve_device
+from .device import autocast_dtype, resolve_device
 from .errors import CheckpointError, DataError, TrainingError
 from .metrics import (
     PrCurve,
@@ -285,8 +285,14 @@ class Detector:
 
     @torch.no_grad()
     def score_batch(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalised images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,)."""
-        return self._score_features(self.model.extract_features(images.to(self.device)))
+        """Normalised images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,).
+
+        On CUDA the frozen backbone runs under bf16 autocast; the flows stay in float32.
+        """
+        dtype = autocast_dtype(self.device)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            features = self.model.extract_features(images.to(self.device))
+        return self._score_features(features)
 
     def predict(self, images: Sequence[ImageSource], batch_size: int = 8) -> Prediction:
         """Scores images given as PIL images, paths or bytes.
