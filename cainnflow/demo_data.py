@@ -54,7 +54,7 @@ DEMO_DEFECTS: dict[str, tuple[str, ...]] = {
 
 COMPLETE_MARKER = ".complete"
 STARTED_MARKER = ".cainnflow_demo"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 GOOD = "good"
 
 DEFAULT_IMAGE_SIZE = 256
@@ -328,8 +328,8 @@ def _stain(
     radius = rng.uniform(10, 34) * s
     alpha = _blob_alpha(rng, size, _point_in_region(rng, scene, radius + 4), radius, softness=0.5)
     alpha *= scene.region
-    smooth = ndimage.gaussian_filter(scene.image, (2.0 * s, 2.0 * s, 0))
-    mottle = 1.0 + 0.06 * _smooth_noise(rng, (size, size), 3 * s)[..., None]
+    smooth = ndimage.gaussian_filter(scene.image, (1.0 * s, 1.0 * s, 0))
+    mottle = 1.0 + 0.12 * _smooth_noise(rng, (size, size), 2 * s)[..., None]
     tinted = (0.5 * smooth + 0.5 * scene.image) * (1 - strength) + np.asarray(colour, np.float32) * strength
     return _blend(scene.image, tinted * mottle, np.clip(alpha * contrast, 0, 1)), alpha
 
@@ -366,14 +366,14 @@ def _carpet_hole(rng: np.random.Generator, scene: _Scene, contrast: float) -> tu
 
 
 def _carpet_stain(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
-    return _stain(rng, scene, contrast, (0.40, 0.30, 0.22), 0.25)
+    return _stain(rng, scene, contrast, (0.30, 0.20, 0.16), 0.45)
 
 
 def _carpet_thread(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
-    alpha = _line(rng, scene, (40, 120), (1.4, 2.4), bend=0.5)
+    alpha = _line(rng, scene, (40, 120), (1.8, 2.8), bend=0.5)
     colour = np.array([0.38, 0.42, 0.55], np.float32) * (0.9 + 0.2 * rng.random())
     return _blend(
-        scene.image, np.broadcast_to(colour, scene.image.shape), np.clip(alpha * 0.6 * contrast, 0, 1)
+        scene.image, np.broadcast_to(colour, scene.image.shape), np.clip(alpha * 0.8 * contrast, 0, 1)
     ), alpha
 
 
@@ -396,7 +396,7 @@ def _metal_dent(rng: np.random.Generator, scene: _Scene, contrast: float) -> tup
 
 
 def _metal_stain(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
-    return _stain(rng, scene, contrast, (0.55, 0.38, 0.26), 0.22)
+    return _stain(rng, scene, contrast, (0.55, 0.38, 0.26), 0.35)
 
 
 def _pill_chip(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
@@ -431,7 +431,7 @@ def _pill_crack(rng: np.random.Generator, scene: _Scene, contrast: float) -> tup
 
 
 def _pill_stain(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
-    return _stain(rng, scene, contrast, (0.85, 0.72, 0.45), 0.25)
+    return _stain(rng, scene, contrast, (0.85, 0.68, 0.38), 0.35)
 
 
 _SCENES: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
