@@ -69,6 +69,7 @@ class TrainingJob:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _taken: bool = False
 
     def start(self) -> TrainingJob:
         self._thread = threading.Thread(target=self._run, name="cainnflow-train", daemon=True)
@@ -114,6 +115,24 @@ class TrainingJob:
         except Exception as exc:  # a bug: keep the UI alive, show the one-line cause
             traceback.print_exc()
             self._finish("failed", f"{type(exc).__name__}: {exc}")
+
+    def take_detector(self, *, include_cancelled: bool = False) -> Detector | None:
+        """The trained detector, handed out once (None while running, after a failure, or once taken).
+
+        A detector of a job cancelled after its first epoch (best state kept) is only handed out
+        with ``include_cancelled=True``.
+        """
+        with self._lock:
+            states = ("done", "cancelled") if include_cancelled else ("done",)
+            if self._taken or self._state not in states or self.detector is None:
+                return None
+            self._taken = True
+            return self.detector
+
+    @property
+    def taken(self) -> bool:
+        with self._lock:
+            return self._taken
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:

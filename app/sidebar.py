@@ -10,6 +10,7 @@ from .loaders import detected_device
 
 def render_sidebar() -> None:
     state.init_state()
+    state.adopt_finished_training()
     with st.sidebar:
         st.markdown("### Current model")
         entry = state.current_model()

@@ -12,6 +12,7 @@ from cainnflow.pipeline import Detector, EvaluationResult
 
 __all__ = [
     "ModelEntry",
+    "adopt_finished_training",
     "current_data",
     "current_model",
     "get",
@@ -101,3 +102,16 @@ def require_model() -> ModelEntry:
         st.page_link("pages/train.py", label="Go to Train / load", icon=":material/model_training:")
         st.stop()
     return entry
+
+
+def adopt_finished_training() -> ModelEntry | None:
+    """Makes a finished training job's detector the current model, exactly once per job.
+
+    Called on every page (by the sidebar), so a job that finishes while the person is on
+    another page still becomes the current model at their next interaction.
+    """
+    job = get(TRAIN_JOB)
+    detector = job.take_detector() if job is not None else None
+    if detector is None:
+        return None
+    return set_model(detector, origin=f"trained on {job.label}" if job.label else "trained here")
