@@ -1,17 +1,27 @@
 """CAINNFlow inspection app — a router; every page lives in ``pages/``."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from app.sidebar import render_sidebar
 
+ROOT = Path(__file__).resolve().parent
+PAGES = (  # (file, title, icon)
+    ("pages/train.py", "Train / load", ":material/model_training:"),
+    ("pages/inspect.py", "Inspect", ":material/image_search:"),
+    ("pages/evaluate.py", "Evaluate & threshold", ":material/monitoring:"),
+    ("pages/latent.py", "Latent space", ":material/scatter_plot:"),
+    ("pages/learn.py", "Learn", ":material/school:"),
+)
+
 st.set_page_config(page_title="CAINNFlow", page_icon=":material/blur_on:", layout="wide")
 
+# Pages still being written (their file is missing) are left out instead of breaking the app.
 pages = [
-    st.Page("pages/train.py", title="Train / load", icon=":material/model_training:", default=True),
-    st.Page("pages/inspect.py", title="Inspect", icon=":material/image_search:"),
-    st.Page("pages/evaluate.py", title="Evaluate & threshold", icon=":material/monitoring:"),
-    st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+    st.Page(path, title=title, icon=icon, default=i == 0)
+    for i, (path, title, icon) in enumerate(PAGES)
+    if (ROOT / path).exists()
 ]
 navigation = st.navigation(pages)
 render_sidebar()
