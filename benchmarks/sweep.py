@@ -56,9 +56,9 @@ def latents(detector: Detector, features, batch: int = 16) -> list[torch.Tensor]
     return [torch.cat(parts).cpu() for parts in zip(*zs, strict=True)]
 
 
-def score(z, image_size, sigma, pooling, labels, masks, has_mask):
+def score(z, image_size, sigma, pooling, combine, labels, masks, has_mask):
     maps = torch.cat(
-        [anomaly_map([zi[s : s + 16] for zi in z], image_size, sigma) for s in range(0, z[0].shape[0], 16)]
+        [anomaly_map([zi[s : s + 16] for zi in z], image_size, sigma, combine) for s in range(0, z[0].shape[0], 16)]
     )
     scores = image_scores(maps, pooling).numpy()
     maps = maps.numpy()
@@ -82,6 +82,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, nargs="+", default=[10])
     p.add_argument("--sigmas", type=float, nargs="+", default=[4.0])
     p.add_argument("--poolings", nargs="+", default=["max"])
+    p.add_argument("--combines", nargs="+", default=["likelihood"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, default=None)
@@ -91,7 +92,7 @@ def main() -> None:
     results = []
     print(
         f"{'backbone':<22} {'size':>4} {'stages':>6} {'var':>4} {'st':>2} {'hid':>4} {'cpl':>8} {'clamp':>5} {'lr':>7} "
-        f"{'ep':>3} {'sigma':>5} {'pool':>4} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7}"
+        f"{'ep':>3} {'sigma':>5} {'pool':>4} {'cmb':>3} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7}"
     )
     for backbone, size, stages in itertools.product(args.backbones, args.image_sizes, args.out_indices):
         out_indices = tuple(int(i) for i in stages.split(","))
@@ -124,8 +125,8 @@ def main() -> None:
             history = fit_flows(model, feats["train"], feats["val"], TrainConfig(epochs=epochs, lr=lr))
             train_s = time.perf_counter() - t0
             z = latents(det, feats["test"])
-            for sigma, pooling in itertools.product(args.sigmas, args.poolings):
-                img, px, pro = score(z, size, sigma, pooling, labels, masks, has_mask)
+            for sigma, pooling, combine in itertools.product(args.sigmas, args.poolings, args.combines):
+                img, px, pro = score(z, size, sigma, pooling, combine, labels, masks, has_mask)
                 row = dict(
                     backbone=backbone,
                     size=size,
@@ -138,6 +139,7 @@ def main() -> None:
                     lr=lr,
                     epochs=epochs,
                     sigma=sigma,
+                    combine=combine,
                     pooling=pooling,
                     image_auroc=img,
                     pixel_auroc=px,
@@ -149,7 +151,7 @@ def main() -> None:
                 results.append(row)
                 print(
                     f"{backbone:<22} {size:>4} {stages:>6} {variant:>4} {steps:>2} {hidden:>4} {coupling:>8} {clamp:>5} "
-                    f"{lr:>7.0e} {epochs:>3} {sigma:>5} {pooling:>4} | {fmt(img):>6} {fmt(px):>6} {fmt(pro):>6} | {train_s:>7.1f}",
+                    f"{lr:>7.0e} {epochs:>3} {sigma:>5} {pooling:>4} {combine[:3]:>3} | {fmt(img):>6} {fmt(px):>6} {fmt(pro):>6} | {train_s:>7.1f}",
                     flush=True,
                 )
     if args.category == "bottle" and len(args.variants) > 1:

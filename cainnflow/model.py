@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .attention import CBAM
 from .backbone import DEFAULT_BACKBONE, FeatureExtractor
 from .flow import CouplingType, build_flow
+from .scoring import COMBINES, POOLINGS
 from .subnet import VARIANTS, SubnetVariant
 
 __all__ = [
@@ -50,6 +51,8 @@ class CAINNFlowConfig:
         clamp: soft clamp on the coupling log-scales.
         coupling: ``"glow"`` (paper Eq. 1, both halves) or ``"allinone"`` (FastFlow-style).
         sigma: Gaussian smoothing of the anomaly map, in input pixels (0 = none).
+        combine: how scale maps are combined: ``"likelihood"`` (mean of ``1 − exp(−nll)``)
+            or ``"nll"`` (mean of the negative log-likelihoods); see :mod:`cainnflow.scoring`.
         pooling: how the image score is pooled from the map: ``"max"`` (paper) or
             ``"topk"`` (mean of the top 1 % pixels).
         seed: seed of the flow initialisation and permutations.
@@ -65,6 +68,7 @@ class CAINNFlowConfig:
     clamp: float = 2.0
     coupling: CouplingType = "glow"
     sigma: float = 4.0
+    combine: str = "likelihood"
     pooling: str = "max"
     seed: int = 0
 
@@ -73,6 +77,10 @@ class CAINNFlowConfig:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"unknown combine {self.combine!r}; choose one of {', '.join(COMBINES)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
         if self.out_indices is not None:
@@ -87,6 +95,8 @@ class CAINNFlowConfig:
     def from_dict(cls, data: dict[str, Any]) -> CAINNFlowConfig:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        # Checkpoints written before ``combine`` existed were calibrated on plain NLL maps.
+        kwargs.setdefault("combine", "nll")
         if kwargs.get("out_indices") is not None:
             kwargs["out_indices"] = tuple(kwargs["out_indices"])
         return cls(**kwargs)

@@ -280,7 +280,7 @@ class Detector:
     # ------------------------------------------------------------------ scoring
     def _score_features(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         z = self.model(features).z
-        maps = anomaly_map(z, self.config.image_size, self.config.sigma)
+        maps = anomaly_map(z, self.config.image_size, self.config.sigma, self.config.combine)
         return maps, image_scores(maps, self.config.pooling)
 
     @torch.no_grad()

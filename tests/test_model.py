@@ -36,8 +36,8 @@ def test_forward_shapes_and_exact_inverse(tiny_backbone):
 
 def test_log_det_with_standardizer_matches_autograd(tiny_backbone):
     torch.manual_seed(0)
-    model = _model(tiny_backbone, steps=2).double()
     feats = [f.double() for f in _features(tiny_backbone, 6)]
+    model = _model(tiny_backbone, steps=2).double()
     model.fit_standardizers(feats)
     with torch.no_grad():
         for p in model.flow_parameters():
@@ -98,7 +98,7 @@ def test_cancel_keeps_best_state(tiny_backbone):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(TrainingCancelled):
-        fit_flows(model, feats, None, TrainConfig(epochs=3, batch_size=8))
+        fit_flows(model, feats, None, TrainConfig(epochs=3, batch_size=8), cancel=cancel)
 
     calls = []
 

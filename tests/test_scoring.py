@@ -60,3 +60,19 @@ def test_score_stats_round_trip():
     assert ScoreStats.from_dict(stats.to_dict()) == stats
     z = stats.normalize_scores(np.array([stats.image_mean]))
     assert z[0] == pytest.approx(0.0)
+
+
+def test_likelihood_combine_is_bounded_and_monotone():
+    z_quiet = torch.zeros(1, 4, 8, 8)
+    z_loud = torch.zeros(1, 4, 8, 8)
+    z_loud[0, :, 3, 3] = 100.0  # an extreme outlier in one scale
+    z_mild = torch.zeros(1, 4, 4, 4)
+    z_mild[0, :, 2, 2] = 1.5
+    lik = anomaly_map([z_loud, z_mild], 32, sigma=0, combine="likelihood")
+    assert float(lik.max()) <= 1.0 and float(lik.min()) >= 0.0
+    nll = anomaly_map([z_loud, z_mild], 32, sigma=0, combine="nll")
+    # the same positions rank highest under both combinations
+    assert int(lik.argmax()) == int(nll.argmax())
+    assert float(anomaly_map([z_quiet], 32, sigma=0).max()) == 0.0
+    with pytest.raises(ValueError):
+        anomaly_map([z_quiet], 32, combine="median")
