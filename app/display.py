@@ -1,0 +1,297 @@
+"""Display helpers shared by the pages: heatmap overlays, cached scoring, model summaries.
+
+The colour scale of every heatmap is fixed by the model (its validation-normal statistics),
+never by the image shown, so the same colour means the same likelihood on every page:
+``vmin = stats.pixel_p50`` and ``vmax = max(threshold, stats.pixel_max)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from cainnflow.data import read_image, read_mask
+from cainnflow.errors import CainnflowError
+from cainnflow.pipeline import Detector
+from cainnflow.visualization import overlay_heatmap
+
+from . import state
+
+__all__ = [
+    "UPLOAD_IMAGE_TYPES",
+    "ImageInput",
+    "ScoredImage",
+    "color_range",
+    "display_image",
+    "file_digest",
+    "format_seconds",
+    "loss_figure",
+    "model_summary_rows",
+    "normalized_score",
+    "render_overlay",
+    "score_images",
+    "verdict",
+]
+
+#: Image types the upload widgets accept (PIL reads them all).
+UPLOAD_IMAGE_TYPES: tuple[str, ...] = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp")
+
+SCORE_CACHE = "cf_score_cache"  # session key: OrderedDict[(model version, digest), _Scored]
+SCORE_CACHE_SIZE = 96  # maps kept per session (one 256x256 float32 map is 256 KiB)
+GOOD, ANOMALOUS = "good", "anomalous"
+MIN_DISPLAY_SIZE = 256  # smaller maps (models trained at 64 px) are upsampled for display
+
+
+# --------------------------------------------------------------------------- colour scale / overlay
+
+
+def color_range(detector: Detector) -> tuple[float, float]:
+    """The model's fixed heatmap range ``(vmin, vmax)`` from its validation-normal statistics."""
+    stats = detector.stats
+    if stats is None:
+        raise CainnflowError("the model is not trained (no score statistics)")
+    threshold = detector.threshold if detector.threshold is not None else stats.pixel_max
+    vmin = float(stats.pixel_p50)
+    vmax = float(max(threshold, stats.pixel_max))
+    return vmin, max(vmax, vmin + 1e-6)
+
+
+def render_overlay(
+    image: Image.Image,
+    amap: np.ndarray,
+    detector: Detector,
+    *,
+    alpha: float = 0.5,
+    threshold: float | None = None,
+    gt_mask: np.ndarray | None = None,
+) -> Image.Image:
+    """The anomaly map (S, S) over the image on the model's fixed colour scale.
+
+    Args:
+        image: the input image (resized to the map).
+        amap: anomaly map (S, S).
+        detector: the model whose statistics fix the colours.
+        alpha: heatmap opacity in [0, 1].
+        threshold: outline (white) of the region ``amap >= threshold``; None: no outline.
+        gt_mask: ground-truth mask (S, S), outlined in green; None: none.
+    """
+    vmin, vmax = color_range(detector)
+    amap, gt_mask = _upsample_for_display(amap, gt_mask)
+    return overlay_heatmap(
+        image, amap, vmin=vmin, vmax=vmax, alpha=alpha, threshold=threshold, gt_mask=gt_mask
+    )
+
+
+def display_image(image: Image.Image, detector: Detector) -> Image.Image:
+    """The input as the model sees it (square, its input size), at least MIN_DISPLAY_SIZE wide."""
+    size = max(detector.config.image_size, MIN_DISPLAY_SIZE)
+    return image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _upsample_for_display(
+    amap: np.ndarray, gt_mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    h, w = amap.shape
+    if min(h, w) >= MIN_DISPLAY_SIZE:
+        return amap, gt_mask
+    size = (MIN_DISPLAY_SIZE, MIN_DISPLAY_SIZE)
+    big = np.asarray(Image.fromarray(amap.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
+    if gt_mask is not None:
+        mask_img = Image.fromarray(np.asarray(gt_mask, bool).astype(np.uint8) * 255)
+        gt_mask = np.asarray(mask_img.resize(size, Image.Resampling.NEAREST)) > 0
+    return big, gt_mask
+
+
+def verdict(score: float, threshold: float | None) -> str:
+    """``"anomalous"`` when the score reaches the threshold, else ``"good"``."""
+    return ANOMALOUS if threshold is not None and score >= threshold else GOOD
+
+
+def normalized_score(detector: Detector, score: float) -> float | None:
+    """The score in standard deviations above the mean normal score (None without statistics)."""
+    return None if detector.stats is None else float(detector.stats.normalize_scores(np.array([score]))[0])
+
+
+# --------------------------------------------------------------------------- scoring with a cache
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image to score: its bytes and, for dataset images, what is known about it."""
+
+    name: str
+    data: bytes
+    defect_type: str | None = None  # None for uploads
+    label: int | None = None
+    mask_path: Path | None = None
+
+    @classmethod
+    def from_path(cls, path: Path, **known: Any) -> ImageInput:
+        return cls(path.name, path.read_bytes(), **known)
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """An image with its anomaly map (S, S) and score."""
+
+    input: ImageInput
+    image: Image.Image
+    amap: np.ndarray
+    score: float
+    digest: str
+
+    def gt_mask(self, size: int) -> np.ndarray | None:
+        if self.input.mask_path is None:
+            return None
+        try:
+            return read_mask(self.input.mask_path, size)
+        except CainnflowError:
+            return None
+
+
+@dataclass(frozen=True)
+class _Scored:
+    image: Image.Image
+    amap: np.ndarray
+    score: float
+
+
+def _cache() -> OrderedDict[tuple[int, str], _Scored]:
+    cache = st.session_state.get(SCORE_CACHE)
+    if cache is None:
+        cache = st.session_state[SCORE_CACHE] = OrderedDict()
+    return cache
+
+
+def score_images(
+    entry: state.ModelEntry, inputs: Sequence[ImageInput]
+) -> tuple[list[ScoredImage], list[str]]:
+    """Scores images with the current model, reusing this session's earlier results.
+
+    Results are cached per session by (model version, image bytes hash), so moving a slider
+    or re-selecting an image never scores it again. An image given twice (the same bytes) is
+    returned once, as its first occurrence.
+
+    Returns:
+        The scored images (in input order) and one message per image that could not be read.
+    """
+    cache = _cache()
+    errors: list[str] = []
+    todo: dict[str, Image.Image] = {}
+    digests = [file_digest(item.data) for item in inputs]
+    readable: list[tuple[ImageInput, str]] = []
+    seen: set[str] = set()
+    for item, digest in zip(inputs, digests, strict=True):
+        if digest in seen:
+            continue
+        seen.add(digest)
+        key = (entry.version, digest)
+        if key not in cache and digest not in todo:
+            try:
+                todo[digest] = read_image(item.data, name=item.name)
+            except CainnflowError as exc:
+                errors.append(str(exc))
+                continue
+        readable.append((item, digest))
+    if todo:
+        prediction = entry.detector.predict(list(todo.values()))
+        for (digest, image), amap, score in zip(
+            todo.items(), prediction.maps, prediction.scores, strict=True
+        ):
+            cache[(entry.version, digest)] = _Scored(image, amap.astype(np.float32), float(score))
+    results = []
+    for item, digest in readable:
+        key = (entry.version, digest)
+        cache.move_to_end(key)
+        hit = cache[key]
+        results.append(ScoredImage(item, hit.image, hit.amap, hit.score, digest))
+    while len(cache) > SCORE_CACHE_SIZE:
+        cache.popitem(last=False)
+    return results, errors
+
+
+# --------------------------------------------------------------------------- training display
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``75.0`` → ``"1 min 15 s"``; None → ``"–"``."""
+    if seconds is None or not np.isfinite(seconds):
+        return "–"
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def loss_figure(epoch_losses: Sequence[tuple[int, float, float | None]], height: int = 280) -> go.Figure:
+    """Train and validation loss per epoch (nats per dimension)."""
+    epochs = [e for e, _, _ in epoch_losses]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=epochs, y=[t for _, t, _ in epoch_losses], mode="lines+markers", name="train"))
+    val = [(e, v) for e, _, v in epoch_losses if v is not None]
+    if val:
+        fig.add_trace(
+            go.Scatter(x=[e for e, _ in val], y=[v for _, v in val], mode="lines+markers", name="validation")
+        )
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="epoch",
+        yaxis_title="NLL per dim",
+        legend={"orientation": "h", "y": 1.12},
+        xaxis={"dtick": 1 if len(epochs) <= 20 else None},
+    )
+    return fig
+
+
+def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
+    """(field, value) rows describing a detector: configuration, training and calibration."""
+    cfg = detector.config
+    rows = [
+        ("backbone", f"{cfg.backbone} (weights: {detector.backbone.weights_source})"),
+        ("feature stages", ", ".join(str(i) for i in cfg.out_indices or ())),
+        ("variant / steps", f"{cfg.variant}, {cfg.steps} coupling step(s) per scale"),
+        ("image size", f"{cfg.image_size} px"),
+        ("coupling / clamp", f"{cfg.coupling}, clamp {cfg.clamp:g}"),
+        (
+            "anomaly map",
+            f"scales combined by {cfg.combine}, smoothing σ {cfg.sigma:g} px, {cfg.pooling} pooling",
+        ),
+        ("device", str(detector.device)),
+    ]
+    info = detector.info
+    if info.get("category"):
+        rows.append(("trained on", f"{info.get('dataset', '')} {info['category']}".strip()))
+    if "n_train" in info:
+        rows.append(("train / val images", f"{info['n_train']} / {info.get('n_val', 0)}"))
+    history = detector.history
+    if history is not None and history.epochs:
+        best = f"epoch {history.best_epoch} of {len(history.epochs)}"
+        if history.best_val_loss is not None:
+            best += f", validation loss {history.best_val_loss:.4f}"
+        if history.cancelled:
+            best += " (cancelled)"
+        elif history.stopped_early:
+            best += " (stopped early)"
+        rows.append(("best epoch", best))
+        rows.append(("training time", format_seconds(history.feature_seconds + history.train_seconds)))
+    if detector.threshold is not None:
+        rows.append(("threshold (image score)", f"{detector.threshold:.4g}"))
+    if detector.stats is not None:
+        s = detector.stats
+        rows.append(("normal scores", f"mean {s.image_mean:.4g} ± {s.image_std:.3g}, max {s.image_max:.4g}"))
+        vmin, vmax = color_range(detector)
+        rows.append(("heatmap colour range", f"{vmin:.4g} … {vmax:.4g}"))
+    return rows

@@ -1,0 +1,204 @@
+"""The running app in headless Chromium: train on the demo data, then inspect an upload.
+
+Screenshots of every step go to ``test-artifacts/browser/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_TIMEOUT_S = 60
+TRAIN_TIMEOUT_MS = 150_000
+STEP_TIMEOUT_MS = 60_000
+VIEWPORT = {"width": 1400, "height": 1700}
+EXCEPTION = '[data-testid="stException"]'
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no chromium executable on PATH (Debian package `chromium`)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``streamlit run`` on a free port with its own CAINNFLOW_HOME; stopped at the end."""
+    home = tmp_path_factory.mktemp("browser_home")
+    port = _free_port()
+    env = {**os.environ, "CAINNFLOW_HOME": str(home)}
+    log = (tmp_path_factory.mktemp("browser_log") / "streamlit.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+            "--server.headless", "true",
+            "--server.port", str(port),
+            "--server.fileWatcherType", "none",
+            "--browser.gatherUsageStats", "false",
+        ],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited with code {process.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start within {SERVER_START_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield url, home
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_idle(page, settle_ms: int = 600) -> None:
+    """Waits until the script has stopped running (the status widget is gone)."""
+    page.wait_for_timeout(settle_ms)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=STEP_TIMEOUT_MS)
+    page.wait_for_timeout(200)
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_no_exception(page, where: str) -> None:
+    count = page.locator(EXCEPTION).count()
+    assert count == 0, (
+        f"{where}: {count} Streamlit exception box(es): {page.locator(EXCEPTION).first.inner_text()}"
+    )
+
+
+def open_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=STEP_TIMEOUT_MS)
+    wait_idle(page)
+
+
+def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, home = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(url, timeout=STEP_TIMEOUT_MS)
+            page.get_by_role("heading", name="Train / load").wait_for(timeout=STEP_TIMEOUT_MS)
+            expect(page.get_by_text("Current data: demo / carpet_weave", exact=False)).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            wait_idle(page)
+            assert_no_exception(page, "train page")
+            shot(page, "01_train_page")
+
+            # Small, fast settings: 64 px images, 1 step per scale, 2 epochs.
+            size = page.get_by_role("slider", name="Image size")
+            size.focus()
+            size.press("Home")
+            wait_idle(page)
+            for label, value in (("Steps per scale", "1"), ("Epochs", "2")):
+                field = page.get_by_label(label, exact=True)
+                field.fill(value)
+                field.press("Enter")
+                wait_idle(page)
+            expect(page.get_by_role("slider", name="Image size")).to_have_attribute("aria-valuetext", "64")
+            page.get_by_role("button", name="Train", exact=True).click()
+            expect(page.locator('[data-testid="stProgress"]').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            shot(page, "02_training")
+            expect(page.get_by_text("finished in", exact=False)).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+            wait_idle(page)
+            expect(page.get_by_text("trained on demo/carpet_weave").first).to_be_visible()
+            expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            expect(page.locator('[data-testid="stTable"]').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            page.wait_for_timeout(1000)  # let the chart draw
+            assert_no_exception(page, "train page after training")
+            shot(page, "03_trained")
+
+            open_page(page, "Inspect")
+            assert_no_exception(page, "inspect page")
+            sample = home / "demo" / "carpet_weave" / "test" / "hole" / "000.png"
+            broken = home / "broken.png"
+            broken.write_bytes(b"definitely not a png")
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
+                [str(sample), str(broken)]
+            )
+            expect(page.get_by_text("broken.png", exact=False).last).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            wait_idle(page)
+            expect(page.get_by_text("Skipped an image", exact=False)).to_be_visible()
+            images = page.locator('[data-testid="stImage"] img')
+            expect(images.first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            assert images.count() >= 2
+            assert_no_exception(page, "inspect page with uploads")
+            shot(page, "04_inspect_upload")
+
+            # The ready demo checkpoint: the other pages work at once.
+            open_page(page, "Train / load")
+            page.get_by_role("button", name="Load the ready demo checkpoint").click()
+            expect(page.get_by_text("Loaded the demo checkpoint", exact=False)).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            wait_idle(page)
+            assert_no_exception(page, "train page after loading the demo checkpoint")
+            shot(page, "05_demo_checkpoint")
+            open_page(page, "Inspect")
+            expect(page.get_by_text("image(s) scored", exact=False)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            wait_idle(page)
+            expect(page.locator('[data-testid="stImage"] img').last).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            assert_no_exception(page, "inspect page with the demo checkpoint")
+            shot(page, "06_inspect_demo")
+            for title in ("Evaluate & threshold", "Latent space", "Learn"):
+                link = page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True)
+                if link.count():
+                    open_page(page, title)
+                    assert_no_exception(page, title)
+                    shot(page, f"07_{title.split()[0].lower()}")
+        finally:
+            browser.close()
