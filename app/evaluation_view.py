@@ -1,0 +1,433 @@
+"""UI pieces of the Evaluate & threshold page: metrics, curves and a live threshold explorer.
+
+Scoring happens once (``Detector.evaluate``, stored in session state); everything that
+depends on the threshold reads the stored scores and maps, inside ``st.fragment`` so moving
+the slider reruns only the explorer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cainnflow.data import read_image
+from cainnflow.errors import CainnflowError
+from cainnflow.explain import misclassified_first
+from cainnflow.metrics import confusion_at, percentile_threshold
+from cainnflow.pipeline import DEFAULT_THRESHOLD_PERCENTILE, EvaluationResult
+
+from . import state
+from .display import render_overlay
+
+__all__ = [
+    "evaluation_for",
+    "render_curves",
+    "render_metrics",
+    "render_per_defect",
+    "require_test_data",
+    "threshold_explorer",
+]
+
+EVAL_OWNER = "cf_eval_owner"  # the (model version, data) key the stored evaluation belongs to
+THRESHOLD = "cf_eval_threshold"  # slider value
+THRESHOLD_OWNER = "cf_eval_threshold_owner"
+CALIBRATED = "cf_eval_calibrated"  # {model version: threshold from validation normals}
+GOOD_PERCENTILE = "cf_eval_good_percentile"
+N_EXAMPLES = "cf_eval_n_examples"
+
+SLIDER_STEPS = 1000
+EXAMPLE_COLUMNS = 4
+CHART_HEIGHT = 320
+MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+NA_NO_MASKS = "n/a (no masks)"
+GOOD_COLOR, DEFECT_COLOR = "#2e86de", "#e4572e"
+
+
+def _owner(entry: state.ModelEntry, data: state.DataEntry) -> tuple[Hashable, ...]:
+    d = data.data
+    return (entry.version, data.source, data.root, d.name, len(d.test))
+
+
+def require_test_data() -> state.DataEntry:
+    """The current data when it has a test split; otherwise a message and a stop."""
+    data = state.current_data()
+    if data is None or not data.data.has_test:
+        what = "No dataset is chosen" if data is None else f"**{data.data.name}** has no test images"
+        st.info(
+            f"{what}. Evaluation needs a test split (good and defective images): choose the demo data "
+            "or an MVTec category on **Train / load**, or give a custom folder with test images."
+        )
+        st.page_link("pages/train.py", label="Go to Train / load", icon=":material/model_training:")
+        st.stop()
+    return data
+
+
+def calibrated_threshold(entry: state.ModelEntry) -> float | None:
+    """The threshold the model had when first seen here (from its validation normals)."""
+    remembered: dict[int, float | None] = st.session_state.setdefault(CALIBRATED, {})
+    if entry.version not in remembered:
+        remembered[entry.version] = entry.detector.threshold
+    return remembered[entry.version]
+
+
+def evaluation_for(entry: state.ModelEntry, data: state.DataEntry) -> EvaluationResult | None:
+    """The stored evaluation of this model on this data, or a button that computes it."""
+    calibrated_threshold(entry)
+    owner = _owner(entry, data)
+    result = state.current_evaluation()
+    if (
+        result is not None
+        and st.session_state.get(EVAL_OWNER, owner) == owner
+        and result.category == data.data.name
+    ):
+        label = "Evaluate again"
+    else:
+        result, label = None, "Evaluate on test split"
+    d = data.data
+    st.caption(
+        f"Test split of **{d.name}**: {len(d.test)} images ({d.n_anomalous} defective)"
+        + ("" if d.has_masks else " — no masks, so image-level metrics only")
+    )
+    if st.button(label, type="primary" if result is None else "secondary", icon=":material/play_arrow:"):
+        bar = st.progress(0.0, text="Scoring the test images…")
+
+        def progress(step: int, total: int) -> None:
+            bar.progress(step / max(total, 1), text=f"Scoring the test images… batch {step}/{total}")
+
+        try:
+            result = entry.detector.evaluate(d, callback=progress)
+        except CainnflowError as exc:
+            bar.empty()
+            st.error(f"Evaluation failed: {exc}")
+            return None
+        state.set_evaluation(result)
+        st.session_state[EVAL_OWNER] = owner
+        st.rerun()  # shows "Evaluate again" and drops the progress bar
+    return result
+
+
+def _fmt(value: float | None, none: str = "n/a") -> str:
+    return none if value is None else f"{value:.3f}"
+
+
+def render_metrics(result: EvaluationResult) -> None:
+    rows = [
+        ("Image AUROC", _fmt(result.image_auroc, "n/a (one class only)")),
+        ("Pixel AUROC", _fmt(result.pixel_auroc, NA_NO_MASKS)),
+        ("AUPRO (FPR ≤ 0.3)", _fmt(result.aupro, NA_NO_MASKS)),
+        ("Best F1 on test", _fmt(result.f1)),
+        ("Time per image", f"{result.ms_per_image:.1f} ms"),
+        ("Test images (defective)", f"{result.n_test} ({result.n_anomalous})"),
+    ]
+    st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="content")
+
+
+def _roc_figure(fpr: np.ndarray, tpr: np.ndarray, title: str, auc: float | None) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "gray"}, name="chance")
+    )
+    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"AUROC {_fmt(auc)}", line={"width": 2.5}))
+    fig.update_layout(
+        title=title,
+        height=CHART_HEIGHT,
+        margin=MARGIN,
+        xaxis={"title": "false positive rate", "range": [0, 1]},
+        yaxis={"title": "true positive rate", "range": [0, 1.02]},
+        legend={"x": 0.45, "y": 0.05},
+    )
+    return fig
+
+
+def render_curves(result: EvaluationResult) -> None:
+    """Image ROC, pixel ROC and the image precision-recall curve."""
+    cols = st.columns(3)
+    with cols[0]:
+        if result.image_roc is not None:
+            roc = result.image_roc
+            st.plotly_chart(_roc_figure(roc.fpr, roc.tpr, "Image ROC", result.image_auroc))
+        else:
+            st.caption("Image ROC needs both good and defective test images.")
+    with cols[1]:
+        if result.pixel_roc is not None:
+            roc = result.pixel_roc
+            st.plotly_chart(_roc_figure(roc.fpr, roc.tpr, "Pixel ROC", result.pixel_auroc))
+        else:
+            st.caption(f"Pixel ROC: {NA_NO_MASKS}.")
+    with cols[2]:
+        if result.image_pr is not None:
+            pr = result.image_pr
+            base = result.n_anomalous / max(result.n_test, 1)
+            fig = go.Figure()
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, 1],
+                    y=[base, base],
+                    mode="lines",
+                    line={"dash": "dot", "color": "gray"},
+                    name="chance",
+                )
+            )
+            fig.add_trace(
+                go.Scatter(x=pr.recall, y=pr.precision, mode="lines", name="PR", line={"width": 2.5})
+            )
+            fig.update_layout(
+                title="Precision-recall (images)",
+                height=CHART_HEIGHT,
+                margin=MARGIN,
+                xaxis={"title": "recall", "range": [0, 1]},
+                yaxis={"title": "precision", "range": [0, 1.02]},
+                showlegend=False,
+            )
+            st.plotly_chart(fig)
+        else:
+            st.caption("The PR curve needs defective test images.")
+
+
+def render_per_defect(result: EvaluationResult) -> None:
+    if not result.per_defect:
+        st.caption("No defect types in this test split.")
+        return
+    rows = [
+        {
+            "defect type": name,
+            "images": int(m["n"] or 0),
+            "image AUROC (vs good)": m["image_auroc"],
+            "pixel AUROC": m["pixel_auroc"],
+            "mean score": m["mean_score"],
+        }
+        for name, m in result.per_defect.items()
+    ]
+    good = result.scores[result.labels == 0]
+    if good.size:
+        rows.insert(0, {"defect type": "good", "images": int(good.size), "mean score": float(good.mean())})
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={
+            "image AUROC (vs good)": st.column_config.NumberColumn(format="%.3f"),
+            "pixel AUROC": st.column_config.NumberColumn(format="%.3f"),
+            "mean score": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- threshold explorer
+
+
+def _slider_range(result: EvaluationResult, extra: list[float | None]) -> tuple[float, float]:
+    values = [float(result.scores.min()), float(result.scores.max())] + [v for v in extra if v is not None]
+    lo, hi = min(values), max(values)
+    pad = 0.02 * max(hi - lo, 1e-6)
+    return lo - pad, hi + pad
+
+
+def _set_threshold(value: float) -> None:
+    st.session_state[THRESHOLD] = float(value)
+
+
+def _set_good_percentile(result: EvaluationResult) -> None:
+    good = result.scores[result.labels == 0]
+    percentile = float(st.session_state.get(GOOD_PERCENTILE, DEFAULT_THRESHOLD_PERCENTILE))
+    _set_threshold(percentile_threshold(good, percentile))
+
+
+def _histogram(result: EvaluationResult, threshold: float, calibrated: float | None) -> go.Figure:
+    fig = go.Figure()
+    lo, hi = _slider_range(result, [threshold, calibrated])
+    bins = {"start": lo, "end": hi, "size": (hi - lo) / 40}
+    for label, name, color in ((0, "good", GOOD_COLOR), (1, "defective", DEFECT_COLOR)):
+        scores = result.scores[result.labels == label]
+        if scores.size:
+            fig.add_trace(
+                go.Histogram(
+                    x=scores, name=f"{name} ({scores.size})", xbins=bins, marker_color=color, opacity=0.65
+                )
+            )
+    fig.add_vline(
+        x=threshold, line_width=3, line_color="black", annotation_text="threshold", annotation_position="top"
+    )
+    if calibrated is not None and abs(calibrated - threshold) > 1e-9:
+        fig.add_vline(
+            x=calibrated,
+            line_dash="dash",
+            line_color="gray",
+            annotation_text="calibrated",
+            annotation_position="bottom",
+        )
+    fig.update_layout(
+        barmode="overlay",
+        height=CHART_HEIGHT,
+        margin=MARGIN,
+        title="Image scores: good vs defective",
+        xaxis_title="image score (max of the anomaly map)",
+        yaxis_title="images",
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def _confusion_figure(tp: int, fp: int, tn: int, fn: int) -> go.Figure:
+    z = [[tn, fp], [fn, tp]]
+    text = [[f"TN<br>{tn}", f"FP<br>{fp}"], [f"FN<br>{fn}", f"TP<br>{tp}"]]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=["predicted good", "predicted defective"],
+            y=["good", "defective"],
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 18},
+            colorscale="Blues",
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        height=260, margin=MARGIN, title="Confusion matrix", yaxis={"autorange": "reversed", "title": "truth"}
+    )
+    return fig
+
+
+def results_table(result: EvaluationResult, threshold: float) -> pd.DataFrame:
+    """Per-image results at a threshold (the CSV export)."""
+    return pd.DataFrame(
+        {
+            "name": [r.name for r in result.images],
+            "defect_type": [r.defect_type for r in result.images],
+            "label": result.labels.astype(int),
+            "score": result.scores,
+            "predicted": (result.scores >= threshold).astype(int),
+            "has_mask": result.has_mask.astype(bool),
+        }
+    )
+
+
+def _examples(result: EvaluationResult, entry: state.ModelEntry, threshold: float, count: int) -> None:
+    order = misclassified_first(result.labels, result.scores, threshold)[:count]
+    n_wrong = int(np.sum((result.scores >= threshold) != result.labels.astype(bool)))
+    st.caption(
+        f"{n_wrong} misclassified at this threshold; they come first (most confidently wrong first), then the "
+        "correct images closest to the threshold. White outline: map ≥ threshold; green: ground truth."
+    )
+    cols = st.columns(EXAMPLE_COLUMNS)
+    for k, i in enumerate(order):
+        info = result.images[i]
+        predicted = result.scores[i] >= threshold
+        wrong = bool(predicted) != bool(result.labels[i])
+        gt = result.masks[i] if result.masks is not None and result.has_mask[i] else None
+        with cols[k % EXAMPLE_COLUMNS]:
+            try:
+                image = read_image(Path(info.path))
+            except CainnflowError as exc:
+                st.warning(str(exc))
+                continue
+            overlay = render_overlay(image, result.maps[i], entry.detector, threshold=threshold, gt_mask=gt)
+            verdict = "defective" if predicted else "good"
+            mark = "✗ wrong" if wrong else "✓"
+            st.image(overlay, width="stretch")
+            st.caption(f"{mark} · **{info.defect_type}** → {verdict}  \n{info.name} · score {info.score:.3f}")
+
+
+def threshold_explorer(entry: state.ModelEntry, data: state.DataEntry, result: EvaluationResult) -> None:
+    """The threshold slider and everything that follows from it (a fragment)."""
+    owner = _owner(entry, data)
+    calibrated = calibrated_threshold(entry)
+    if st.session_state.get(THRESHOLD_OWNER) != owner or THRESHOLD not in st.session_state:
+        start = entry.detector.threshold if entry.detector.threshold is not None else result.threshold
+        st.session_state[THRESHOLD] = float(start)
+        st.session_state[THRESHOLD_OWNER] = owner
+    _explorer_fragment(entry, result, calibrated)
+
+
+@st.fragment
+def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibrated: float | None) -> None:
+    lo, hi = _slider_range(result, [calibrated, result.f1_threshold, st.session_state.get(THRESHOLD)])
+    st.session_state[THRESHOLD] = float(np.clip(st.session_state[THRESHOLD], lo, hi))
+
+    b1, b2, b3, b4 = st.columns([1.2, 1, 1.1, 0.9], vertical_alignment="bottom")
+    b1.button(
+        "Reset to calibrated (validation 99th pct.)",
+        on_click=_set_threshold,
+        args=(calibrated if calibrated is not None else result.threshold,),
+        help="The threshold stored with the model when it was trained: the "
+        f"{DEFAULT_THRESHOLD_PERCENTILE:g}th percentile of scores of validation normals (carved from train/good).",
+    )
+    b2.button(
+        "F1-optimal on test",
+        on_click=_set_threshold,
+        args=(result.f1_threshold if result.f1_threshold is not None else result.threshold,),
+        disabled=result.f1_threshold is None,
+        help="Maximises F1 on this test split — optimistic, since it is chosen on the data it is judged on.",
+    )
+    b3.slider(
+        "Percentile of good test scores", 50.0, 100.0, DEFAULT_THRESHOLD_PERCENTILE, 0.5, key=GOOD_PERCENTILE
+    )
+    b4.button(
+        "Use percentile",
+        on_click=_set_good_percentile,
+        args=(result,),
+        disabled=not np.any(result.labels == 0),
+        help="Threshold at this percentile of the scores of the *good test* images (peeks at the test set).",
+    )
+    threshold = st.slider(
+        "Threshold on the image score (predict defective when score ≥ threshold)",
+        min_value=lo,
+        max_value=hi,
+        step=(hi - lo) / SLIDER_STEPS,
+        format="%.4f",
+        key=THRESHOLD,
+    )
+
+    stats = confusion_at(result.labels, result.scores, threshold)
+    m = st.columns(5)
+    m[0].metric("Precision", f"{stats.precision:.3f}")
+    m[1].metric("Recall", f"{stats.recall:.3f}")
+    m[2].metric("F1", f"{stats.f1:.3f}")
+    m[3].metric("Accuracy", f"{stats.accuracy:.3f}")
+    m[4].metric("False positive rate", f"{stats.fpr:.3f}")
+    left, right = st.columns([2, 1])
+    left.plotly_chart(_histogram(result, threshold, calibrated))
+    right.plotly_chart(_confusion_figure(stats.tp, stats.fp, stats.tn, stats.fn))
+
+    st.markdown("##### Examples")
+    count = st.select_slider("Examples shown", [4, 8, 12, 16], value=8, key=N_EXAMPLES)
+    _examples(result, entry, threshold, count)
+
+    st.markdown("##### Keep this threshold")
+    s1, s2, s3 = st.columns(3, vertical_alignment="bottom")
+    saved = entry.detector.threshold
+    if s1.button(
+        "Save threshold with the model",
+        icon=":material/save:",
+        disabled=saved is not None and abs(saved - threshold) < 1e-12,
+        help="Sets the model's decision threshold (used by Inspect and in saved checkpoints).",
+    ):
+        entry.detector.threshold = float(threshold)
+        st.toast(f"Threshold {threshold:.4f} saved with the model.")
+        st.rerun(scope="app")  # the sidebar shows the threshold
+    category = entry.detector.info.get("category") or result.category
+    s2.download_button(
+        "Download checkpoint (saved threshold)",
+        data=entry.detector.to_bytes,
+        file_name=f"cainnflow_{category}_{entry.detector.config.variant}.safetensors",
+        mime="application/octet-stream",
+        icon=":material/download:",
+        on_click="ignore",
+        help=f"The model as a .safetensors checkpoint with its saved threshold ({_fmt(saved)}).",
+    )
+    s3.download_button(
+        "Per-image results (CSV)",
+        data=results_table(result, threshold).to_csv(index=False),
+        file_name=f"cainnflow_{result.category}_results.csv",
+        mime="text/csv",
+        icon=":material/table:",
+        on_click="ignore",
+    )
+    st.caption(
+        f"Model's saved threshold: {_fmt(saved)} · calibrated: {_fmt(calibrated)} · shown: {threshold:.4f}"
+    )

@@ -1,0 +1,531 @@
+"""UI pieces of the Latent space page (paper §4.6, figure 11).
+
+An image's forward pass (features, latents, anomaly map, colourings) is computed once per
+(model version, image hash) and kept in session state; the panels are fragments that read
+it, so selectors and sliders rerun only their own panel.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from PIL import Image
+from torch import Tensor
+
+from cainnflow.data import read_image
+from cainnflow.errors import CainnflowError
+from cainnflow.explain import (
+    FeaturePCA,
+    PerturbationResult,
+    normal_pdf,
+    normal_qq,
+    perturbation_experiment,
+    squared_norm_maps,
+)
+from cainnflow.latent import LatentInjection, random_points, sample_latents
+from cainnflow.scoring import anomaly_map, image_scores
+
+from . import state
+from .display import UPLOAD_IMAGE_TYPES, ImageInput, file_digest, render_overlay
+
+__all__ = [
+    "LatentAnalysis",
+    "analyse",
+    "heatmap_figure",
+    "inverse_panel",
+    "per_scale_panel",
+    "pick_image",
+    "sampling_panel",
+    "scale_label",
+]
+
+ANALYSIS_CACHE = "cf_latent_cache"  # OrderedDict[(version, digest), LatentAnalysis]
+EXPERIMENT_CACHE = "cf_latent_experiments"  # OrderedDict[params, PerturbationResult]
+MANUAL_POINTS = "cf_latent_points"  # {scale: list[(row, col)]}
+CLICK_GENERATION = "cf_latent_click_gen"  # bumps to reset the click chart's selection
+ANALYSIS_CACHE_SIZE = 6
+EXPERIMENT_CACHE_SIZE = 8
+HIST_BINS = 80
+HIST_RANGE = 5.0
+FIG_HEIGHT = 300
+SMALL_MARGIN = {"l": 5, "r": 5, "t": 35, "b": 5}
+MODES = ("Points (click the map)", "Rectangle", "Random points")
+
+
+@dataclass(frozen=True)
+class LatentAnalysis:
+    """One image pushed through the model (CPU tensors, batch of one).
+
+    Attributes:
+        image: the input image.
+        features: backbone features, one (1, C_i, H_i, W_i) per scale.
+        z: latents, same shapes.
+        amap: anomaly map (S, S); score: its image score.
+        sq_norm: ‖z‖² per position, (H_i, W_i) per scale.
+        pca: a colouring fitted on each scale's features (reused for perturbed / sampled maps).
+    """
+
+    image: Image.Image
+    features: list[Tensor]
+    z: list[Tensor]
+    amap: np.ndarray
+    score: float
+    sq_norm: list[np.ndarray]
+    pca: list[FeaturePCA]
+
+
+def _lru(key: str) -> OrderedDict:
+    cache = st.session_state.get(key)
+    if cache is None:
+        cache = st.session_state[key] = OrderedDict()
+    return cache
+
+
+def _remember(cache: OrderedDict, key: Hashable, value: object, size: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
+def scale_label(entry: state.ModelEntry, scale: int) -> str:
+    c, h, w = entry.detector.model.feature_shapes[scale]
+    return f"scale {scale} · {h}×{w}, {c} ch"
+
+
+# --------------------------------------------------------------------------- image choice + forward pass
+
+
+def pick_image(key: str) -> ImageInput | None:
+    """A test image of the current data or an upload; None when there is none yet."""
+    data = state.current_data()
+    samples = list(data.data.test or data.data.train) if data is not None else []
+    options = (["Dataset image"] if samples else []) + ["Upload"]
+    source = st.radio("Image", options, horizontal=True, key=f"{key}_source", label_visibility="collapsed")
+    if source == "Upload":
+        upload = st.file_uploader("An image", type=list(UPLOAD_IMAGE_TYPES), key=f"{key}_upload")
+        if upload is None:
+            st.info(
+                "Upload an image" + ("" if samples else " (or choose a dataset on **Train / load**)") + "."
+            )
+            return None
+        return ImageInput(upload.name, upload.getvalue())
+    default = next((i for i, s in enumerate(samples) if s.label == 1), 0)
+    index = st.selectbox(
+        f"{'Test' if data.data.test else 'Train'} image of {data.data.name}",
+        range(len(samples)),
+        index=default,
+        format_func=lambda i: f"{samples[i].defect_type} / {samples[i].path.name}",
+        key=f"{key}_index",
+    )
+    sample = samples[index]
+    try:
+        return ImageInput.from_path(
+            sample.path, defect_type=sample.defect_type, label=sample.label, mask_path=sample.mask_path
+        )
+    except OSError as exc:
+        st.error(f"Could not read {sample.path.name}: {exc}")
+        return None
+
+
+@torch.no_grad()
+def _compute(entry: state.ModelEntry, image: Image.Image) -> LatentAnalysis:
+    detector = entry.detector
+    model = detector.model
+    features = model.extract_features(detector.preprocess([image]))
+    z = model(features).z
+    amap = anomaly_map(z, detector.config.image_size, detector.config.sigma)
+    score = float(image_scores(amap, detector.config.pooling)[0])
+    features_cpu = [f.cpu() for f in features]
+    return LatentAnalysis(
+        image=image,
+        features=features_cpu,
+        z=[zi.cpu() for zi in z],
+        amap=amap[0].cpu().numpy(),
+        score=score,
+        sq_norm=[m[0] for m in squared_norm_maps(z)],
+        pca=[FeaturePCA.fit(f[0]) for f in features_cpu],
+    )
+
+
+def analyse(entry: state.ModelEntry, item: ImageInput) -> LatentAnalysis | None:
+    """The image's forward pass, cached per (model version, image bytes)."""
+    cache = _lru(ANALYSIS_CACHE)
+    key = (entry.version, file_digest(item.data))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    try:
+        image = read_image(item.data, name=item.name)
+        with st.spinner("Running the backbone and the flows…"):
+            analysis = _compute(entry, image)
+    except CainnflowError as exc:
+        st.error(str(exc))
+        return None
+    _remember(cache, key, analysis, ANALYSIS_CACHE_SIZE)
+    return analysis
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def heatmap_figure(
+    values: np.ndarray,
+    title: str,
+    *,
+    colorscale: str = "Viridis",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    zmid: float | None = None,
+    points: list[tuple[int, int]] | None = None,
+    height: int = FIG_HEIGHT,
+) -> go.Figure:
+    """A (H, W) map as a square heatmap, row 0 at the top; optional marked (row, col) points."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            zmid=zmid,
+            colorbar={"thickness": 10},
+            hovertemplate="row %{y}, col %{x}: %{z:.3g}<extra></extra>",
+        )
+    )
+    if points:
+        fig.add_trace(
+            go.Scatter(
+                x=[c for _, c in points],
+                y=[r for r, _ in points],
+                mode="markers",
+                marker={"symbol": "x-thin", "size": 10, "line": {"width": 2, "color": "white"}},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    h, w = values.shape
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin=SMALL_MARGIN,
+        xaxis={"range": [-0.5, w - 0.5], "showticklabels": False, "constrain": "domain"},
+        yaxis={"range": [h - 0.5, -0.5], "showticklabels": False, "scaleanchor": "x", "constrain": "domain"},
+    )
+    return fig
+
+
+def _z_histogram(z: Tensor) -> go.Figure:
+    values = z.numpy().ravel()
+    counts, edges = np.histogram(
+        np.clip(values, -HIST_RANGE, HIST_RANGE),
+        bins=HIST_BINS,
+        range=(-HIST_RANGE, HIST_RANGE),
+        density=True,
+    )
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    xs = np.linspace(-HIST_RANGE, HIST_RANGE, 200)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(x=centres, y=counts, name="z values", marker_color="#5b8def", width=edges[1] - edges[0])
+    )
+    fig.add_trace(go.Scatter(x=xs, y=normal_pdf(xs), name="N(0, 1)", line={"color": "black", "width": 2}))
+    fig.update_layout(
+        title="Histogram of z vs N(0, 1)",
+        height=FIG_HEIGHT,
+        margin=SMALL_MARGIN,
+        bargap=0,
+        xaxis_title="z (values beyond ±5 clipped)",
+        yaxis_title="density",
+        legend={"x": 0.02, "y": 0.98},
+    )
+    return fig
+
+
+def _qq_figure(z: Tensor) -> go.Figure:
+    theo, sample = normal_qq(z)
+    lim = float(max(np.abs(theo).max(), np.abs(sample).max()))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[-lim, lim], y=[-lim, lim], mode="lines", line={"dash": "dot", "color": "gray"}, name="y = x"
+        )
+    )
+    fig.add_trace(
+        go.Scatter(x=theo, y=sample, mode="markers", marker={"size": 5, "color": "#e4572e"}, name="z")
+    )
+    fig.update_layout(
+        title="QQ plot against N(0, 1)",
+        height=FIG_HEIGHT,
+        margin=SMALL_MARGIN,
+        xaxis_title="normal quantiles",
+        yaxis_title="quantiles of z",
+        showlegend=False,
+    )
+    return fig
+
+
+def _scale_choice(entry: state.ModelEntry, key: str) -> int:
+    n = entry.detector.model.num_scales
+    return st.radio("Scale", range(n), format_func=lambda s: scale_label(entry, s), horizontal=True, key=key)
+
+
+# --------------------------------------------------------------------------- panels
+
+
+@st.fragment
+def per_scale_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
+    """‖z‖², single channels of z, the z distribution and the features as PCA colours."""
+    scale = _scale_choice(entry, "cf_latent_scale")
+    z = analysis.z[scale][0]
+    c = z.shape[0]
+    channel = st.slider("Channel of z", 0, c - 1, 0, key="cf_latent_channel")
+    cols = st.columns(4)
+    with cols[0]:
+        st.markdown("**Anomaly map**")
+        st.image(render_overlay(analysis.image, analysis.amap, entry.detector), width="stretch")
+        st.caption(f"image score {analysis.score:.3f}")
+    cols[1].plotly_chart(
+        heatmap_figure(
+            analysis.sq_norm[scale],
+            f"‖z‖² (≈ {c} for normal)",
+            zmin=0,
+            zmax=max(3.0 * c, float(analysis.sq_norm[scale].max()) * 0.6),
+        ),
+        key="cf_latent_sqnorm",
+    )
+    cols[2].plotly_chart(
+        heatmap_figure(
+            z[channel].numpy(), f"z, channel {channel}", colorscale="RdBu_r", zmid=0, zmin=-4, zmax=4
+        ),
+        key="cf_latent_channel_map",
+    )
+    with cols[3]:
+        st.markdown("**Backbone features (PCA → RGB)**")
+        st.image(analysis.pca[scale].to_rgb(analysis.features[scale][0], size=256), width="stretch")
+        st.caption(f"{c} channels projected on their 3 main directions")
+    left, right = st.columns(2)
+    left.plotly_chart(_z_histogram(z), key="cf_latent_hist")
+    right.plotly_chart(_qq_figure(z), key="cf_latent_qq")
+    st.caption(
+        f"mean {float(z.mean()):+.3f} · std {float(z.std()):.3f} · mean ‖z‖²/C {float((z**2).mean()):.3f} "
+        "(a perfectly normal latent gives 0, 1 and 1). Heavy tails in the QQ plot are the anomalous positions."
+    )
+
+
+def _add_point(scale: int, h: int, w: int) -> None:
+    row = int(st.session_state.get("cf_latent_row", 0))
+    col = int(st.session_state.get("cf_latent_col", 0))
+    points = st.session_state.setdefault(MANUAL_POINTS, {}).setdefault(scale, [])
+    if (row, col) not in points and 0 <= row < h and 0 <= col < w:
+        points.append((row, col))
+
+
+def _clear_points(scale: int) -> None:
+    st.session_state.setdefault(MANUAL_POINTS, {})[scale] = []
+    st.session_state[CLICK_GENERATION] = st.session_state.get(CLICK_GENERATION, 0) + 1
+
+
+GRID_TRACE = 1  # index of the clickable grid trace in the click figure
+
+
+def _click_figure(values: np.ndarray) -> go.Figure:
+    """The ‖z‖² map with an invisible marker on every cell, so cells can be clicked.
+
+    Heatmaps themselves do not select. The figure must not change between clicks: Streamlit
+    derives the chart's identity from its spec, and a new identity drops the selection.
+    """
+    h, w = values.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    fig = heatmap_figure(values, "‖z‖²: click cells to disturb", height=420)
+    fig.add_trace(
+        go.Scatter(
+            x=cols.ravel(),
+            y=rows.ravel(),
+            mode="markers",
+            marker={"size": max(4, 360 // max(h, w)), "color": "rgba(0,0,0,0)", "symbol": "square"},
+            hovertemplate="row %{y}, col %{x}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    # Streamlit selects a point on click only while the drag mode is not a selection tool;
+    # box selection stays available from the toolbar.
+    fig.update_layout(dragmode="pan")
+    return fig
+
+
+def _selected_cells(event: object) -> list[tuple[int, int]]:
+    """(row, col) cells selected on the click figure's grid trace."""
+    if event is None:
+        return []
+    selection = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
+    points = (
+        selection.get("points") if isinstance(selection, dict) else getattr(selection, "points", None)
+    ) or []
+    cells = []
+    for p in points:
+        if p.get("curve_number", GRID_TRACE) == GRID_TRACE and "x" in p and "y" in p:
+            cells.append((round(float(p["y"])), round(float(p["x"]))))
+    return cells
+
+
+def _injection_controls(entry: state.ModelEntry, analysis: LatentAnalysis, scale: int) -> LatentInjection:
+    _, h, w = analysis.z[scale][0].shape
+    a, b, c = st.columns(3)
+    amplitude = a.slider("Amplitude (σ of the noise)", 0.5, 20.0, 6.0, 0.5, key="cf_latent_amp")
+    extent = b.slider("Extent (radius in latent cells)", 0.0, 5.0, 1.5, 0.5, key="cf_latent_extent")
+    seed = int(c.number_input("Noise seed", 0, 10_000, 0, key="cf_latent_seed"))
+    mode = st.radio("Where", MODES, horizontal=True, key="cf_latent_mode")
+    if mode == MODES[1]:
+        r1, r2 = st.columns(2)
+        rows = r1.slider("Rows", 0, h - 1, (h // 3, h // 2), key=f"cf_latent_rect_rows_{scale}")
+        cols = r2.slider("Columns", 0, w - 1, (w // 3, w // 2), key=f"cf_latent_rect_cols_{scale}")
+        region = np.zeros((h, w), dtype=bool)
+        region[rows[0] : rows[1] + 1, cols[0] : cols[1] + 1] = True
+        return LatentInjection(scale=scale, amplitude=amplitude, extent=extent, region=region, seed=seed)
+    if mode == MODES[2]:
+        count = st.slider("Number of random points", 1, 20, 3, key="cf_latent_n_random")
+        points = random_points(h, w, count, seed=seed)
+        return LatentInjection(scale=scale, points=points, amplitude=amplitude, extent=extent, seed=seed)
+
+    manual = st.session_state.setdefault(MANUAL_POINTS, {}).setdefault(scale, [])
+    generation = st.session_state.get(CLICK_GENERATION, 0)
+    chart_key = f"cf_latent_click_{scale}_{generation}"
+    left, right = st.columns([3, 2])
+    with left:
+        event = st.plotly_chart(
+            _click_figure(analysis.sq_norm[scale]),
+            on_select="rerun",
+            selection_mode=("points", "box"),
+            key=chart_key,
+        )
+    clicked = _selected_cells(event)
+    with right:
+        st.caption(
+            "Click a cell of the map (shift-click for several, or the box tool in its toolbar), or add cells by number:"
+        )
+        r, cc = st.columns(2)
+        r.number_input("Row", 0, h - 1, h // 2, key="cf_latent_row")
+        cc.number_input("Column", 0, w - 1, w // 2, key="cf_latent_col")
+        st.button("Add point", on_click=_add_point, args=(scale, h, w), icon=":material/add:")
+        st.button("Clear points", on_click=_clear_points, args=(scale,), icon=":material/delete:")
+    points = tuple(dict.fromkeys([*manual, *clicked]))
+    if not points:
+        points = ((h // 2, w // 2),)
+        right.caption("Nothing chosen yet: using the centre cell.")
+    else:
+        right.caption(
+            f"{len(points)} cell(s): "
+            + ", ".join(f"({r},{c})" for r, c in points[:8])
+            + (" …" if len(points) > 8 else "")
+        )
+    return LatentInjection(scale=scale, points=points, amplitude=amplitude, extent=extent, seed=seed)
+
+
+def _experiment(
+    entry: state.ModelEntry, analysis: LatentAnalysis, injection: LatentInjection
+) -> PerturbationResult:
+    region = None if injection.region is None else injection.region.tobytes()
+    key = (
+        entry.version,
+        id(analysis),
+        injection.scale,
+        injection.points,
+        region,
+        injection.amplitude,
+        injection.extent,
+        injection.seed,
+    )
+    cache = _lru(EXPERIMENT_CACHE)
+    if key in cache:
+        return cache[key]
+    result = perturbation_experiment(entry.detector.model, analysis.features, injection, z=analysis.z)
+    _remember(cache, key, result, EXPERIMENT_CACHE_SIZE)
+    return result
+
+
+@st.fragment
+def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
+    """Inject noise into z, run the flow backwards, and score the generated features again."""
+    scale = _scale_choice(entry, "cf_latent_inv_scale")
+    injection = _injection_controls(entry, analysis, scale)
+    result = _experiment(entry, analysis, injection)
+    pca = analysis.pca[scale]
+    sq_new = squared_norm_maps([result.z_perturbed[scale]])[0][0]
+    marks = list(injection.points) if injection.region is None else None
+    st.markdown("##### What the disturbed latent stands for")
+    cols = st.columns(4)
+    cols[0].plotly_chart(
+        heatmap_figure(
+            sq_new, "‖z‖² after injection", zmin=0, zmax=float(np.percentile(sq_new, 99.5)), points=marks
+        ),
+        key="cf_latent_inv_sq",
+    )
+    cols[1].plotly_chart(
+        heatmap_figure(
+            result.difference[scale][0],
+            "|Δ features| (mean over channels)",
+            colorscale="Plasma",
+            points=marks,
+        ),
+        key="cf_latent_inv_diff",
+    )
+    with cols[2]:
+        st.markdown("**Original features**")
+        st.image(pca.to_rgb(analysis.features[scale][0], size=256), width="stretch")
+    with cols[3]:
+        st.markdown("**Inverted, perturbed features**")
+        st.image(pca.to_rgb(result.features_perturbed[scale][0].cpu(), size=256), width="stretch")
+        st.caption("same PCA colours as the original")
+    before = float(result.map_original[0].max())
+    after = float(result.map_perturbed[0].max())
+    a, b, c = st.columns([1, 1, 1])
+    with a:
+        st.markdown("**Anomaly map: original**")
+        st.image(render_overlay(analysis.image, result.map_original[0], entry.detector), width="stretch")
+    with b:
+        st.markdown("**Anomaly map: perturbed features**")
+        st.image(render_overlay(analysis.image, result.map_perturbed[0], entry.detector), width="stretch")
+    gain = result.map_perturbed[0] - result.map_original[0]
+    peak = np.unravel_index(int(np.argmax(gain)), gain.shape)
+    with c:
+        st.metric("Image score", f"{after:.3f}", delta=f"{after - before:+.3f}", delta_color="inverse")
+        st.metric(
+            "Largest rise of the map",
+            f"{float(gain.max()):+.3f}",
+            help=f"at pixel (row {peak[0]}, col {peak[1]})",
+        )
+        st.caption(
+            "The perturbed features are forwarded through the flow again; the map lights up where the "
+            "noise went in, because those feature vectors are now unlikely under the learned density."
+        )
+
+
+@st.fragment
+def sampling_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
+    """Draw z ~ N(0, T²I) and invert it into feature maps."""
+    a, b = st.columns(2)
+    temperature = a.slider("Temperature T", 0.0, 1.5, 0.7, 0.05, key="cf_latent_temp")
+    seed = int(b.number_input("Sample seed", 0, 10_000, 0, key="cf_latent_sample_seed"))
+    model = entry.detector.model
+    z = sample_latents(model.feature_shapes, n=1, temperature=temperature, seed=seed)
+    with torch.no_grad():
+        features = model.inverse([zi.to(model.device) for zi in z])
+    cols = st.columns(model.num_scales)
+    for scale, (col, feats) in enumerate(zip(cols, features, strict=True)):
+        with col:
+            st.markdown(f"**{scale_label(entry, scale)}**")
+            st.image(analysis.pca[scale].to_rgb(feats[0].cpu(), size=256), width="stretch")
+            st.image(analysis.pca[scale].to_rgb(analysis.features[scale][0], size=128), width=128)
+            st.caption("generated (top) · the chosen image's features (bottom), same colours")
+    st.caption(
+        "T = 0 maps the centre of the latent space (z = 0) back; larger T adds variety. The flow models "
+        "features, not pixels, so these are feature maps, in the chosen image's PCA colours. A few 3×3 coupling "
+        "steps see only a small neighbourhood, so samples match the per-position feature statistics (colours) "
+        "rather than the image's long-range structure."
+    )

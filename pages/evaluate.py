@@ -1,0 +1,25 @@
+"""Evaluate & threshold: test-split metrics and a live threshold explorer."""
+
+import streamlit as st
+
+from app import evaluation_view as view
+from app import state
+
+st.title("Evaluate & threshold")
+st.caption(
+    "Scores every test image once; the threshold explorer below then works on the stored scores and maps, "
+    "so moving the slider is instant."
+)
+entry = state.require_model()
+data = view.require_test_data()
+result = view.evaluation_for(entry, data)
+if result is None:
+    st.stop()
+
+st.subheader("Metrics")
+view.render_metrics(result)
+view.render_curves(result)
+st.subheader("Per defect type")
+view.render_per_defect(result)
+st.subheader("Threshold")
+view.threshold_explorer(entry, data, result)

@@ -1,0 +1,179 @@
+"""The Evaluate, Latent space and Learn pages, driven with Streamlit's AppTest (no browser).
+
+A tiny real model (EfficientNet-Lite0 at 64 px, one coupling step, one epoch on a small
+generated dataset) is built once per module and put into session state directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from app import evaluation_view, learn_view, state
+from cainnflow.data import CategoryData, load_mvtec_category
+from cainnflow.demo_data import make_demo_dataset
+from cainnflow.model import CAINNFlowConfig
+from cainnflow.pipeline import Detector
+from cainnflow.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "streamlit_app.py")
+TIMEOUT_S = 60
+CATEGORY = "carpet_weave"
+IMAGE_SIZE = 64
+TOY_TEST_STEPS = 25
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cainnflow_home")
+
+
+@pytest.fixture(autouse=True)
+def _app_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAINNFLOW_HOME", str(home))
+
+
+@pytest.fixture(autouse=True)
+def _navigation_not_pages_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest would otherwise treat ``pages/`` as a legacy pages folder after the first run."""
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Detector, CategoryData, Path]:
+    root = make_demo_dataset(
+        tmp_path_factory.mktemp("demo"),
+        categories=[CATEGORY],
+        image_size=IMAGE_SIZE,
+        n_train=10,
+        n_test_good=3,
+        n_test_per_defect=1,
+    )
+    data = load_mvtec_category(root, CATEGORY)
+    detector = Detector.create(CAINNFlowConfig(image_size=IMAGE_SIZE, steps=1), weights="auto", device="cpu")
+    detector.fit(data, TrainConfig(epochs=1, batch_size=8))
+    return detector, data, root
+
+
+def open_page(page: str, tiny: tuple[Detector, CategoryData, Path] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    if tiny is not None:
+        detector, data, root = tiny
+        at.session_state[state.MODEL] = state.ModelEntry(detector, "test model", 1)
+        at.session_state[state.DATA] = state.DataEntry(data, "demo", str(root))
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, label_start: str):
+    matches = [b for b in at.button if b.label.startswith(label_start)]
+    assert matches, f"no button starting with {label_start!r}: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+@pytest.mark.parametrize("page", ["pages/evaluate.py", "pages/latent.py", "pages/learn.py"])
+def test_pages_without_model(page: str) -> None:
+    at = open_page(page)
+    infos = " ".join(i.value for i in at.info)
+    assert "Train / load" in infos
+
+
+def test_evaluate_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
+    detector, data, root = tiny
+    at = open_page("pages/evaluate.py", tiny)
+    button(at, "Evaluate on test split").click().run()
+    assert not at.exception, at.exception
+    result = at.session_state[state.EVALUATION]
+    assert result is not None and result.n_test == len(data.test)
+    assert "Image AUROC" in at.dataframe[0].value["metric"].tolist()
+
+    slider = at.slider(key=evaluation_view.THRESHOLD)
+    low, high = slider.min, slider.max
+    target = float(low + 0.3 * (high - low))
+    slider.set_value(target).run()
+    assert not at.exception, at.exception
+    assert at.slider(key=evaluation_view.THRESHOLD).value == pytest.approx(target, rel=1e-3)
+    assert any(m.label == "Precision" for m in at.metric)
+
+    button(at, "F1-optimal on test").click().run()
+    assert not at.exception, at.exception
+    assert at.slider(key=evaluation_view.THRESHOLD).value == pytest.approx(result.f1_threshold, rel=1e-3)
+
+    button(at, "Use percentile").click().run()
+    assert not at.exception, at.exception
+
+    button(at, "Save threshold with the model").click().run()
+    assert not at.exception, at.exception
+    assert detector.threshold == pytest.approx(at.slider(key=evaluation_view.THRESHOLD).value)
+    # The stored evaluation is reused: no "Evaluate on test split" button any more.
+    assert not any(b.label == "Evaluate on test split" for b in at.button)
+
+    # Data without a test split: a clear message instead of the button.
+    no_test = CategoryData(data.name, data.root, data.train, ())
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.session_state[state.MODEL] = state.ModelEntry(detector, "test model", 1)
+    at.session_state[state.DATA] = state.DataEntry(no_test, "demo", str(root))
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception, at.exception
+    assert any("no test images" in i.value for i in at.info)
+
+
+def test_latent_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
+    at = open_page("pages/latent.py", tiny)
+    at.radio(key="cf_latent_scale").set_value(1).run()
+    assert not at.exception, at.exception
+    at.slider(key="cf_latent_channel").set_value(3).run()
+    assert not at.exception, at.exception
+
+    # Inverse generation: a manual point, then a rectangle, then random points.
+    at.radio(key="cf_latent_inv_scale").set_value(0).run()
+    at.number_input(key="cf_latent_row").set_value(2).run()
+    at.number_input(key="cf_latent_col").set_value(5).run()
+    button(at, "Add point").click().run()
+    assert not at.exception, at.exception
+    assert (2, 5) in at.session_state["cf_latent_points"][0]
+    at.slider(key="cf_latent_amp").set_value(12.0).run()
+    assert not at.exception, at.exception
+    score = next(m for m in at.metric if m.label == "Image score")
+    assert score.delta is not None
+    button(at, "Clear points").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["cf_latent_points"][0] == []
+    at.radio(key="cf_latent_mode").set_value("Rectangle").run()
+    assert not at.exception, at.exception
+    at.radio(key="cf_latent_mode").set_value("Random points").run()
+    assert not at.exception, at.exception
+
+    at.slider(key="cf_latent_temp").set_value(1.0).run()
+    assert not at.exception, at.exception
+
+
+def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
+    at = open_page("pages/learn.py", tiny)
+    at.select_slider(key="cf_learn_toy_steps").set_value(TOY_TEST_STEPS).run()
+    button(at, f"Train {TOY_TEST_STEPS} steps").click().run()
+    assert not at.exception, at.exception
+    assert len(at.session_state[learn_view.TOY].step_losses) == TOY_TEST_STEPS
+    at.selectbox(key="cf_learn_toy_data").set_value("circles").run()
+    assert not at.exception, at.exception
+
+    at.slider(key="cf_learn_s0").set_value(1.0).run()
+    assert not at.exception, at.exception
+    ratio = next(m for m in at.metric if m.label == "Area after / before")
+    assert float(ratio.value) > 1.0
+
+    at.radio(key="cf_learn_att_scale").set_value(2).run()
+    assert not at.exception, at.exception
+    at.number_input(key="cf_learn_channels").set_value(32).run()
+    assert not at.exception, at.exception
