@@ -146,7 +146,7 @@ class PerturbationResult:
         z_perturbed: latents after noise injection.
         features_perturbed: ``model.inverse(z_perturbed)``, in the backbone's feature space.
         difference: mean |perturbed − original feature| per position, (N, H_i, W_i) per scale.
-        map_original: anomaly map (N, S, S) of the original features.
+        map_original: anomaly map (N, S, S) of the original features (as the model scores).
         map_perturbed: anomaly map (N, S, S) of the perturbed features, forwarded again.
     """
 
@@ -187,14 +187,14 @@ def perturbation_experiment(
     k = injection.scale
     z_again = list(z_list)
     z_again[k] = model.flows[k](model.standardizers[k](feats_new[k]))[0]  # only this scale changed
-    size, sigma = model.config.image_size, model.config.sigma
+    cfg = model.config
     return PerturbationResult(
         z=z_list,
         z_perturbed=z_new,
         features_perturbed=feats_new,
         difference=feature_difference_maps(feats_new, features),
-        map_original=anomaly_map(z_list, size, sigma).cpu().numpy(),
-        map_perturbed=anomaly_map(z_again, size, sigma).cpu().numpy(),
+        map_original=anomaly_map(z_list, cfg.image_size, cfg.sigma, cfg.combine).cpu().numpy(),
+        map_perturbed=anomaly_map(z_again, cfg.image_size, cfg.sigma, cfg.combine).cpu().numpy(),
     )
 
 
