@@ -124,7 +124,7 @@ def render_metrics(result: EvaluationResult) -> None:
         ("Time per image", f"{result.ms_per_image:.1f} ms"),
         ("Test images (defective)", f"{result.n_test} ({result.n_anomalous})"),
     ]
-    st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="content")
+    st.table(pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric"), width="content")
 
 
 def _roc_figure(fpr: np.ndarray, tpr: np.ndarray, title: str, auc: float | None) -> go.Figure:

@@ -140,7 +140,7 @@ def _compute(entry: state.ModelEntry, image: Image.Image) -> LatentAnalysis:
     model = detector.model
     features = model.extract_features(detector.preprocess([image]))
     z = model(features).z
-    amap = anomaly_map(z, detector.config.image_size, detector.config.sigma)
+    amap = anomaly_map(z, detector.config.image_size, detector.config.sigma, detector.config.combine)
     score = float(image_scores(amap, detector.config.pooling)[0])
     features_cpu = [f.cpu() for f in features]
     return LatentAnalysis(

@@ -8,7 +8,8 @@ from app import state
 st.title("Latent space")
 st.caption(
     "The flow maps each scale's backbone features to a latent z of the same shape, trained so that "
-    "z ~ N(0, I) for normal images. Anomalous positions land far from the origin; the anomaly map is ½‖z‖²/C."
+    "z ~ N(0, I) for normal images. Anomalous positions land far from the origin; the anomaly map is "
+    "built from each position's negative log-likelihood ½‖z‖²/C on every scale."
 )
 entry = state.require_model()
 item = view.pick_image("cf_latent_image")

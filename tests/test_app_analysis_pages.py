@@ -96,7 +96,7 @@ def test_evaluate_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     assert not at.exception, at.exception
     result = at.session_state[state.EVALUATION]
     assert result is not None and result.n_test == len(data.test)
-    assert "Image AUROC" in at.dataframe[0].value["metric"].tolist()
+    assert "Image AUROC" in at.table[0].value.index.tolist()
 
     slider = at.slider(key=evaluation_view.THRESHOLD)
     low, high = slider.min, slider.max
