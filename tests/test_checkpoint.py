@@ -60,7 +60,7 @@ def test_truncated_and_foreign(tmp_path):
     path = write_checkpoint(tmp_path / "m.safetensors", {"w": torch.randn(100, 100)}, {})
     data = path.read_bytes()
     (tmp_path / "t.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated|corrupt"):
+    with pytest.raises(CheckpointError, match=r"truncated|corrupt"):
         read_checkpoint(tmp_path / "t.safetensors")
     save_file({"w": torch.zeros(2)}, tmp_path / "foreign.safetensors", metadata={"other": "x"})
     with pytest.raises(CheckpointError, match="not a cainnflow checkpoint"):

@@ -67,7 +67,7 @@ def test_score_does_not_depend_on_batch(trained, demo):
 def test_bad_image_is_a_clear_error(trained, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(DataError, match="broken.png"):
+    with pytest.raises(DataError, match=r"broken\.png"):
         trained.predict([bad])
 
 
