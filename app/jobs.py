@@ -103,13 +103,17 @@ class TrainingJob:
     def _run(self) -> None:
         try:
             detector = Detector.create(self.config, weights=self.weights, device=self.device)
-            history = detector.fit(self.data, self.train_config, callback=self._on_progress, cancel=self._cancel)
+            history = detector.fit(
+                self.data, self.train_config, callback=self._on_progress, cancel=self._cancel
+            )
             with self._lock:
                 self._epoch_losses = [(e.epoch, e.train_loss, e.val_loss) for e in history.epochs]
             self.detector = detector
             self._finish("cancelled" if history.cancelled else "done")
         except TrainingCancelled:
-            self._finish("cancelled", "Training was cancelled before the first epoch finished; no model was kept.")
+            self._finish(
+                "cancelled", "Training was cancelled before the first epoch finished; no model was kept."
+            )
         except CainnflowError as exc:
             self._finish("failed", str(exc))
         except Exception as exc:  # a bug: keep the UI alive, show the one-line cause

@@ -24,7 +24,7 @@ from cainnflow.training import TrainConfig
 
 from .loaders import DEMO_CHECKPOINT, DEMO_CHECKPOINT_CATEGORY, app_home
 
-DEFAULT_EPOCHS = 8
+DEFAULT_EPOCHS = TrainConfig.epochs
 DEFAULT_BATCH_SIZE = 16
 MAX_ASSET_BYTES = 3 * 1024 * 1024
 

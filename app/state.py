@@ -29,7 +29,13 @@ TRAIN_JOB = "cf_train_job"  # app.jobs.TrainingJob | None
 EVALUATION = "cf_evaluation"  # EvaluationResult | None (for the current model + data)
 DEVICE_CHOICE = "cf_device"  # "auto" | "cpu" | "cuda" | "mps"
 
-_DEFAULTS: dict[str, Any] = {MODEL: None, DATA: None, TRAIN_JOB: None, EVALUATION: None, DEVICE_CHOICE: "auto"}
+_DEFAULTS: dict[str, Any] = {
+    MODEL: None,
+    DATA: None,
+    TRAIN_JOB: None,
+    EVALUATION: None,
+    DEVICE_CHOICE: "auto",
+}
 
 
 @dataclass

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE, fmt
 from cainnflow.data import load_mvtec_category, split_train_val
 from cainnflow.metrics import aupro, image_auroc, pixel_auroc
-from cainnflow.model import CAINNFlowConfig
+from cainnflow.model import CAINNFlow, CAINNFlowConfig
 from cainnflow.pipeline import Detector
 from cainnflow.scoring import anomaly_map, image_scores
 from cainnflow.training import TrainConfig, extract_features, fit_flows
@@ -58,7 +58,10 @@ def latents(detector: Detector, features, batch: int = 16) -> list[torch.Tensor]
 
 def score(z, image_size, sigma, pooling, combine, labels, masks, has_mask):
     maps = torch.cat(
-        [anomaly_map([zi[s : s + 16] for zi in z], image_size, sigma, combine) for s in range(0, z[0].shape[0], 16)]
+        [
+            anomaly_map([zi[s : s + 16] for zi in z], image_size, sigma, combine)
+            for s in range(0, z[0].shape[0], 16)
+        ]
     )
     scores = image_scores(maps, pooling).numpy()
     maps = maps.numpy()
@@ -78,13 +81,15 @@ def main() -> None:
     p.add_argument("--hidden-ratios", type=float, nargs="+", default=[1.0])
     p.add_argument("--couplings", nargs="+", default=["glow"])
     p.add_argument("--clamps", type=float, nargs="+", default=[2.0])
-    p.add_argument("--lrs", type=float, nargs="+", default=[5e-4])
-    p.add_argument("--epochs", type=int, nargs="+", default=[10])
+    p.add_argument("--lrs", type=float, nargs="+", default=[TrainConfig.lr])
+    p.add_argument("--epochs", type=int, nargs="+", default=[TrainConfig.epochs])
     p.add_argument("--sigmas", type=float, nargs="+", default=[4.0])
     p.add_argument("--poolings", nargs="+", default=["max"])
     p.add_argument("--combines", nargs="+", default=["likelihood"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="flow init and batch-order seeds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--weights", default="auto", help="backbone weights: auto, random or a file")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,21 +97,30 @@ def main() -> None:
     results = []
     print(
         f"{'backbone':<22} {'size':>4} {'stages':>6} {'var':>4} {'st':>2} {'hid':>4} {'cpl':>8} {'clamp':>5} {'lr':>7} "
-        f"{'ep':>3} {'sigma':>5} {'pool':>4} {'cmb':>3} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7}"
+        f"{'ep':>3} {'seed':>4} {'sigma':>5} {'pool':>4} {'cmb':>3} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7}"
     )
     for backbone, size, stages in itertools.product(args.backbones, args.image_sizes, args.out_indices):
         out_indices = tuple(int(i) for i in stages.split(","))
         base = Detector.create(
-            CAINNFlowConfig(backbone=backbone, image_size=size, out_indices=out_indices), device=args.device
+            CAINNFlowConfig(backbone=backbone, image_size=size, out_indices=out_indices),
+            weights=args.weights,
+            device=args.device,
         )
         feats, masks, has_mask, labels, feat_s = cache(base, data, 0.15, 0)
         print(
             f"# features {backbone} {size}px stages {stages}: {feat_s:.1f} s for {len(data.train) + len(data.test)} images"
         )
         grid = itertools.product(
-            args.variants, args.steps, args.hidden_ratios, args.couplings, args.clamps, args.lrs, args.epochs
+            args.variants,
+            args.steps,
+            args.hidden_ratios,
+            args.couplings,
+            args.clamps,
+            args.lrs,
+            args.epochs,
+            args.seeds,
         )
-        for variant, steps, hidden, coupling, clamp, lr, epochs in grid:
+        for variant, steps, hidden, coupling, clamp, lr, epochs, seed in grid:
             config = CAINNFlowConfig(
                 backbone=backbone,
                 image_size=size,
@@ -116,13 +130,15 @@ def main() -> None:
                 hidden_ratio=hidden,
                 coupling=coupling,
                 clamp=clamp,
+                seed=seed,
             )
-            from cainnflow.model import CAINNFlow
 
             model = CAINNFlow(base.backbone, config).to(base.device)
             det = Detector(model)
             t0 = time.perf_counter()
-            history = fit_flows(model, feats["train"], feats["val"], TrainConfig(epochs=epochs, lr=lr))
+            history = fit_flows(
+                model, feats["train"], feats["val"], TrainConfig(epochs=epochs, lr=lr, seed=seed)
+            )
             train_s = time.perf_counter() - t0
             z = latents(det, feats["test"])
             for sigma, pooling, combine in itertools.product(args.sigmas, args.poolings, args.combines):
@@ -138,6 +154,7 @@ def main() -> None:
                     clamp=clamp,
                     lr=lr,
                     epochs=epochs,
+                    seed=seed,
                     sigma=sigma,
                     combine=combine,
                     pooling=pooling,
@@ -151,7 +168,7 @@ def main() -> None:
                 results.append(row)
                 print(
                     f"{backbone:<22} {size:>4} {stages:>6} {variant:>4} {steps:>2} {hidden:>4} {coupling:>8} {clamp:>5} "
-                    f"{lr:>7.0e} {epochs:>3} {sigma:>5} {pooling:>4} {combine[:3]:>3} | {fmt(img):>6} {fmt(px):>6} {fmt(pro):>6} | {train_s:>7.1f}",
+                    f"{lr:>7.0e} {epochs:>3} {seed:>4} {sigma:>5} {pooling:>4} {combine[:3]:>3} | {fmt(img):>6} {fmt(px):>6} {fmt(pro):>6} | {train_s:>7.1f}",
                     flush=True,
                 )
     if args.category == "bottle" and len(args.variants) > 1:

@@ -28,6 +28,7 @@ EXIT_INTERRUPTED = 130
 def _build_parser() -> argparse.ArgumentParser:
     from .backbone import BACKBONES, DEFAULT_BACKBONE
     from .subnet import VARIANTS
+    from .training import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="python -m cainnflow",
@@ -47,13 +48,15 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     train.add_argument("--variant", default="CAC", choices=VARIANTS)
     train.add_argument("--steps", type=int, default=2, help="coupling blocks per scale")
-    train.add_argument("--epochs", type=int, default=None, help="default: the backbone's recommended")
+    train.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig.epochs}")
     train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--weights", default="auto", help="backbone weights: auto, random (tests only), or a file")
+    train.add_argument(
+        "--weights", default="auto", help="backbone weights: auto, random (tests only), or a file"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on a category's test split")

@@ -173,7 +173,9 @@ class Detector:
         config = config or CAINNFlowConfig()
         backbone = create_backbone(config.backbone, weights=weights, out_indices=config.out_indices)
         if config.out_indices is None:
-            config = CAINNFlowConfig.from_dict({**config.to_dict(), "out_indices": list(backbone.out_indices)})
+            config = CAINNFlowConfig.from_dict(
+                {**config.to_dict(), "out_indices": list(backbone.out_indices)}
+            )
         model = CAINNFlow(backbone, config).to(resolve_device(device))
         model.eval()
         return cls(model)
@@ -248,7 +250,9 @@ class Detector:
         train_feats = [f[:n_train] for f in features]
         val_feats = [f[n_train:] for f in features] if val_samples else None
         feature_seconds = time.perf_counter() - start
-        history = fit_flows(self.model, train_feats, val_feats, train_config, callback=callback, cancel=cancel)
+        history = fit_flows(
+            self.model, train_feats, val_feats, train_config, callback=callback, cancel=cancel
+        )
         history.feature_seconds = feature_seconds
         self.history = history
         self.calibrate_from_features(val_feats if val_feats is not None else train_feats)
@@ -474,7 +478,9 @@ class Detector:
             try:
                 backbone.load_state_dict(state, strict=True)
             except RuntimeError as exc:
-                raise CheckpointError(f"checkpoint's backbone weights do not fit {config.backbone}: {exc}") from exc
+                raise CheckpointError(
+                    f"checkpoint's backbone weights do not fit {config.backbone}: {exc}"
+                ) from exc
             backbone.weights_source = str(doc.get("backbone_weights_source", "checkpoint"))
         else:
             backbone = create_backbone(
@@ -491,4 +497,6 @@ class Detector:
         model.to(resolve_device(device)).eval()
         stats = ScoreStats.from_dict(doc["stats"]) if doc.get("stats") else None
         history = TrainingHistory.from_dict(doc["history"]) if doc.get("history") else None
-        return cls(model, stats=stats, threshold=doc.get("threshold"), history=history, info=doc.get("info") or {})
+        return cls(
+            model, stats=stats, threshold=doc.get("threshold"), history=history, info=doc.get("info") or {}
+        )

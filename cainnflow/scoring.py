@@ -59,8 +59,10 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     kernel = torch.exp(-0.5 * (coords / sigma) ** 2)
     kernel = kernel / kernel.sum()
     x = maps.unsqueeze(1)
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect") if min(x.shape[-2:]) > radius else F.pad(
-        x, (radius, radius, radius, radius), mode="replicate"
+    x = (
+        F.pad(x, (radius, radius, radius, radius), mode="reflect")
+        if min(x.shape[-2:]) > radius
+        else F.pad(x, (radius, radius, radius, radius), mode="replicate")
     )
     x = F.conv2d(x, kernel.view(1, 1, 1, -1))
     x = F.conv2d(x, kernel.view(1, 1, -1, 1))

@@ -25,7 +25,9 @@ class TinyBackbone(nn.Module):
             p.requires_grad_(False)
 
     def feature_shapes(self, image_size: int) -> list[tuple[int, int, int]]:
-        return [(c, image_size // r, image_size // r) for c, r in zip(self.channels, self.reductions, strict=True)]
+        return [
+            (c, image_size // r, image_size // r) for c, r in zip(self.channels, self.reductions, strict=True)
+        ]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         a = self.stem(x)

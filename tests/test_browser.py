@@ -194,11 +194,40 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             expect(page.locator('[data-testid="stImage"] img').last).to_be_visible(timeout=STEP_TIMEOUT_MS)
             assert_no_exception(page, "inspect page with the demo checkpoint")
             shot(page, "06_inspect_demo")
-            for title in ("Evaluate & threshold", "Latent space", "Learn"):
-                link = page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True)
-                if link.count():
-                    open_page(page, title)
-                    assert_no_exception(page, title)
-                    shot(page, f"07_{title.split()[0].lower()}")
+
+            # Evaluate & threshold: score the test split, then move the threshold.
+            open_page(page, "Evaluate & threshold")
+            page.get_by_role("button", name="Evaluate on test split").click()
+            expect(page.get_by_text("Keep this threshold", exact=False).first).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            wait_idle(page)
+            threshold = page.get_by_role("slider", name="Threshold on the image score", exact=False).first
+            threshold.focus()
+            threshold.press("ArrowRight")
+            wait_idle(page)
+            page.wait_for_timeout(1000)
+            assert_no_exception(page, "evaluate page after evaluation")
+            shot(page, "07_evaluate")
+
+            # Latent space: per-scale latents, then noise injected and the flow run backwards.
+            open_page(page, "Latent space")
+            assert_no_exception(page, "latent page")
+            shot(page, "08_latent")
+            page.get_by_role("tab", name="Inverse generation").click()
+            wait_idle(page)
+            page.get_by_role("button", name="Add point").click()
+            wait_idle(page)
+            page.wait_for_timeout(1000)
+            assert_no_exception(page, "inverse generation")
+            shot(page, "09_inverse_generation")
+
+            # Learn: train the 2-D toy flow from the page.
+            open_page(page, "Learn")
+            page.get_by_role("button", name="Train 200 steps").click()
+            wait_idle(page)
+            page.wait_for_timeout(1000)
+            assert_no_exception(page, "learn page after toy training")
+            shot(page, "10_learn")
         finally:
             browser.close()

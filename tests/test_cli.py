@@ -16,7 +16,9 @@ CATEGORY = "carpet_weave"
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, categories=(CATEGORY,), image_size=96, n_train=12, n_test_good=3, n_test_per_defect=2)
+    make_demo_dataset(
+        root, categories=(CATEGORY,), image_size=96, n_train=12, n_test_good=3, n_test_per_defect=2
+    )
     return root
 
 
@@ -71,26 +73,50 @@ def _one_line_error(capsys, code):
 def test_bad_inputs_exit_nonzero_with_one_line(demo_root, checkpoint, tmp_path, capsys):
     line = _one_line_error(
         capsys,
-        main(["train", "--data-root", str(tmp_path / "nope"), "--category", CATEGORY, "--out", str(tmp_path / "m.safetensors")]),
+        main(
+            [
+                "train",
+                "--data-root",
+                str(tmp_path / "nope"),
+                "--category",
+                CATEGORY,
+                "--out",
+                str(tmp_path / "m.safetensors"),
+            ]
+        ),
     )
     assert "nope" in line
     line = _one_line_error(
         capsys,
-        main(["train", "--data-root", str(demo_root), "--category", "zebra", "--out", str(tmp_path / "m.safetensors")]),
+        main(
+            [
+                "train",
+                "--data-root",
+                str(demo_root),
+                "--category",
+                "zebra",
+                "--out",
+                str(tmp_path / "m.safetensors"),
+            ]
+        ),
     )
     assert "zebra" in line
     garbage = tmp_path / "bad.safetensors"
     garbage.write_bytes(b"\x00" * 64)
     line = _one_line_error(
         capsys,
-        main(["evaluate", "--checkpoint", str(garbage), "--data-root", str(demo_root), "--category", CATEGORY]),
+        main(
+            ["evaluate", "--checkpoint", str(garbage), "--data-root", str(demo_root), "--category", CATEGORY]
+        ),
     )
     assert "bad.safetensors" in line
     pickled = tmp_path / "model.pt"
     import torch
 
     torch.save({"w": torch.zeros(1)}, pickled)
-    line = _one_line_error(capsys, main(["predict", "--checkpoint", str(pickled), "x.png", "--out", str(tmp_path)]))
+    line = _one_line_error(
+        capsys, main(["predict", "--checkpoint", str(pickled), "x.png", "--out", str(tmp_path)])
+    )
     assert "pickle" in line
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"not an image at all")
@@ -101,7 +127,10 @@ def test_bad_inputs_exit_nonzero_with_one_line(demo_root, checkpoint, tmp_path, 
 
 def test_module_entry_point_reports_usage_errors():
     proc = subprocess.run(
-        [sys.executable, "-m", "cainnflow", "train", "--variant", "XX"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cainnflow", "train", "--variant", "XX"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

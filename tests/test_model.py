@@ -58,7 +58,9 @@ def test_nll_is_standard_normal_nll_for_identity_flow(tiny_backbone):
     feats = [torch.randn(5, 6, 8, 8), torch.randn(5, 8, 4, 4)]
     out = model.__class__.forward(model, feats)  # standardizer is identity before fitting
     expected = sum(
-        (0.5 * z.pow(2).sum(dim=(1, 2, 3)) + 0.5 * z[0].numel() * torch.log(torch.tensor(2 * torch.pi))).mean()
+        (
+            0.5 * z.pow(2).sum(dim=(1, 2, 3)) + 0.5 * z[0].numel() * torch.log(torch.tensor(2 * torch.pi))
+        ).mean()
         / z[0].numel()
         for z in out.z
     )
@@ -108,7 +110,9 @@ def test_cancel_keeps_best_state(tiny_backbone):
             cancel.set()
 
     cancel.clear()
-    history = fit_flows(model, feats, None, TrainConfig(epochs=5, batch_size=8), callback=callback, cancel=cancel)
+    history = fit_flows(
+        model, feats, None, TrainConfig(epochs=5, batch_size=8), callback=callback, cancel=cancel
+    )
     assert history.cancelled and len(history.epochs) == 1
     # honoured within one batch of being set
     assert sum(1 for p in calls if p.epoch == 2) == 1

@@ -20,7 +20,9 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, categories=(CATEGORY,), image_size=96, n_train=16, n_test_good=4, n_test_per_defect=2)
+    make_demo_dataset(
+        root, categories=(CATEGORY,), image_size=96, n_train=16, n_test_good=4, n_test_per_defect=2
+    )
     return root
 
 
@@ -102,6 +104,10 @@ def test_mismatched_checkpoint_is_refused(trained, tmp_path):
 
     tensors, doc = read_checkpoint(trained.to_bytes())
     doc["model"]["steps"] = 3
-    write_checkpoint(tmp_path / "x.safetensors", tensors, {k: v for k, v in doc.items() if k not in ("format", "format_version")})
+    write_checkpoint(
+        tmp_path / "x.safetensors",
+        tensors,
+        {k: v for k, v in doc.items() if k not in ("format", "format_version")},
+    )
     with pytest.raises(CheckpointError, match="do not match"):
         Detector.load(tmp_path / "x.safetensors")

@@ -11,12 +11,16 @@ from cainnflow.model import CAINNFlowConfig
 from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 
-MVTEC_ROOT = Path(os.environ.get("CAINNFLOW_MVTEC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/mvtec_ad"))
+MVTEC_ROOT = Path(
+    os.environ.get("CAINNFLOW_MVTEC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/mvtec_ad")
+)
 
 
 @pytest.mark.slow
 @pytest.mark.mvtec
-@pytest.mark.skipif(not (MVTEC_ROOT / "bottle").is_dir(), reason="MVTec AD bottle not found (set CAINNFLOW_MVTEC_ROOT)")
+@pytest.mark.skipif(
+    not (MVTEC_ROOT / "bottle").is_dir(), reason="MVTec AD bottle not found (set CAINNFLOW_MVTEC_ROOT)"
+)
 def test_bottle_reaches_high_auroc_with_offline_backbone():
     data = load_mvtec_category(MVTEC_ROOT, "bottle")
     assert len(data.train) == 209 and len(data.test) == 83 and data.has_masks
