@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE, fmt
+from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE, fmt, latency_ms
 from cainnflow.data import load_mvtec_category, split_train_val
 from cainnflow.metrics import aupro, image_auroc, pixel_auroc
 from cainnflow.model import CAINNFlow, CAINNFlowConfig
@@ -97,7 +97,7 @@ def main() -> None:
     results = []
     print(
         f"{'backbone':<22} {'size':>4} {'stages':>6} {'var':>4} {'st':>2} {'hid':>4} {'cpl':>8} {'clamp':>5} {'lr':>7} "
-        f"{'ep':>3} {'seed':>4} {'sigma':>5} {'pool':>4} {'cmb':>3} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7}"
+        f"{'ep':>3} {'seed':>4} {'sigma':>5} {'pool':>4} {'cmb':>3} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7} {'ms/img':>6}"
     )
     for backbone, size, stages in itertools.product(args.backbones, args.image_sizes, args.out_indices):
         out_indices = tuple(int(i) for i in stages.split(","))
@@ -140,6 +140,7 @@ def main() -> None:
                 model, feats["train"], feats["val"], TrainConfig(epochs=epochs, lr=lr, seed=seed)
             )
             train_s = time.perf_counter() - t0
+            ms_b1 = latency_ms(det, size, 1, repeats=10)
             z = latents(det, feats["test"])
             for sigma, pooling, combine in itertools.product(args.sigmas, args.poolings, args.combines):
                 img, px, pro = score(z, size, sigma, pooling, combine, labels, masks, has_mask)
@@ -162,13 +163,14 @@ def main() -> None:
                     pixel_auroc=px,
                     aupro=pro,
                     train_s=train_s,
+                    ms_per_image_b1=ms_b1,
                     feature_s=feat_s,
                     best_epoch=history.best_epoch,
                 )
                 results.append(row)
                 print(
                     f"{backbone:<22} {size:>4} {stages:>6} {variant:>4} {steps:>2} {hidden:>4} {coupling:>8} {clamp:>5} "
-                    f"{lr:>7.0e} {epochs:>3} {seed:>4} {sigma:>5} {pooling:>4} {combine[:3]:>3} | {fmt(img):>6} {fmt(px):>6} {fmt(pro):>6} | {train_s:>7.1f}",
+                    f"{lr:>7.0e} {epochs:>3} {seed:>4} {sigma:>5} {pooling:>4} {combine[:3]:>3} | {fmt(img):>6} {fmt(px):>6} {fmt(pro):>6} | {train_s:>7.1f} {ms_b1:>6.1f}",
                     flush=True,
                 )
     if args.category == "bottle" and len(args.variants) > 1:

@@ -43,7 +43,9 @@ class ChannelAttention(nn.Module):
         """Returns the gate (N, C, 1, 1) for features ``x`` (N, C, H, W)."""
         avg = torch.mean(x, dim=(2, 3), keepdim=True)
         mx = torch.amax(x, dim=(2, 3), keepdim=True)
-        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        # One pass of the shared MLP over both descriptors, stacked along the batch.
+        from_avg, from_max = self.mlp(torch.cat([avg, mx], dim=0)).chunk(2, dim=0)
+        return torch.sigmoid(from_avg + from_max)
 
 
 class SpatialAttention(nn.Module):

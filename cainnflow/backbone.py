@@ -25,8 +25,10 @@ Input normalisation
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -583,6 +585,49 @@ def create_backbone(
 
 # ------------------------------------------------------------------------------------- extractor
 
+_FUSE_CHECK_SIZE = 64
+_FUSE_TOLERANCE = 1e-4
+
+
+def fuse_conv_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """An inference copy of ``model`` with every BatchNorm folded into the conv before it.
+
+    A frozen backbone's BatchNorm is an affine map per channel, so ``bn(conv(x))`` equals one
+    convolution with scaled weights and a bias. Pairs are a ``Conv2d`` directly followed by a
+    ``BatchNorm2d`` (or timm's ``BatchNormAct2d``, whose activation is kept) among the same
+    parent's children. The copy is for inference only (eval mode, no gradients).
+
+    Returns:
+        The fused copy and the number of pairs folded.
+    """
+    from timm.layers import BatchNormAct2d
+
+    fused = copy.deepcopy(model).eval()
+    count = 0
+    for parent in list(fused.modules()):
+        names = list(parent._modules)
+        for first, second in itertools.pairwise(names):
+            conv, bn = parent._modules[first], parent._modules[second]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            if bn.running_mean is None or conv.out_channels != bn.num_features:
+                continue
+            with torch.no_grad():
+                weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+                shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+                scale = weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+            if isinstance(bn, BatchNormAct2d):
+                parent._modules[second] = nn.Sequential(bn.drop, bn.act)
+            else:
+                parent._modules[second] = nn.Identity()
+            count += 1
+    for parameter in fused.parameters():
+        parameter.requires_grad_(False)
+    return fused, count
+
 
 class FeatureExtractor(nn.Module):
     """A frozen backbone returning multi-scale feature maps.
@@ -668,7 +713,53 @@ class FeatureExtractor(nn.Module):
         if images.ndim != len(("N", "C", "H", "W")) or images.shape[1] != _RGB_CHANNELS:
             raise ValueError(f"Expected images of shape (N, 3, H, W), got {tuple(images.shape)}.")
         with torch.no_grad():
-            return list(self.model(images))
+            if self.kind != "cnn":
+                return list(self.model(images))
+            model = self._inference_model()
+            images = images.contiguous(memory_format=torch.channels_last)
+            return [f.contiguous() for f in model(images)]
+
+    def _inference_model(self) -> nn.Module:
+        """The CNN with BatchNorm folded into its convs, in channels-last layout (cached).
+
+        Same outputs as :attr:`model` (checked once on a random input; if they differ, the
+        plain model is used), about a third faster on a CPU. Rebuilt after ``.to()`` or
+        ``load_state_dict``; not part of the state dict.
+        """
+        cached = self.__dict__.get("_fused")
+        if cached is not None:
+            return cached
+        reference = next(self.model.parameters())
+        fused, count = fuse_conv_batchnorm(self.model)
+        fused = fused.to(memory_format=torch.channels_last)
+        if count:
+            probe = torch.randn(
+                1,
+                _RGB_CHANNELS,
+                _FUSE_CHECK_SIZE,
+                _FUSE_CHECK_SIZE,
+                generator=torch.Generator().manual_seed(0),
+            ).to(reference)
+            with torch.autocast(reference.device.type, enabled=False):
+                expected = self.model(probe)
+                got = fused(probe.contiguous(memory_format=torch.channels_last))
+            ok = all(
+                torch.allclose(g, e, rtol=_FUSE_TOLERANCE, atol=_FUSE_TOLERANCE * float(e.abs().max()))
+                for g, e in zip(got, expected, strict=True)
+            )
+            if not ok:
+                logger.debug("BatchNorm folding changed %s's outputs; using the plain model", self.name)
+                fused = self.model
+        self.__dict__["_fused"] = fused
+        return fused
+
+    def _apply(self, fn, recurse: bool = True):
+        self.__dict__.pop("_fused", None)
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self.__dict__.pop("_fused", None)
+        super()._load_from_state_dict(*args, **kwargs)
 
     def feature_shapes(self, image_size: int | tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
         """Shape (C, H, W) of each feature map for one input size, measured by a dummy forward.

@@ -27,6 +27,7 @@ EXIT_INTERRUPTED = 130
 
 def _build_parser() -> argparse.ArgumentParser:
     from .backbone import BACKBONES, DEFAULT_BACKBONE
+    from .model import CAINNFlowConfig
     from .subnet import VARIANTS
     from .training import TrainConfig
 
@@ -47,7 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
     train.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     train.add_argument("--variant", default="CAC", choices=VARIANTS)
-    train.add_argument("--steps", type=int, default=2, help="coupling blocks per scale")
+    train.add_argument("--steps", type=int, default=CAINNFlowConfig.steps, help="coupling blocks per scale")
     train.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig.epochs}")
     train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     train.add_argument("--batch-size", type=int, default=16)

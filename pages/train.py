@@ -233,7 +233,9 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
         help="C = convolution block, A = CBAM attention block (paper: CAC is best).",
     )
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.number_input("Steps per scale", 1, 8, 2, key="train_steps", persist_state=KEEP)
+    steps = c1.number_input(
+        "Steps per scale", 1, 8, CAINNFlowConfig.steps, key="train_steps", persist_state=KEEP
+    )
     epochs = c2.number_input("Epochs", 1, 500, 10, key="train_epochs", persist_state=KEEP)
     if spec.kind == "cnn":
         size = c3.select_slider(

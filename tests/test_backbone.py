@@ -19,6 +19,7 @@ from cainnflow.backbone import (
     UnknownBackboneError,
     backbone_weights_available,
     create_backbone,
+    fuse_conv_batchnorm,
     get_backbone_spec,
     load_weights_file,
     map_efficientnet_pytorch_keys,
@@ -304,8 +305,35 @@ def test_truncation_keeps_outputs(lite0: FeatureExtractor) -> None:
     images = _images()
     with torch.no_grad():
         expected = full(images)
-    for got, want in zip(lite0(images), expected, strict=True):
+    for got, want in zip(lite0.model(images), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # The extractor's forward folds BatchNorm into the convs: same features up to rounding.
+    for got, want in zip(lite0(images), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_batchnorm_folding_matches_and_rebuilds_after_loading(lite0: FeatureExtractor) -> None:
+    fused, count = fuse_conv_batchnorm(lite0.model)
+    assert count > 10
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules())  # original kept
+    images = _images()
+    with torch.no_grad():
+        for got, want in zip(fused(images), lite0.model(images), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    # The fused copy is a cache: new weights (a checkpoint load) must reach the forward.
+    before = [f.clone() for f in lite0(images)]
+    state = {k: v.clone() for k, v in lite0.state_dict().items()}
+    bn_bias = next(k for k in state if k.endswith("bn1.bias"))
+    try:
+        lite0.load_state_dict({**state, bn_bias: state[bn_bias] + 1.0})
+        after = lite0(images)
+        assert not torch.allclose(after[0], before[0])
+        with torch.no_grad():
+            torch.testing.assert_close(after[0], lite0.model(images)[0], rtol=1e-4, atol=1e-4)
+    finally:
+        lite0.load_state_dict(state)
+    assert "_fused" not in "".join(lite0.state_dict())
 
 
 def test_resnet_drops_layer4(resnet18_random: FeatureExtractor) -> None:
