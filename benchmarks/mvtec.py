@@ -55,6 +55,8 @@ def build_configs(args: argparse.Namespace) -> tuple[CAINNFlowConfig, TrainConfi
         for f in fields(TrainConfig)
         if getattr(args, f"train_{f.name}", None) is not None
     }
+    if "seed" in model_kw:  # one --seed for the flow init and the batch order
+        train_kw["seed"] = model_kw["seed"]
     if args.out_indices:
         model_kw["out_indices"] = tuple(args.out_indices)
     return CAINNFlowConfig(**model_kw), TrainConfig(**train_kw)

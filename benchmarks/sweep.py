@@ -31,6 +31,8 @@ from cainnflow.pipeline import Detector
 from cainnflow.scoring import anomaly_map, image_scores
 from cainnflow.training import TrainConfig, extract_features, fit_flows
 
+_DEFAULT = CAINNFlowConfig()  # every option defaults to the library's default
+
 
 def cache(detector: Detector, data, val_fraction: float, seed: int):
     train, val = split_train_val(data.train, val_fraction, seed=seed)
@@ -76,16 +78,16 @@ def main() -> None:
     p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0"])
     p.add_argument("--image-sizes", type=int, nargs="+", default=[256])
     p.add_argument("--out-indices", type=str, nargs="+", default=["1,2,3"], help="e.g. 1,2,3 2,3")
-    p.add_argument("--variants", nargs="+", default=["CAC"])
-    p.add_argument("--steps", type=int, nargs="+", default=[2])
-    p.add_argument("--hidden-ratios", type=float, nargs="+", default=[1.0])
-    p.add_argument("--couplings", nargs="+", default=["glow"])
-    p.add_argument("--clamps", type=float, nargs="+", default=[2.0])
+    p.add_argument("--variants", nargs="+", default=[_DEFAULT.variant])
+    p.add_argument("--steps", type=int, nargs="+", default=[_DEFAULT.steps])
+    p.add_argument("--hidden-ratios", type=float, nargs="+", default=[_DEFAULT.hidden_ratio])
+    p.add_argument("--couplings", nargs="+", default=[_DEFAULT.coupling])
+    p.add_argument("--clamps", type=float, nargs="+", default=[_DEFAULT.clamp])
     p.add_argument("--lrs", type=float, nargs="+", default=[TrainConfig.lr])
     p.add_argument("--epochs", type=int, nargs="+", default=[TrainConfig.epochs])
-    p.add_argument("--sigmas", type=float, nargs="+", default=[4.0])
-    p.add_argument("--poolings", nargs="+", default=["max"])
-    p.add_argument("--combines", nargs="+", default=["likelihood"])
+    p.add_argument("--sigmas", type=float, nargs="+", default=[_DEFAULT.sigma])
+    p.add_argument("--poolings", nargs="+", default=[_DEFAULT.pooling])
+    p.add_argument("--combines", nargs="+", default=[_DEFAULT.combine])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="flow init and batch-order seeds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")

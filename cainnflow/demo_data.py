@@ -54,7 +54,7 @@ DEMO_DEFECTS: dict[str, tuple[str, ...]] = {
 
 COMPLETE_MARKER = ".complete"
 STARTED_MARKER = ".cainnflow_demo"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 GOOD = "good"
 
 DEFAULT_IMAGE_SIZE = 256
@@ -350,8 +350,8 @@ def _line(
 
 
 def _carpet_cut(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
-    alpha = _line(rng, scene, (25, 80), (2.0, 3.5), jitter=0.6)
-    frayed = scene.image * (0.6 + 0.1 * _smooth_noise(rng, alpha.shape, 1.0)[..., None])
+    alpha = _line(rng, scene, (35, 90), (2.5, 4.0), jitter=0.6)
+    frayed = scene.image * (0.5 + 0.1 * _smooth_noise(rng, alpha.shape, 1.0)[..., None])
     return _blend(scene.image, frayed, np.clip(alpha * contrast, 0, 1)), alpha
 
 

@@ -50,7 +50,7 @@ class TrainConfig:
         seed: seeds batch order.
     """
 
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-5
