@@ -6,6 +6,8 @@ request for an accelerator that is not there is an error rather than a silent CP
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from cainnflow.errors import CainnflowError
@@ -13,6 +15,7 @@ from cainnflow.errors import CainnflowError
 __all__ = ["AUTO_DEVICE", "autocast_dtype", "describe_device", "mps_available", "resolve_device"]
 
 AUTO_DEVICE = "auto"
+CPU_BF16_ENV = "CAINNFLOW_CPU_BF16"
 """The device name that means: the best accelerator available, else the CPU."""
 
 _BYTES_PER_GIB = 1024**3
@@ -110,9 +113,19 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
         device: Anything :func:`resolve_device` accepts.
 
     Returns:
-        ``torch.bfloat16`` on a CUDA device that supports it, else ``None`` (run in float32).
+        ``torch.bfloat16`` on a CUDA device that supports it; on the CPU only when the
+        environment sets ``CAINNFLOW_CPU_BF16=1`` and the CPU has native bfloat16 (AMX):
+        about 40 % faster backbone there, features within 2–3 % (benchmarks/README.md);
+        else ``None`` (run in float32).
     """
     resolved = resolve_device(device)
     if resolved.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
+    if resolved.type == "cpu" and os.environ.get(CPU_BF16_ENV) == "1" and _cpu_has_amx():
+        return torch.bfloat16
     return None
+
+
+def _cpu_has_amx() -> bool:
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check is not None and check())

@@ -73,3 +73,13 @@ def test_real_cuda() -> None:
     assert describe_device(device).endswith(" GiB)")
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     assert autocast_dtype(device) is expected
+
+
+def test_cpu_bf16_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(device_module.CPU_BF16_ENV, raising=False)
+    assert device_module.autocast_dtype("cpu") is None
+    monkeypatch.setenv(device_module.CPU_BF16_ENV, "1")
+    monkeypatch.setattr(device_module, "_cpu_has_amx", lambda: True)
+    assert device_module.autocast_dtype("cpu") is torch.bfloat16
+    monkeypatch.setattr(device_module, "_cpu_has_amx", lambda: False)
+    assert device_module.autocast_dtype("cpu") is None
