@@ -24,6 +24,9 @@ __all__ = ["TOY_DATASETS", "ToyFlow", "make_toy_data"]
 
 TOY_DATASETS = ("moons", "circles", "gaussians")
 TOY_NOISE = 0.06
+# Adam step size of the toy flow: 1e-3 converged steadier than 3e-3 on moons (NLL after
+# 200 / 1000 steps 1.99 / 1.43 vs 2.32 / 1.50 nats, CC subnets).
+TOY_LR = 1e-3
 
 
 def make_toy_data(name: str, n: int, seed: int = 0) -> np.ndarray:
@@ -73,7 +76,7 @@ class ToyFlow:
             kernel_size=1,
             seed=self.seed,
         )
-        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=3e-3)
+        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=TOY_LR)
 
     @staticmethod
     def _as_maps(points: np.ndarray | Tensor) -> Tensor:
