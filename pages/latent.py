@@ -25,7 +25,8 @@ with per_scale:
 with inverse:
     st.markdown(
         "Disturb z at chosen places, run the flow **backwards** (it is exactly invertible) and forward the "
-        "generated features again: the anomaly appears where the noise went in."
+        "generated features again: the anomaly appears where the noise went in. Clearest on a **good** "
+        "image (pick one above): the image score rises only when the new anomaly outscores the old maximum."
     )
     view.inverse_panel(entry, analysis)
 with sampling:
