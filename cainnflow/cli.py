@@ -196,6 +196,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_stems(paths: Sequence[Path]) -> list[str]:
+    """One distinct file stem per input: ``name``, or ``folder_name`` when names repeat."""
+    repeated = {stem for stem in (p.stem for p in paths) if sum(q.stem == stem for q in paths) > 1}
+    stems: list[str] = []
+    for path in paths:
+        base = f"{path.parent.name}_{path.stem}" if path.stem in repeated else path.stem
+        stem, n = base, 2
+        while stem in stems:
+            stem, n = f"{base}_{n}", n + 1
+        stems.append(stem)
+    return stems
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_image
     from .pipeline import Detector
@@ -206,7 +219,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise CainnflowError(f"{args.checkpoint.name} holds an untrained model (no calibration)")
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in args.images:
+    for path, stem in zip(args.images, _output_stems(args.images), strict=True):
         try:
             image = read_image(path)
         except CainnflowError as exc:
@@ -223,8 +236,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             threshold=detector.threshold,
         )
-        overlay.save(args.out / f"{path.stem}_overlay.png")
-        np.save(args.out / f"{path.stem}_map.npy", amap.astype(np.float32), allow_pickle=False)
+        overlay.save(args.out / f"{stem}_overlay.png")
+        np.save(args.out / f"{stem}_map.npy", amap.astype(np.float32), allow_pickle=False)
         verdict = "ANOMALOUS" if pred.is_anomalous[0] else "good"
         print(f"{path}\tscore {pred.scores[0]:.4f}\t{verdict}")
     return EXIT_ERROR if failures else 0

@@ -62,6 +62,18 @@ def test_train_evaluate_predict(demo_root, checkpoint, tmp_path, capsys):
         assert amap.shape == (64, 64) and np.isfinite(amap).all()
 
 
+def test_predict_keeps_every_output_when_names_repeat(demo_root, checkpoint, tmp_path, capsys):
+    test_dir = demo_root / CATEGORY / "test"
+    same_name = [d / "000.png" for d in sorted(test_dir.iterdir()) if (d / "000.png").exists()][:2]
+    assert len(same_name) == 2
+    out_dir = tmp_path / "pred"
+    code = main(["predict", "--checkpoint", str(checkpoint), *map(str, same_name), "--out", str(out_dir)])
+    assert code == 0
+    overlays = sorted(p.name for p in out_dir.glob("*_overlay.png"))
+    assert overlays == sorted(f"{p.parent.name}_000_overlay.png" for p in same_name)
+    assert len(list(out_dir.glob("*_map.npy"))) == 2
+
+
 def _one_line_error(capsys, code):
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0
