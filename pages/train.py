@@ -236,7 +236,7 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
     steps = c1.number_input(
         "Steps per scale", 1, 8, CAINNFlowConfig.steps, key="train_steps", persist_state=KEEP
     )
-    epochs = c2.number_input("Epochs", 1, 500, 10, key="train_epochs", persist_state=KEEP)
+    epochs = c2.number_input("Epochs", 1, 500, TrainConfig.epochs, key="train_epochs", persist_state=KEEP)
     if spec.kind == "cnn":
         size = c3.select_slider(
             "Image size",
