@@ -25,11 +25,12 @@ def test_bottle_reaches_high_auroc_with_offline_backbone():
     data = load_mvtec_category(MVTEC_ROOT, "bottle")
     assert len(data.train) == 209 and len(data.test) == 83 and data.has_masks
     det = Detector.create(CAINNFlowConfig(), device="auto")
-    det.fit(data, TrainConfig(epochs=8))
+    det.fit(data, TrainConfig())
     result = det.evaluate(data)
-    assert result.image_auroc >= 0.97
-    assert result.pixel_auroc >= 0.95
-    assert result.aupro >= 0.85
+    # Defaults measured 100.00 / 98.62 / 95.34 (benchmarks/README.md); margins for run-to-run noise.
+    assert result.image_auroc >= 0.99
+    assert result.pixel_auroc >= 0.98
+    assert result.aupro >= 0.92
 
 
 @pytest.mark.slow
