@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from app import evaluation_view, learn_view, state
@@ -18,35 +17,12 @@ from cainnflow.demo_data import make_demo_dataset
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
+from tests.app_support import APP, ROOT, app_home, home, navigation_not_pages_folder  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "streamlit_app.py")
 TIMEOUT_S = 60
 CATEGORY = "carpet_weave"
 IMAGE_SIZE = 64
 TOY_TEST_STEPS = 25
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cainnflow_home")
-
-
-@pytest.fixture(autouse=True)
-def _app_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CAINNFLOW_HOME", str(home))
-
-
-@pytest.fixture(autouse=True)
-def _navigation_not_pages_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AppTest would otherwise treat ``pages/`` as a legacy pages folder after the first run."""
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 @pytest.fixture(scope="module")

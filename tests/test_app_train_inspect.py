@@ -10,46 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from app import state
+from tests.app_support import APP, ROOT, app_home, home, navigation_not_pages_folder  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "streamlit_app.py")
 DEMO_CHECKPOINT = ROOT / "assets" / "demo_carpet_weave.safetensors"
 PAGES = ("pages/train.py", "pages/inspect.py", "pages/evaluate.py", "pages/latent.py", "pages/learn.py")
 TIMEOUT_S = 120
 TRAIN_TIMEOUT_S = 90
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One app home per module, so the demo data is generated once."""
-    return tmp_path_factory.mktemp("cainnflow_home")
-
-
-@pytest.fixture(autouse=True)
-def _app_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CAINNFLOW_HOME", str(home))
-
-
-@pytest.fixture(autouse=True)
-def _navigation_not_pages_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Work around AppTest treating ``pages/`` as a legacy (v1) pages folder.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before every run and it is then set
-    again because ``pages/`` exists, so every run after the first executes the page file alone,
-    without the ``st.navigation`` entrypoint (no sidebar). The real server clears the flag for
-    good at the first ``st.navigation`` call; this does the same for the tests.
-    """
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def open_app() -> AppTest:
@@ -130,7 +99,7 @@ def test_bad_checkpoints_keep_the_current_model() -> None:
 
 
 @pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="assets/demo_carpet_weave.safetensors is missing")
-def test_save_to_folder_and_load_back(home: Path) -> None:
+def test_save_to_folder_and_load_back(home: Path) -> None:  # noqa: F811 - the fixture
     at = open_app()
     load_demo(at)
     at.button(key="train_save").click().run()
