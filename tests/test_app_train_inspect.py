@@ -158,6 +158,49 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     assert len(at.session_state["cf_score_cache"]) == cache_size
 
 
+def _start_training(at: AppTest, epochs: int) -> None:
+    at.select_slider(key="train_size_tf_efficientnet_lite0").set_value(64)
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.number_input(key="train_steps").set_value(1)
+    at.run()
+    button(at, "Train").click().run()
+    assert not at.exception, at.exception
+
+
+def _wait_finished(job) -> str:
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while job.snapshot().running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return job.snapshot().state
+
+
+def test_two_sessions_train_independently_and_cancel_works() -> None:
+    first, second = open_app(), open_app()
+    _start_training(first, epochs=500)  # the most the page allows: cancelled mid-way
+    _start_training(second, epochs=1)
+    job_first, job_second = first.session_state[state.TRAIN_JOB], second.session_state[state.TRAIN_JOB]
+    assert job_first is not job_second
+
+    # The first session visits another page while its flow trains; the job is there on return.
+    first.switch_page("pages/learn.py").run()
+    assert not first.exception, first.exception
+    first.switch_page("pages/train.py").run()
+    assert first.session_state[state.TRAIN_JOB] is job_first and job_first.snapshot().running
+    button(first, "Cancel training").click().run()
+    assert not first.exception, first.exception
+    assert _wait_finished(job_first) == "cancelled"
+    assert len(job_first.snapshot().epoch_losses) < 500
+
+    # The other session's training is untouched by that cancel and becomes its model.
+    assert _wait_finished(job_second) == "done", job_second.snapshot().error
+    second.run()
+    assert second.session_state[state.MODEL].detector is job_second.detector
+    first.run()
+    assert not first.exception, first.exception
+    model_first = first.session_state[state.MODEL]
+    assert model_first is None or model_first.detector is not job_second.detector
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_training_error_is_one_line_in_the_page() -> None:
     at = open_app()
