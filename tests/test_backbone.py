@@ -390,3 +390,20 @@ def test_deit_feature_map_shape() -> None:
     assert len(extractor.model.model.blocks) == spec.out_indices[-1] + 1
     with pytest.raises(ValueError, match="multiples"):
         extractor.feature_shapes(ODD_IMAGE_SIZE)
+
+
+def test_cpu_forward_uses_a_frozen_graph_with_the_same_features(lite0: FeatureExtractor) -> None:
+    lite0.__dict__.pop("_frozen", None)
+    images = _images()
+    with torch.no_grad():
+        got = lite0(images)
+        want = lite0.model(images)
+    frozen = lite0.__dict__["_frozen"]
+    assert len(frozen) == 1 and isinstance(next(iter(frozen.values())), torch.jit.ScriptModule)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
+    # Another input size gets its own graph; under autocast the eager model runs (bf16 out).
+    lite0(torch.zeros(1, 3, 96, 96))
+    assert len(lite0.__dict__["_frozen"]) == 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lite0(images)[0].dtype == torch.bfloat16
