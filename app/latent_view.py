@@ -469,7 +469,7 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
     cols[1].plotly_chart(
         heatmap_figure(
             result.difference[scale][0],
-            "|Δ features| (mean over channels)",
+            "|Δ features|, channel mean",
             colorscale="Plasma",
             points=marks,
         ),
