@@ -12,39 +12,19 @@ Prints the seconds at each milestone, measured from the moment the server proces
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.streamlit_server import ServerError, streamlit_server  # noqa: E402
+
 TIMEOUT_MS = 180_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"streamlit exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"streamlit did not answer within {timeout_s:.0f} s")
 
 
 def wait_idle(page) -> None:
@@ -64,42 +44,37 @@ def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="cainnflow_home_"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "CAINNFLOW_HOME": str(home)}
     marks: list[tuple[str, float]] = []
     t0 = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
-        wait_healthy(url, process, 60)
-        marks.append(("server answers", time.perf_counter() - t0))
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=["--headless", "--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(url, timeout=TIMEOUT_MS)
-            page.get_by_role("button", name="Load the ready demo checkpoint").wait_for(timeout=TIMEOUT_MS)
-            wait_idle(page)
-            marks.append(("first page ready (demo data generated)", time.perf_counter() - t0))
-            page.get_by_role("button", name="Load the ready demo checkpoint").click()
-            expect(page.get_by_text("Loaded the demo checkpoint", exact=False)).to_be_visible(
-                timeout=TIMEOUT_MS
-            )
-            marks.append(("demo checkpoint loaded", time.perf_counter() - t0))
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Inspect", exact=True).click()
-            expect(page.get_by_text("image(s) scored", exact=False)).to_be_visible(timeout=TIMEOUT_MS)
-            expect(page.locator('[data-testid="stImage"] img').first).to_be_visible(timeout=TIMEOUT_MS)
-            marks.append(("first heatmap shown", time.perf_counter() - t0))
-            if args.shot:
+        with streamlit_server(home, subprocess.DEVNULL) as url:
+            marks.append(("server answers", time.perf_counter() - t0))
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(
+                    executable_path=args.chromium, args=["--headless", "--no-sandbox"]
+                )
+                page = browser.new_page(viewport={"width": 1400, "height": 1400})
+                page.goto(url, timeout=TIMEOUT_MS)
+                load = page.get_by_role("button", name="Load the ready demo checkpoint")
+                load.wait_for(timeout=TIMEOUT_MS)
                 wait_idle(page)
-                page.screenshot(path=str(args.shot), full_page=True)
-            browser.close()
+                marks.append(("first page ready (demo data generated)", time.perf_counter() - t0))
+                load.click()
+                expect(page.get_by_text("Loaded the demo checkpoint", exact=False)).to_be_visible(
+                    timeout=TIMEOUT_MS
+                )
+                marks.append(("demo checkpoint loaded", time.perf_counter() - t0))
+                page.locator('[data-testid="stSidebarNav"]').get_by_text("Inspect", exact=True).click()
+                expect(page.get_by_text("image(s) scored", exact=False)).to_be_visible(timeout=TIMEOUT_MS)
+                expect(page.locator('[data-testid="stImage"] img').first).to_be_visible(timeout=TIMEOUT_MS)
+                marks.append(("first heatmap shown", time.perf_counter() - t0))
+                if args.shot:
+                    wait_idle(page)
+                    page.screenshot(path=str(args.shot), full_page=True)
+                browser.close()
+    except ServerError as exc:
+        raise SystemExit(str(exc)) from exc
     finally:
-        process.terminate()
-        process.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)
     for name, seconds in marks:
         print(f"{seconds:7.1f} s  {name}")

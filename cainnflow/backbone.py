@@ -726,8 +726,8 @@ class FeatureExtractor(nn.Module):
     def _frozen_graph(self, model: nn.Module, images: Tensor) -> nn.Module:
         """``model`` traced and frozen by TorchScript for this input size (CPU, float32; cached).
 
-        Same outputs; on a CPU a frozen graph skips Python's per-module overhead (backbone 15.9
-        → 9.6 ms at 256 px, batch 1). If tracing fails the eager model is used.
+        Same outputs; on a CPU a frozen graph skips Python's per-module overhead (about 15 %
+        faster than eager for Lite0 at batch 1). If tracing fails the eager model is used.
         """
         cache = self.__dict__.setdefault("_frozen", {})
         key = (tuple(images.shape[2:]), images.dtype)
@@ -783,14 +783,17 @@ class FeatureExtractor(nn.Module):
         self.__dict__["_fused"] = fused
         return fused
 
-    def _apply(self, fn, recurse: bool = True):
+    def _drop_inference_caches(self) -> None:
+        """Forget the fused model and frozen graphs: the weights or their device changed."""
         self.__dict__.pop("_fused", None)
         self.__dict__.pop("_frozen", None)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._drop_inference_caches()
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self.__dict__.pop("_fused", None)
-        self.__dict__.pop("_frozen", None)
+        self._drop_inference_caches()
         super()._load_from_state_dict(*args, **kwargs)
 
     def feature_shapes(self, image_size: int | tuple[int, int] | None = None) -> list[tuple[int, int, int]]:

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--category", required=True)
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
     train.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
-    train.add_argument("--variant", default="CAC", choices=VARIANTS)
+    train.add_argument("--variant", default=CAINNFlowConfig.variant, choices=VARIANTS)
     train.add_argument("--steps", type=int, default=CAINNFlowConfig.steps, help="coupling blocks per scale")
     train.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig.epochs}")
     train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
@@ -198,13 +199,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _output_stems(paths: Sequence[Path]) -> list[str]:
     """One distinct file stem per input: ``name``, or ``folder_name`` when names repeat."""
-    repeated = {stem for stem in (p.stem for p in paths) if sum(q.stem == stem for q in paths) > 1}
+    counts = Counter(p.stem for p in paths)
     stems: list[str] = []
+    taken: set[str] = set()
     for path in paths:
-        base = f"{path.parent.name}_{path.stem}" if path.stem in repeated else path.stem
+        base = f"{path.parent.name}_{path.stem}" if counts[path.stem] > 1 else path.stem
         stem, n = base, 2
-        while stem in stems:
+        while stem in taken:
             stem, n = f"{base}_{n}", n + 1
+        taken.add(stem)
         stems.append(stem)
     return stems
 

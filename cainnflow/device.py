@@ -15,8 +15,9 @@ from cainnflow.errors import CainnflowError
 __all__ = ["AUTO_DEVICE", "autocast_dtype", "describe_device", "mps_available", "resolve_device"]
 
 AUTO_DEVICE = "auto"
-CPU_BF16_ENV = "CAINNFLOW_CPU_BF16"
 """The device name that means: the best accelerator available, else the CPU."""
+CPU_BF16_ENV = "CAINNFLOW_CPU_BF16"
+"""Set to ``1`` to run the frozen backbone in bfloat16 on a CPU with AMX (see autocast_dtype)."""
 
 _BYTES_PER_GIB = 1024**3
 _VALID_TYPES = ("cpu", "cuda", "mps")

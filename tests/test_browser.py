@@ -5,17 +5,13 @@ Screenshots of every step go to ``test-artifacts/browser/`` (ignored by git).
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.streamlit_server import ServerError, streamlit_server
 
 pytestmark = pytest.mark.browser
 
@@ -37,12 +33,6 @@ VIEWPORT = {"width": 1400, "height": 1700}
 EXCEPTION = '[data-testid="stException"]'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
@@ -56,43 +46,13 @@ def chromium() -> str:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """``streamlit run`` on a free port with its own CAINNFLOW_HOME; stopped at the end."""
     home = tmp_path_factory.mktemp("browser_home")
-    port = _free_port()
-    env = {**os.environ, "CAINNFLOW_HOME": str(home)}
-    log = (tmp_path_factory.mktemp("browser_log") / "streamlit.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-            "--server.headless", "true",
-            "--server.port", str(port),
-            "--server.fileWatcherType", "none",
-            "--browser.gatherUsageStats", "false",
-        ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with code {process.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start within {SERVER_START_TIMEOUT_S} s")
-            time.sleep(0.5)
-        yield url, home
-    finally:
-        process.terminate()
+    log_path = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
+    with log_path.open("wb") as log:
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            with streamlit_server(home, log, SERVER_START_TIMEOUT_S) as url:
+                yield url, home
+        except ServerError as exc:
+            pytest.fail(f"{exc}; see {log_path}")
 
 
 def wait_idle(page, settle_ms: int = 600) -> None:
