@@ -20,8 +20,8 @@ import streamlit as st
 from PIL import Image
 
 from cainnflow.data import read_image, read_mask
+from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError
-from cainnflow.pipeline import Detector
 from cainnflow.visualization import overlay_heatmap
 
 from . import state

@@ -16,10 +16,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cainnflow.data import read_image
+from cainnflow.detector import DEFAULT_THRESHOLD_PERCENTILE
 from cainnflow.errors import CainnflowError
+from cainnflow.evaluation import EvaluationResult
 from cainnflow.explain import misclassified_first
 from cainnflow.metrics import confusion_at, percentile_threshold
-from cainnflow.pipeline import DEFAULT_THRESHOLD_PERCENTILE, EvaluationResult
 
 from . import state
 from .display import render_overlay
@@ -195,13 +196,13 @@ def render_per_defect(result: EvaluationResult) -> None:
         return
     rows = [
         {
-            "defect type": name,
-            "images": int(m["n"] or 0),
-            "image AUROC (vs good)": m["image_auroc"],
-            "pixel AUROC": m["pixel_auroc"],
-            "mean score": m["mean_score"],
+            "defect type": row.defect_type,
+            "images": row.n,
+            "image AUROC (vs good)": row.image_auroc,
+            "pixel AUROC": row.pixel_auroc,
+            "mean score": row.mean_score,
         }
-        for name, m in result.per_defect.items()
+        for row in result.per_defect
     ]
     good = result.scores[result.labels == 0]
     if good.size:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cainnflow.data import CategoryData
+from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError, TrainingCancelled
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig, TrainProgress
 
 __all__ = ["JobSnapshot", "TrainingJob"]

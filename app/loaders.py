@@ -14,8 +14,8 @@ import streamlit as st
 
 from cainnflow.data import CategoryData, list_categories, load_custom_folder, load_mvtec_category
 from cainnflow.demo_data import DEMO_CATEGORIES, make_demo_dataset
+from cainnflow.detector import Detector
 from cainnflow.device import describe_device, resolve_device
-from cainnflow.pipeline import Detector
 
 __all__ = [
     "DEMO_CHECKPOINT",

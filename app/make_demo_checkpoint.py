@@ -18,8 +18,8 @@ from pathlib import Path
 
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 
 from .loaders import DEMO_CHECKPOINT, DEMO_CHECKPOINT_CATEGORY, app_home

@@ -8,7 +8,8 @@ from typing import Any
 import streamlit as st
 
 from cainnflow.data import CategoryData
-from cainnflow.pipeline import Detector, EvaluationResult
+from cainnflow.detector import Detector
+from cainnflow.evaluation import EvaluationResult
 
 __all__ = [
     "ModelEntry",

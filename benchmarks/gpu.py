@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DEFAULT_MVTEC_ROOT, fmt
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
 from cainnflow.device import describe_device
 from cainnflow.metrics import image_auroc
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 
 

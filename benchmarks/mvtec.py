@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE1, PeakMemory, fmt, latency_ms
 from cainnflow.data import load_mvtec_category
+from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 
 
@@ -84,7 +84,7 @@ def run_category(
         "best_epoch": history.best_epoch,
         "ms_per_image_b1": latency_ms(detector, config.image_size, 1),
         "peak_mem_gib": mem.peak,
-        "per_defect": result.per_defect,
+        "per_defect": [row.to_dict() for row in result.per_defect],
     }
 
 
@@ -119,9 +119,9 @@ def main() -> None:
             f"{r['train_wall_s']:>8.1f} {r['s_per_epoch']:>8.2f} {r['ms_per_image_b1']:>7.1f} {r['peak_mem_gib']:>8.2f}"
         )
     for r in rows:
-        for name, d in r["per_defect"].items():
+        for d in r["per_defect"]:
             print(
-                f"  {r['category']}/{name:<16} image {fmt(d['image_auroc'])}  pixel {fmt(d['pixel_auroc'])}"
+                f"  {r['category']}/{d['defect_type']:<16} image {fmt(d['image_auroc'])}  pixel {fmt(d['pixel_auroc'])}"
             )
     if args.json:
         args.json.write_text(

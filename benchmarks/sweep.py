@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE, fmt, latency_ms
 from cainnflow.data import load_mvtec_category, split_train_val
+from cainnflow.detector import Detector
 from cainnflow.metrics import aupro, image_auroc, pixel_auroc
 from cainnflow.model import CAINNFlow, CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.scoring import anomaly_map, image_scores
 from cainnflow.training import TrainConfig, extract_features, fit_flows
 

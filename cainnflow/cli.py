@@ -121,8 +121,8 @@ def _progress_printer(quiet: bool):
 def _cmd_train(args: argparse.Namespace) -> int:
     from .backbone import BACKBONES
     from .data import load_mvtec_category
+    from .detector import Detector
     from .model import CAINNFlowConfig
-    from .pipeline import Detector
     from .training import TrainConfig
 
     data = load_mvtec_category(args.data_root, args.category)
@@ -168,7 +168,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_mvtec_category
-    from .pipeline import Detector
+    from .detector import Detector
 
     detector = Detector.load(args.checkpoint, device=args.device)
     data = load_mvtec_category(args.data_root, args.category)
@@ -189,8 +189,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if result.per_defect:
         print()
         print(f"{'defect':<20} {'n':>3} {'image AUROC':>12} {'pixel AUROC':>12}")
-        for name, d in result.per_defect.items():
-            print(f"{name:<20} {d['n']:>3} {_fmt(d['image_auroc']):>12} {_fmt(d['pixel_auroc']):>12}")
+        for row in result.per_defect:
+            print(
+                f"{row.defect_type:<20} {row.n:>3} {_fmt(row.image_auroc):>12} {_fmt(row.pixel_auroc):>12}"
+            )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.summary(), indent=2))
@@ -214,7 +216,7 @@ def _output_stems(paths: Sequence[Path]) -> list[str]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_image
-    from .pipeline import Detector
+    from .detector import Detector
     from .visualization import overlay_heatmap
 
     detector = Detector.load(args.checkpoint, device=args.device)

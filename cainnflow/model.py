@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .attention import CBAM
 from .backbone import DEFAULT_BACKBONE, FeatureExtractor
 from .flow import CouplingType, build_flow
-from .scoring import COMBINES, POOLINGS
+from .scoring import COMBINES, POOLINGS, anomaly_map, image_scores
 from .subnet import VARIANTS, SubnetVariant
 
 __all__ = [
@@ -237,6 +237,14 @@ class CAINNFlow(nn.Module):
             zs.append(z)
             jacs.append(jac + standardizer.log_jac_det(feats.shape[2], feats.shape[3]))
         return FlowOutput(zs, jacs)
+
+    def anomaly_map(self, z: Sequence[Tensor]) -> Tensor:
+        """This model's anomaly map (N, S, S) for per-scale latents, as configured."""
+        return anomaly_map(z, self.config.image_size, self.config.sigma, self.config.combine)
+
+    def image_scores(self, maps: Tensor) -> Tensor:
+        """This model's image scores (N,) pooled from anomaly maps (N, S, S)."""
+        return image_scores(maps, self.config.pooling)
 
     def encode(self, images: Tensor) -> FlowOutput:
         """Images (N, 3, S, S) → latents, through the frozen backbone."""

@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 from app import evaluation_view, learn_view, state
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 from tests.app_support import APP, ROOT, app_home, home, navigation_not_pages_folder  # noqa: F401
 

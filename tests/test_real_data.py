@@ -7,8 +7,8 @@ import pytest
 
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 
 MVTEC_ROOT = Path(

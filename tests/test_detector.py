@@ -8,9 +8,9 @@ import torch
 
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
 from cainnflow.errors import CheckpointError, DataError
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.training import TrainConfig
 
 CATEGORY = "carpet_weave"
@@ -85,7 +85,7 @@ def test_evaluate_without_masks_is_image_level_only(trained, demo, tmp_path):
     assert result.n_test == len(data.test) and result.n_anomalous == data.n_anomalous
     full = trained.evaluate(load_mvtec_category(demo, CATEGORY))
     assert full.pixel_auroc is not None and full.aupro is not None
-    assert set(full.per_defect) == set(load_mvtec_category(demo, CATEGORY).defect_types)
+    assert {row.defect_type for row in full.per_defect} == set(load_mvtec_category(demo, CATEGORY).defect_types)
     np.testing.assert_allclose(full.scores, result.scores)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from threading import Event
 from typing import Any, BinaryIO
@@ -33,23 +33,13 @@ from .checkpoint import read_checkpoint, write_checkpoint
 from .data import AnomalyDataset, CategoryData, Sample, preprocess, read_image, split_train_val
 from .device import autocast_dtype, resolve_device
 from .errors import CheckpointError, DataError, TrainingError
-from .metrics import (
-    PrCurve,
-    RocCurve,
-    aupro,
-    f1_optimal_threshold,
-    image_auroc,
-    percentile_threshold,
-    pixel_auroc,
-    pixel_roc_curve_points,
-    pr_curve_points,
-    roc_curve_points,
-)
+from .evaluation import EvaluationResult
+from .metrics import percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
-from .scoring import ScoreStats, anomaly_map, image_scores
+from .scoring import ScoreStats
 from .training import ProgressCallback, TrainConfig, TrainingHistory, extract_features, fit_flows
 
-__all__ = ["DEFAULT_THRESHOLD_PERCENTILE", "Detector", "EvaluationResult", "ImageResult", "Prediction"]
+__all__ = ["DEFAULT_THRESHOLD_PERCENTILE", "Detector", "Prediction"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,65 +63,6 @@ class Prediction:
     scores: np.ndarray
     is_anomalous: np.ndarray
     threshold: float
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """One test image's outcome."""
-
-    name: str
-    path: str
-    defect_type: str
-    label: int
-    score: float
-    has_mask: bool
-
-
-@dataclass
-class EvaluationResult:
-    """Metrics, curves and per-image results of an evaluation on a test split.
-
-    ``maps`` (N, S, S) and ``masks`` (N, S, S; None where no image has a mask) are kept so
-    thresholds can be explored without scoring again.
-    """
-
-    category: str
-    image_auroc: float | None
-    pixel_auroc: float | None
-    aupro: float | None
-    n_test: int
-    n_anomalous: int
-    ms_per_image: float
-    threshold: float
-    f1_threshold: float | None
-    f1: float | None
-    images: list[ImageResult]
-    scores: np.ndarray
-    labels: np.ndarray
-    maps: np.ndarray
-    masks: np.ndarray | None
-    has_mask: np.ndarray
-    image_roc: RocCurve | None = None
-    pixel_roc: RocCurve | None = None
-    image_pr: PrCurve | None = None
-    per_defect: dict[str, dict[str, float | None]] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON-serialisable metrics (no arrays)."""
-        return {
-            "category": self.category,
-            "image_auroc": self.image_auroc,
-            "pixel_auroc": self.pixel_auroc,
-            "aupro": self.aupro,
-            "n_test": self.n_test,
-            "n_anomalous": self.n_anomalous,
-            "ms_per_image": self.ms_per_image,
-            "threshold": self.threshold,
-            "f1_threshold": self.f1_threshold,
-            "f1": self.f1,
-            "per_defect": self.per_defect,
-            "images": [vars(r) for r in self.images],
-        }
 
 
 class Detector:
@@ -283,9 +214,8 @@ class Detector:
 
     # ------------------------------------------------------------------ scoring
     def _score_features(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        z = self.model(features).z
-        maps = anomaly_map(z, self.config.image_size, self.config.sigma, self.config.combine)
-        return maps, image_scores(maps, self.config.pooling)
+        maps = self.model.anomaly_map(self.model(features).z)
+        return maps, self.model.image_scores(maps)
 
     @torch.no_grad()
     def score_batch(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -316,7 +246,6 @@ class Detector:
         score_arr = np.concatenate(scores)
         return Prediction(np.concatenate(maps), score_arr, score_arr >= threshold, threshold)
 
-    @torch.no_grad()
     def evaluate(
         self,
         data: CategoryData,
@@ -326,81 +255,11 @@ class Detector:
         callback: Callable[[int, int], None] | None = None,
         cancel: Event | None = None,
     ) -> EvaluationResult:
-        """Scores the test split and computes image/pixel AUROC, AUPRO and thresholds.
+        """Scores the test split; see :func:`cainnflow.evaluation.evaluate`."""
+        from .evaluation import evaluate
 
-        Pixel metrics are None when no anomalous image has a mask (image-level only).
-        """
-        if not data.test:
-            raise DataError(f"category {data.name!r} has no test images to evaluate on")
-        loader = self.loader(data.test, batch_size, num_workers)
-        maps, scores, masks, has_mask = [], [], [], []
-        elapsed = 0.0
-        for step, batch in enumerate(loader, start=1):
-            if cancel is not None and cancel.is_set():
-                raise TrainingError("evaluation cancelled")
-            images = batch[0].to(self.device)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            m, s = self.score_batch(images)
-            m_np, s_np = m.cpu().numpy(), s.cpu().numpy()
-            elapsed += time.perf_counter() - t0
-            maps.append(m_np.astype(np.float32))
-            scores.append(s_np)
-            masks.append(batch[2][:, 0].numpy() > 0.5)
-            has_mask.append(batch[3].numpy().astype(bool))
-            if callback is not None:
-                callback(step, len(loader))
-        map_arr = np.concatenate(maps)
-        score_arr = np.concatenate(scores).astype(np.float64)
-        mask_arr = np.concatenate(masks)
-        has_mask_arr = np.concatenate(has_mask)
-        labels = np.array([s.label for s in data.test], dtype=np.int64)
-        # Pixel metrics use good images (all-zero masks, exact) and anomalous images with masks.
-        pixel_rows = (labels == 0) | has_mask_arr
-        pixel_ok = bool(np.any(has_mask_arr & (labels == 1)))
-        px_masks, px_maps = mask_arr[pixel_rows], map_arr[pixel_rows]
-        two_classes = len(set(labels.tolist())) == 2
-        f1_thr, f1 = f1_optimal_threshold(labels, score_arr) if two_classes else (None, None)
-        per_defect: dict[str, dict[str, float | None]] = {}
-        good = labels == 0
-        for defect in sorted({s.defect_type for s in data.test if s.label == 1}):
-            rows = np.array([s.defect_type == defect for s in data.test])
-            sel = good | rows
-            defect_px = sel & pixel_rows
-            per_defect[defect] = {
-                "n": int(rows.sum()),
-                "image_auroc": image_auroc(labels[sel], score_arr[sel]),
-                "pixel_auroc": pixel_auroc(mask_arr[defect_px], map_arr[defect_px])
-                if np.any(has_mask_arr & rows)
-                else None,
-                "mean_score": float(score_arr[rows].mean()),
-            }
-        threshold = self.threshold if self.threshold is not None else float(np.median(score_arr))
-        return EvaluationResult(
-            category=data.name,
-            image_auroc=image_auroc(labels, score_arr),
-            pixel_auroc=pixel_auroc(px_masks, px_maps) if pixel_ok else None,
-            aupro=aupro(px_masks, px_maps) if pixel_ok else None,
-            n_test=len(labels),
-            n_anomalous=int(labels.sum()),
-            ms_per_image=1000.0 * elapsed / max(len(labels), 1),
-            threshold=float(threshold),
-            f1_threshold=None if f1_thr is None else float(f1_thr),
-            f1=None if f1 is None else float(f1),
-            images=[
-                ImageResult(s.path.name, str(s.path), s.defect_type, s.label, float(sc), bool(hm))
-                for s, sc, hm in zip(data.test, score_arr, has_mask_arr, strict=True)
-            ],
-            scores=score_arr,
-            labels=labels,
-            maps=map_arr,
-            masks=mask_arr if pixel_ok else None,
-            has_mask=has_mask_arr,
-            image_roc=roc_curve_points(labels, score_arr) if two_classes else None,
-            pixel_roc=pixel_roc_curve_points(px_masks, px_maps) if pixel_ok else None,
-            image_pr=pr_curve_points(labels, score_arr) if two_classes else None,
-            per_defect=per_defect,
+        return evaluate(
+            self, data, batch_size=batch_size, num_workers=num_workers, callback=callback, cancel=cancel
         )
 
     # ------------------------------------------------------------------ persistence
