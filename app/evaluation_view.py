@@ -19,8 +19,7 @@ from cainnflow.data import read_image
 from cainnflow.detector import DEFAULT_THRESHOLD_PERCENTILE
 from cainnflow.errors import CainnflowError
 from cainnflow.evaluation import EvaluationResult
-from cainnflow.explain import misclassified_first
-from cainnflow.metrics import confusion_at, percentile_threshold
+from cainnflow.metrics import confusion_at, misclassified_first, percentile_threshold
 
 from . import state
 from .display import render_overlay

@@ -20,16 +20,18 @@ from torch import Tensor
 
 from cainnflow.data import read_image
 from cainnflow.errors import CainnflowError
-from cainnflow.explain import (
-    FeaturePCA,
+from cainnflow.latent import (
+    LatentInjection,
     PerturbationResult,
     normal_pdf,
     normal_qq,
     perturbation_experiment,
+    random_points,
+    sample_latents,
     squared_norm_maps,
 )
-from cainnflow.latent import LatentInjection, random_points, sample_latents
 from cainnflow.scoring import anomaly_map, image_scores
+from cainnflow.visualization import FeaturePCA
 
 from . import state
 from .display import UPLOAD_IMAGE_TYPES, ImageInput, file_digest, render_overlay

@@ -9,16 +9,17 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from cainnflow.explain import (
+from cainnflow.model import AttentionMaps
+from cainnflow.subnet import VARIANTS, subnet_parameter_counts
+from cainnflow.toy import (
+    TOY_DATASETS,
     CouplingParams,
+    ToyFlow,
     affine_coupling,
     coupling_grid,
+    make_toy_data,
     polygon_area,
-    subnet_parameter_counts,
 )
-from cainnflow.model import AttentionMaps
-from cainnflow.subnet import VARIANTS
-from cainnflow.toy import TOY_DATASETS, ToyFlow, make_toy_data
 
 from . import state
 from .latent_view import LatentAnalysis, heatmap_figure, scale_label

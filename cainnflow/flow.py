@@ -21,12 +21,10 @@ from typing import Literal, get_args
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
 import numpy as np
-import torch
-from torch import Tensor
 
 from .subnet import SubnetVariant, create_subnet
 
-__all__ = ["COUPLINGS", "CouplingType", "build_flow", "flow_forward", "flow_inverse"]
+__all__ = ["COUPLINGS", "CouplingType", "build_flow"]
 
 CouplingType = Literal["glow", "allinone"]
 COUPLINGS: tuple[str, ...] = get_args(CouplingType)
@@ -87,16 +85,3 @@ def build_flow(
     finally:
         np.random.set_state(state)
     return flow
-
-
-def flow_forward(flow: Ff.SequenceINN, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Maps features (N, C, H, W) to ``(z (N, C, H, W), log|det J| (N,))``."""
-    z, log_jac_det = flow(x)
-    return z, log_jac_det
-
-
-@torch.no_grad()
-def flow_inverse(flow: Ff.SequenceINN, z: Tensor) -> Tensor:
-    """Maps latents (N, C, H, W) back to features (N, C, H, W)."""
-    x, _ = flow(z, rev=True)
-    return x

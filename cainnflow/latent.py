@@ -12,18 +12,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import norm
 from torch import Tensor
 
 from .model import CAINNFlow
 
 __all__ = [
     "LatentInjection",
+    "PerturbationResult",
+    "feature_difference_maps",
     "gaussian_bump",
     "inject_noise",
     "latent_summary",
+    "normal_pdf",
+    "normal_qq",
+    "perturbation_experiment",
     "random_points",
     "sample_latents",
+    "squared_norm_maps",
 ]
+
+DEFAULT_QQ_POINTS = 200
 
 
 @dataclass(frozen=True)
@@ -113,3 +122,106 @@ def latent_summary(model: CAINNFlow, features: Sequence[Tensor]) -> list[dict[st
         }
         for zi in z
     ]
+
+
+# --------------------------------------------------------------------------- latent diagnostics
+
+
+def squared_norm_maps(z: Sequence[Tensor]) -> list[np.ndarray]:
+    """Per-position squared norm ``‖z‖² = Σ_c z_c²`` of each scale, (N, H_i, W_i) each."""
+    return [torch.sum(zi.float() ** 2, dim=1).cpu().numpy() for zi in z]
+
+
+def normal_pdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal density at ``x``."""
+    return norm.pdf(np.asarray(x, dtype=np.float64))
+
+
+def normal_qq(
+    values: Tensor | np.ndarray, n_points: int = DEFAULT_QQ_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile-quantile points of ``values`` against N(0, 1).
+
+    Args:
+        values: any shape; flattened.
+        n_points: number of evenly spaced probability levels.
+
+    Returns:
+        ``(theoretical, sample)`` quantiles, each ``(n_points,)``; on the diagonal when the
+        values are standard normal.
+    """
+    flat = np.asarray(
+        values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float64
+    ).ravel()
+    if flat.size == 0:
+        raise ValueError("a QQ plot needs at least one value")
+    probs = (np.arange(n_points) + 0.5) / n_points
+    return norm.ppf(probs), np.quantile(flat, probs)
+
+
+def feature_difference_maps(a: Sequence[Tensor], b: Sequence[Tensor]) -> list[np.ndarray]:
+    """Mean absolute difference over channels per position, (N, H_i, W_i) per scale."""
+    return [torch.mean((x.float() - y.float()).abs(), dim=1).cpu().numpy() for x, y in zip(a, b, strict=True)]
+
+
+# --------------------------------------------------------------------------- figure 11
+
+
+@dataclass(frozen=True)
+class PerturbationResult:
+    """An inverse-generation experiment: disturb ``z``, invert, score again.
+
+    Attributes:
+        z: original latents, one (N, C_i, H_i, W_i) per scale.
+        z_perturbed: latents after noise injection.
+        features_perturbed: ``model.inverse(z_perturbed)``, in the backbone's feature space.
+        difference: mean |perturbed − original feature| per position, (N, H_i, W_i) per scale.
+        map_original: anomaly map (N, S, S) of the original features (as the model scores).
+        map_perturbed: anomaly map (N, S, S) of the perturbed features, forwarded again.
+    """
+
+    z: list[Tensor]
+    z_perturbed: list[Tensor]
+    features_perturbed: list[Tensor]
+    difference: list[np.ndarray]
+    map_original: np.ndarray
+    map_perturbed: np.ndarray
+
+
+@torch.no_grad()
+def perturbation_experiment(
+    model: CAINNFlow,
+    features: Sequence[Tensor],
+    injection: LatentInjection,
+    z: Sequence[Tensor] | None = None,
+) -> PerturbationResult:
+    """Injects noise into one scale's latent, inverts the flow and re-scores the result.
+
+    Args:
+        model: a trained model.
+        features: backbone features, one (N, C_i, H_i, W_i) per scale.
+        injection: where and how much noise.
+        z: the latents of ``features`` if already computed (saves one forward pass).
+
+    Returns:
+        The experiment; where noise went in, ``map_perturbed`` rises above ``map_original``.
+    """
+    device = model.device
+    features = [f.to(device) for f in features]
+    z_list = list(z) if z is not None else model(features).z
+    z_list = [zi.to(device) for zi in z_list]
+    z_new = inject_noise(z_list, injection)
+    # Only the disturbed scale changes; the others are mapped back exactly, so reuse them.
+    inverted = model.inverse([zi if i == injection.scale else None for i, zi in enumerate(z_new)])
+    feats_new = [inv if inv is not None else f for inv, f in zip(inverted, features, strict=True)]
+    k = injection.scale
+    z_again = list(z_list)
+    z_again[k] = model.flows[k](model.standardizers[k](feats_new[k]))[0]  # only this scale changed
+    return PerturbationResult(
+        z=z_list,
+        z_perturbed=z_new,
+        features_perturbed=feats_new,
+        difference=feature_difference_maps(feats_new, features),
+        map_original=model.anomaly_map(z_list).cpu().numpy(),
+        map_perturbed=model.anomaly_map(z_again).cpu().numpy(),
+    )

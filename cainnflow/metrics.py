@@ -9,7 +9,6 @@ Conventions: label 1 = anomalous; a sample is predicted anomalous when ``score >
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -23,14 +22,13 @@ __all__ = [
     "DEFAULT_MAX_CURVE_POINTS",
     "DEFAULT_PERCENTILE",
     "ConfusionStats",
-    "EvaluationMetrics",
     "PrCurve",
     "RocCurve",
     "aupro",
     "confusion_at",
-    "evaluate",
     "f1_optimal_threshold",
     "image_auroc",
+    "misclassified_first",
     "percentile_threshold",
     "pixel_auroc",
     "pixel_roc_curve_points",
@@ -73,15 +71,6 @@ class ConfusionStats(NamedTuple):
     f1: float
     accuracy: float
     fpr: float
-
-
-@dataclass(frozen=True)
-class EvaluationMetrics:
-    """Headline metrics of an evaluation; None where a metric is undefined for the data."""
-
-    image_auroc: float | None
-    pixel_auroc: float | None
-    aupro: float | None
 
 
 # --------------------------------------------------------------------------- validation
@@ -389,32 +378,17 @@ def aupro(
     return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
 
 
-def evaluate(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    masks: np.ndarray | None = None,
-    maps: np.ndarray | None = None,
-    has_mask: np.ndarray | None = None,
-    fpr_limit: float = DEFAULT_FPR_LIMIT,
-) -> EvaluationMetrics:
-    """Headline metrics in one call.
+def misclassified_first(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of images ordered for review at a threshold.
 
-    Args:
-        labels: ``(N,)`` 0 good / 1 anomalous.
-        scores: ``(N,)`` image anomaly scores.
-        masks: ``(N, H, W)`` bool ground truth, or None for image-level only.
-        maps: ``(N, H, W)`` anomaly maps, or None.
-        has_mask: ``(N,)`` bool, which images have real ground truth (default: all).
-        fpr_limit: AUPRO integration limit.
-
-    Returns:
-        The metrics (pixel metrics None without masks / maps).
+    Misclassified images first (most confidently wrong first: largest distance of the score
+    from the threshold), then correct ones (closest to the threshold first).
     """
-    img = image_auroc(labels, scores)
-    if masks is None or maps is None:
-        return EvaluationMetrics(image_auroc=img, pixel_auroc=None, aupro=None)
-    return EvaluationMetrics(
-        image_auroc=img,
-        pixel_auroc=pixel_auroc(masks, maps, has_mask),
-        aupro=aupro(masks, maps, fpr_limit, has_mask),
-    )
+    labels_a = np.asarray(labels).astype(bool)
+    scores_a = np.asarray(scores, dtype=np.float64)
+    predicted = scores_a >= threshold
+    wrong = predicted != labels_a
+    margin = np.abs(scores_a - threshold)
+    # Sort key: wrong images (0) before right ones (1); wrong by decreasing margin, right by increasing.
+    key_margin = np.where(wrong, -margin, margin)
+    return np.lexsort((key_margin, ~wrong))

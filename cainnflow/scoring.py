@@ -36,7 +36,7 @@ __all__ = [
     "anomaly_map",
     "gaussian_blur",
     "image_scores",
-    "latent_nll_maps",
+    "latent_energy_maps",
 ]
 
 POOLINGS = ("max", "topk")
@@ -45,8 +45,13 @@ TOPK_FRACTION = 0.01
 GAUSSIAN_TRUNCATE = 4.0
 
 
-def latent_nll_maps(z: Sequence[Tensor]) -> list[Tensor]:
-    """Per-position negative log-likelihood ``½ mean_c z²`` of each scale, (N, H_i, W_i)."""
+def latent_energy_maps(z: Sequence[Tensor]) -> list[Tensor]:
+    """Per-position Gaussian energy ``½ mean_c z²`` of each scale, (N, H_i, W_i).
+
+    Not a log-likelihood: it leaves out the constant ``½ log 2π`` and the flow's
+    log-determinant (a property of the whole map, not of one position), and it is a mean over
+    channels, not a sum. It ranks positions exactly as their latent log-density does.
+    """
     return [0.5 * torch.mean(zi.float() ** 2, dim=1) for zi in z]
 
 
@@ -86,7 +91,7 @@ def anomaly_map(
     if combine not in COMBINES:
         raise ValueError(f"unknown combine {combine!r}; choose one of {', '.join(COMBINES)}")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    per_scale = latent_nll_maps(z)
+    per_scale = latent_energy_maps(z)
     if combine == "likelihood":
         per_scale = [-torch.expm1(-m) for m in per_scale]
     maps = [

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .attention import CBAM, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
 
-__all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet"]
+__all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet", "subnet_parameter_counts"]
 
 SubnetVariant = Literal["CA", "AC", "CAC", "CC"]
 VARIANTS: tuple[str, ...] = get_args(SubnetVariant)
@@ -112,3 +112,25 @@ def create_subnet(
         return CouplingSubnet(c_in, c_out, variant, hidden_ratio, reduction, kernel_size)
 
     return constructor
+
+
+def subnet_parameter_counts(
+    channels: int, hidden_ratio: float = 1.0, reduction: int = 16, kernel_size: int = 3
+) -> dict[str, int]:
+    """Trainable parameters of the two subnets of one GLOW coupling block, per variant.
+
+    A block splits ``C`` channels into ``C₁ = C // 2`` and ``C₂ = C − C₁``; one subnet maps
+    ``C₁ → 2·C₂`` coefficients, the other ``C₂ → 2·C₁``.
+    """
+    if channels < 2:
+        raise ValueError(f"a coupling block needs at least 2 channels, got {channels}")
+    c1 = channels // 2
+    c2 = channels - c1
+    counts = {}
+    for variant in VARIANTS:
+        total = 0
+        for c_in, c_out in ((c1, 2 * c2), (c2, 2 * c1)):
+            subnet = CouplingSubnet(c_in, c_out, variant, hidden_ratio, reduction, kernel_size)
+            total += sum(p.numel() for p in subnet.parameters() if p.requires_grad)
+        counts[variant] = total
+    return counts

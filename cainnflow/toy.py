@@ -20,7 +20,16 @@ from torch import Tensor
 from .flow import build_flow
 from .subnet import SubnetVariant
 
-__all__ = ["TOY_DATASETS", "ToyFlow", "make_toy_data"]
+__all__ = [
+    "TOY_DATASETS",
+    "CouplingParams",
+    "ToyFlow",
+    "affine_coupling",
+    "coupling_grid",
+    "inverse_affine_coupling",
+    "make_toy_data",
+    "polygon_area",
+]
 
 TOY_DATASETS = ("moons", "circles", "gaussians")
 TOY_NOISE = 0.06
@@ -134,3 +143,63 @@ class ToyFlow:
         z, jac = self.flow(self._as_maps(pts))
         logp = -0.5 * (z**2).sum(dim=(1, 2, 3)) - math.log(2 * math.pi) + jac
         return xs, xs, torch.exp(logp).view(resolution, resolution).numpy()
+
+
+# --------------------------------------------------------------------------- one affine coupling in 2-D
+
+
+@dataclass(frozen=True)
+class CouplingParams:
+    """A 2-D affine coupling ``v1 = x1``, ``v2 = x2 · exp(s(x1)) + t(x1)``.
+
+    The conditioner is ``s(x1) = s0 + s1 · x1`` and ``t(x1) = t0 + t1 · sin(x1)``: the
+    passive coordinate ``x1`` decides how the active one ``x2`` is scaled and shifted.
+    """
+
+    s0: float = 0.0
+    s1: float = 0.0
+    t0: float = 0.0
+    t1: float = 0.0
+
+    def s(self, x1: np.ndarray) -> np.ndarray:
+        return self.s0 + self.s1 * np.asarray(x1, dtype=np.float64)
+
+    def t(self, x1: np.ndarray) -> np.ndarray:
+        return self.t0 + self.t1 * np.sin(np.asarray(x1, dtype=np.float64))
+
+
+def affine_coupling(points: np.ndarray, params: CouplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Forward coupling of points (n, 2): returns ``v`` (n, 2) and ``log|det J| = s(x1)`` (n,)."""
+    pts = np.asarray(points, dtype=np.float64)
+    x1, x2 = pts[:, 0], pts[:, 1]
+    s = params.s(x1)
+    return np.stack([x1, x2 * np.exp(s) + params.t(x1)], axis=1), s
+
+
+def inverse_affine_coupling(points: np.ndarray, params: CouplingParams) -> np.ndarray:
+    """Exact inverse: ``x1 = v1``, ``x2 = (v2 − t(v1)) · exp(−s(v1))``."""
+    pts = np.asarray(points, dtype=np.float64)
+    v1, v2 = pts[:, 0], pts[:, 1]
+    return np.stack([v1, (v2 - params.t(v1)) * np.exp(-params.s(v1))], axis=1)
+
+
+def coupling_grid(
+    params: CouplingParams, lim: float = 2.0, lines: int = 9, resolution: int = 60
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A square grid of lines before and after the coupling.
+
+    Returns:
+        ``(before, after)``: lists of polylines (resolution, 2), vertical lines first.
+    """
+    ticks = np.linspace(-lim, lim, lines)
+    along = np.linspace(-lim, lim, resolution)
+    before = [np.stack([np.full_like(along, x), along], axis=1) for x in ticks]
+    before += [np.stack([along, np.full_like(along, y)], axis=1) for y in ticks]
+    after = [affine_coupling(line, params)[0] for line in before]
+    return before, after
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    """Area of a simple polygon (n, 2) (shoelace formula)."""
+    x, y = np.asarray(polygon, dtype=np.float64).T
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))

@@ -5,16 +5,21 @@ Nothing here knows about Streamlit: the app and the command line both call these
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage
+from torch import Tensor
 
-__all__ = ["colorize", "contour_mask", "overlay_heatmap", "pca_rgb", "to_uint8_image"]
+__all__ = ["FeaturePCA", "colorize", "contour_mask", "overlay_heatmap", "to_uint8_image"]
 
 DEFAULT_COLORMAP = "jet"
 CONTOUR_COLOR = (255, 255, 255)
 GT_CONTOUR_COLOR = (0, 255, 0)
+PCA_COMPONENTS = 3
+PCA_LOW_PERCENTILE, PCA_HIGH_PERCENTILE = 1.0, 99.0
 
 
 def colorize(values: np.ndarray, vmin: float, vmax: float, cmap: str = DEFAULT_COLORMAP) -> np.ndarray:
@@ -73,29 +78,57 @@ def overlay_heatmap(
     return Image.fromarray(out)
 
 
-def pca_rgb(features: np.ndarray, size: int | None = None, basis: np.ndarray | None = None) -> np.ndarray:
-    """Projects a feature map (C, H, W) on its first three principal components as RGB.
+@dataclass(frozen=True)
+class FeaturePCA:
+    """A fixed RGB colouring of feature maps: three principal components of one map.
 
-    Args:
-        features: (C, H, W) array.
-        size: optional output side in pixels (nearest-neighbour upsampling).
-        basis: optional (C, 3) projection to reuse (to compare two maps in one colour space).
+    Fitting on an original feature map and applying to a disturbed or generated one shows
+    both in the same colour space (same centre, axes and colour range).
 
-    Returns:
-        RGB uint8 (H, W, 3) (or (size, size, 3)).
+    Attributes:
+        mean: (C,) centre. basis: (C, 3) projection. low, high: (3,) colour range.
     """
-    c, h, w = features.shape
-    flat = features.reshape(c, -1).T.astype(np.float64)
-    centred = flat - flat.mean(axis=0, keepdims=True)
-    if basis is None:
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        basis = vt[:3].T
-        if basis.shape[1] < 3:
-            basis = np.pad(basis, ((0, 0), (0, 3 - basis.shape[1])))
-    proj = centred @ basis
-    lo, hi = np.percentile(proj, [1, 99], axis=0)
-    rgb = np.clip((proj - lo) / np.maximum(hi - lo, 1e-12), 0, 1).reshape(h, w, 3)
-    img = Image.fromarray((rgb * 255).astype(np.uint8))
-    if size is not None:
-        img = img.resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(img)
+
+    mean: np.ndarray
+    basis: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray | Tensor) -> FeaturePCA:
+        """Fits on one feature map (C, H, W)."""
+        flat = _positions(features)
+        mean = flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+        basis = vt[:PCA_COMPONENTS].T
+        if basis.shape[1] < PCA_COMPONENTS:
+            basis = np.pad(basis, ((0, 0), (0, PCA_COMPONENTS - basis.shape[1])))
+        proj = (flat - mean) @ basis
+        low, high = np.percentile(proj, [PCA_LOW_PERCENTILE, PCA_HIGH_PERCENTILE], axis=0)
+        return cls(mean, basis, low, high)
+
+    def to_rgb(self, features: np.ndarray | Tensor, size: int | None = None) -> np.ndarray:
+        """RGB uint8 (H, W, 3) (or (size, size, 3), nearest upsampling) of a map (C, H, W)."""
+        _, h, w = features.shape
+        proj = (_positions(features) - self.mean) @ self.basis
+        rgb = np.clip((proj - self.low) / np.maximum(self.high - self.low, 1e-12), 0.0, 1.0)
+        img = Image.fromarray((rgb.reshape(h, w, PCA_COMPONENTS) * 255).astype(np.uint8))
+        if size is not None:
+            img = img.resize((size, size), Image.Resampling.NEAREST)
+        return np.asarray(img)
+
+
+def _positions(features: np.ndarray | Tensor) -> np.ndarray:
+    """(C, H, W) → (H·W, C) float64."""
+    arr = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a feature map (C, H, W), got shape {arr.shape}")
+    return arr.reshape(arr.shape[0], -1).T.astype(np.float64)
+
+
+def _positions(features: np.ndarray | Tensor) -> np.ndarray:
+    """(C, H, W) → (H·W, C) float64."""
+    arr = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a feature map (C, H, W), got shape {arr.shape}")
+    return arr.reshape(arr.shape[0], -1).T.astype(np.float64)

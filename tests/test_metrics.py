@@ -7,7 +7,6 @@ from cainnflow.errors import DataError
 from cainnflow.metrics import (
     aupro,
     confusion_at,
-    evaluate,
     f1_optimal_threshold,
     image_auroc,
     percentile_threshold,
@@ -160,10 +159,8 @@ def test_aupro_random_map_and_memory_sane():
     assert value == pytest.approx(0.15, abs=0.02)  # PRO ≈ FPR -> mean over [0, .3] is .15
 
 
-def test_evaluate():
+def test_headline_metrics_on_a_perfect_map():
     masks = _two_region_case()
-    result = evaluate([1, 0], [0.9, 0.1], masks, masks.astype(float))
-    assert result.image_auroc == pytest.approx(1.0)
-    assert result.pixel_auroc == pytest.approx(1.0) and result.aupro == pytest.approx(1.0)
-    image_only = evaluate([1, 0], [0.9, 0.1])
-    assert image_only.pixel_auroc is None and image_only.aupro is None
+    assert image_auroc([1, 0], [0.9, 0.1]) == pytest.approx(1.0)
+    assert pixel_auroc(masks, masks.astype(float)) == pytest.approx(1.0)
+    assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from cainnflow.scoring import ScoreStats, anomaly_map, gaussian_blur, image_scores, latent_nll_maps
+from cainnflow.scoring import ScoreStats, anomaly_map, gaussian_blur, image_scores, latent_energy_maps
 
 
 def test_latent_nll_map_is_half_mean_square():
     z = torch.zeros(1, 4, 3, 3)
     z[0, :, 1, 2] = 2.0
-    m = latent_nll_maps([z])[0]
+    m = latent_energy_maps([z])[0]
     assert m.shape == (1, 3, 3)
     assert m[0, 1, 2].item() == pytest.approx(2.0)
     assert m.sum().item() == pytest.approx(2.0)

@@ -6,23 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from cainnflow.explain import (
-    CouplingParams,
-    FeaturePCA,
-    affine_coupling,
-    coupling_grid,
+from cainnflow.latent import (
+    LatentInjection,
     feature_difference_maps,
-    inverse_affine_coupling,
-    misclassified_first,
     normal_qq,
     perturbation_experiment,
-    polygon_area,
     squared_norm_maps,
-    subnet_parameter_counts,
 )
-from cainnflow.latent import LatentInjection
+from cainnflow.metrics import misclassified_first
 from cainnflow.model import CAINNFlow, CAINNFlowConfig
-from cainnflow.subnet import VARIANTS
+from cainnflow.subnet import VARIANTS, subnet_parameter_counts
+from cainnflow.toy import (
+    CouplingParams,
+    affine_coupling,
+    coupling_grid,
+    inverse_affine_coupling,
+    polygon_area,
+)
+from cainnflow.visualization import FeaturePCA
 
 
 @pytest.fixture
