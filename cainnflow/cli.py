@@ -190,9 +190,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print()
         print(f"{'defect':<20} {'n':>3} {'image AUROC':>12} {'pixel AUROC':>12}")
         for row in result.per_defect:
-            print(
-                f"{row.defect_type:<20} {row.n:>3} {_fmt(row.image_auroc):>12} {_fmt(row.pixel_auroc):>12}"
-            )
+            print(f"{row.defect_type:<20} {row.n:>3} {_fmt(row.image_auroc):>12} {_fmt(row.pixel_auroc):>12}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.summary(), indent=2))

@@ -12,10 +12,10 @@ from app.jobs import TrainingJob
 from cainnflow.backbone import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES, backbone_weights_available
 from cainnflow.data import CategoryData
 from cainnflow.demo_data import DEMO_CATEGORIES
+from cainnflow.detector import Detector
 from cainnflow.device import resolve_device
 from cainnflow.errors import CainnflowError
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.pipeline import Detector
 from cainnflow.subnet import VARIANTS
 from cainnflow.training import TrainConfig
 

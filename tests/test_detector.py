@@ -85,7 +85,9 @@ def test_evaluate_without_masks_is_image_level_only(trained, demo, tmp_path):
     assert result.n_test == len(data.test) and result.n_anomalous == data.n_anomalous
     full = trained.evaluate(load_mvtec_category(demo, CATEGORY))
     assert full.pixel_auroc is not None and full.aupro is not None
-    assert {row.defect_type for row in full.per_defect} == set(load_mvtec_category(demo, CATEGORY).defect_types)
+    assert {row.defect_type for row in full.per_defect} == set(
+        load_mvtec_category(demo, CATEGORY).defect_types
+    )
     np.testing.assert_allclose(full.scores, result.scores)
 
 
