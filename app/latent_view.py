@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 from PIL import Image
 from torch import Tensor
 
@@ -23,14 +22,14 @@ from cainnflow.errors import CainnflowError
 from cainnflow.latent import (
     LatentInjection,
     PerturbationResult,
+    analyse_image,
+    generate_features,
     normal_pdf,
     normal_qq,
     perturbation_experiment,
     random_points,
-    sample_latents,
     squared_norm_maps,
 )
-from cainnflow.scoring import anomaly_map, image_scores
 from cainnflow.visualization import FeaturePCA
 
 from . import state
@@ -136,23 +135,16 @@ def pick_image(key: str) -> ImageInput | None:
         return None
 
 
-@torch.no_grad()
 def _compute(entry: state.ModelEntry, image: Image.Image) -> LatentAnalysis:
-    detector = entry.detector
-    model = detector.model
-    features = model.extract_features(detector.preprocess([image]))
-    z = model(features).z
-    amap = anomaly_map(z, detector.config.image_size, detector.config.sigma, detector.config.combine)
-    score = float(image_scores(amap, detector.config.pooling)[0])
-    features_cpu = [f.cpu() for f in features]
+    result = analyse_image(entry.detector, image)
     return LatentAnalysis(
         image=image,
-        features=features_cpu,
-        z=[zi.cpu() for zi in z],
-        amap=amap[0].cpu().numpy(),
-        score=score,
-        sq_norm=[m[0] for m in squared_norm_maps(z)],
-        pca=[FeaturePCA.fit(f[0]) for f in features_cpu],
+        features=result.features,
+        z=result.z,
+        amap=result.anomaly_map,
+        score=result.score,
+        sq_norm=result.squared_norms,
+        pca=[FeaturePCA.fit(f[0]) for f in result.features],
     )
 
 
@@ -515,9 +507,7 @@ def sampling_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
     temperature = a.slider("Temperature T", 0.0, 1.5, 0.7, 0.05, key="cf_latent_temp")
     seed = int(b.number_input("Sample seed", 0, 10_000, 0, key="cf_latent_sample_seed"))
     model = entry.detector.model
-    z = sample_latents(model.feature_shapes, n=1, temperature=temperature, seed=seed)
-    with torch.no_grad():
-        features = model.inverse([zi.to(model.device) for zi in z])
+    features = generate_features(model, n=1, temperature=temperature, seed=seed)
     cols = st.columns(model.num_scales)
     for scale, (col, feats) in enumerate(zip(cols, features, strict=True)):
         with col:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,11 +18,19 @@ from torch import Tensor
 
 from .model import CAINNFlow
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .detector import Detector
+
 __all__ = [
+    "ImageAnalysis",
     "LatentInjection",
     "PerturbationResult",
+    "analyse_image",
     "feature_difference_maps",
     "gaussian_bump",
+    "generate_features",
     "inject_noise",
     "latent_summary",
     "normal_pdf",
@@ -108,6 +117,16 @@ def sample_latents(
     """Draws ``z ~ N(0, T² I)`` for every scale, (n, C, H, W) each."""
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn((n, *shape), generator=generator) * temperature for shape in shapes]
+
+
+@torch.no_grad()
+def generate_features(
+    model: CAINNFlow, n: int = 1, temperature: float = 1.0, seed: int = 0
+) -> list[Tensor]:
+    """Samples ``z ~ N(0, T² I)`` and runs the flows backwards: generated features, on the CPU."""
+    z = sample_latents(model.feature_shapes, n=n, temperature=temperature, seed=seed)
+    features = model.inverse([zi.to(model.device) for zi in z])
+    return [f.cpu() for f in features if f is not None]
 
 
 @torch.no_grad()
@@ -224,4 +243,42 @@ def perturbation_experiment(
         difference=feature_difference_maps(feats_new, features),
         map_original=model.anomaly_map(z_list).cpu().numpy(),
         map_perturbed=model.anomaly_map(z_again).cpu().numpy(),
+    )
+
+
+# --------------------------------------------------------------------------- one image, all the way
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """One image's forward pass, kept for looking inside the flow.
+
+    Attributes:
+        features: backbone features, one (1, C_i, H_i, W_i) per scale, on the CPU.
+        z: latents, one (1, C_i, H_i, W_i) per scale, on the CPU.
+        squared_norms: ``‖z‖²`` per position, one (H_i, W_i) per scale.
+        anomaly_map: the model's anomaly map (S, S).
+        score: the model's image score.
+    """
+
+    features: list[Tensor]
+    z: list[Tensor]
+    squared_norms: list[np.ndarray]
+    anomaly_map: np.ndarray
+    score: float
+
+
+@torch.no_grad()
+def analyse_image(detector: Detector, image: Image.Image) -> ImageAnalysis:
+    """Features, latents, per-scale ``‖z‖²``, anomaly map and score of one image."""
+    model = detector.model
+    features = model.extract_features(detector.preprocess([image]))
+    z = model(features).z
+    amap = model.anomaly_map(z)
+    return ImageAnalysis(
+        features=[f.cpu() for f in features],
+        z=[zi.cpu() for zi in z],
+        squared_norms=[m[0] for m in squared_norm_maps(z)],
+        anomaly_map=amap[0].cpu().numpy(),
+        score=float(model.image_scores(amap)[0]),
     )
