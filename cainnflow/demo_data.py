@@ -1,6 +1,6 @@
 """Deterministic synthetic demo dataset in the MVTec AD layout.
 
-Three categories, generated with vectorised numpy in a few seconds, so the CLI and the app
+Five categories, generated with vectorised numpy in a few seconds, so the CLI and the app
 work with nothing downloaded:
 
 * ``carpet_weave`` (texture): a plain weave with per-thread variation, fibre noise, random
@@ -9,9 +9,20 @@ work with nothing downloaded:
   and grain. Defects: ``dent``, ``scratch``, ``stain``.
 * ``pill_disc`` (object): a round scored pill on a dark background with position, rotation,
   size and lighting jitter. Defects: ``chip``, ``contamination``, ``crack``, ``stain``.
+* ``circuit_board`` (object, fixed layout): a populated board (chip, capacitors, resistors,
+  LED, connector on pads and silkscreen) with small pose jitter. Structural defects:
+  ``missing`` (a part gone, its pads bare), ``shifted``, ``rotated``, ``extra`` (a part
+  where none belongs).
+* ``blister_pack`` (object, fixed layout): a 3 × 4 blister of round tablets. Structural and
+  logical defects: ``empty`` (a pocket without its tablet), ``shifted``, ``extra`` (a tablet
+  between the pockets), ``wrong_pill`` (another tablet or a capsule in a pocket).
+
+The structural defects are about layout, not local texture; their mask is the edited part's
+footprint before and after the edit (a shifted part: old and new place).
 
 Defects are deliberately subtle (low-contrast texture changes, thin scratches, small areas);
-``difficulty`` divides their contrast. Every defect image has an exact binary mask in
+``difficulty`` divides their contrast (in the structural categories: how far a part is
+shifted or turned). Every defect image has an exact binary mask in
 ``ground_truth/<defect>/<stem>_mask.png`` (L mode, 0/255). Example::
 
     root = make_demo_dataset("demo_data")
@@ -45,11 +56,19 @@ __all__ = [
     "render_demo_sample",
 ]
 
-DEMO_CATEGORIES: tuple[str, ...] = ("carpet_weave", "metal_plate", "pill_disc")
+DEMO_CATEGORIES: tuple[str, ...] = (
+    "carpet_weave",
+    "metal_plate",
+    "pill_disc",
+    "circuit_board",
+    "blister_pack",
+)
 DEMO_DEFECTS: dict[str, tuple[str, ...]] = {
     "carpet_weave": ("cut", "hole", "stain", "thread"),
     "metal_plate": ("dent", "scratch", "stain"),
     "pill_disc": ("chip", "contamination", "crack", "stain"),
+    "circuit_board": ("missing", "shifted", "rotated", "extra"),
+    "blister_pack": ("empty", "shifted", "extra", "wrong_pill"),
 }
 
 COMPLETE_MARKER = ".complete"
@@ -104,6 +123,7 @@ class _Scene:
     background: np.ndarray | None = None  # float32 (S, S, 3) behind an object
     center: tuple[float, float] = (0.0, 0.0)  # (y, x) of the object
     radius: float = 0.0
+    layout: _Layout | None = None  # the parts of a structural scene
 
 
 # --------------------------------------------------------------------------- primitives
@@ -434,10 +454,538 @@ def _pill_stain(rng: np.random.Generator, scene: _Scene, contrast: float) -> tup
     return _stain(rng, scene, contrast, (0.85, 0.68, 0.38), 0.35)
 
 
+# --------------------------------------------------------------------------- structural scenes
+#
+# Objects with a fixed layout of parts (a populated circuit board, a blister pack). A scene is
+# a base layer (board or card, pads, pockets) plus a tuple of parts painted on top; a
+# structural defect edits the parts (removes, moves, turns, adds or swaps one) and paints
+# again over the same base, noise and lighting, so only the edited parts' pixels change.
+# The mask is the footprint of the edited part, before and after the edit.
+
+_SHADOW_OFFSET = 2.0  # reference pixels, down-right
+_SHADOW_DARKNESS = 0.35
+_PART_JITTER = 0.6  # reference pixels of normal placement jitter
+_PART_ANGLE_JITTER = 1.0  # degrees
+_LAYOUT_SHIFT = 3.0  # reference pixels of normal whole-object translation
+_LAYOUT_ANGLE = 1.5  # degrees of normal whole-object rotation
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One placed part: centre and extent in image pixels, angle in radians.
+
+    ``height`` runs along the part's own u axis (image y at angle 0), ``width`` along v.
+    """
+
+    kind: str
+    cy: float
+    cx: float
+    height: float
+    width: float
+    angle: float = 0.0
+    style: int = 0
+
+    def moved(self, dy: float = 0.0, dx: float = 0.0, turn: float = 0.0) -> _Part:
+        return _Part(
+            self.kind, self.cy + dy, self.cx + dx, self.height, self.width, self.angle + turn, self.style
+        )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a structural defect needs to repaint a scene."""
+
+    base: np.ndarray  # float32 (S, S, 3): everything below the parts
+    light: np.ndarray  # float32 (S, S) multiplicative lighting
+    noise: np.ndarray  # float32 (S, S, 3) additive sensor noise
+    parts: tuple[_Part, ...]
+    spares: tuple[_Part, ...]  # parts an "extra" defect may add (free spots of the layout)
+    substitutes: tuple[_Part, ...]  # wrong parts a swap may put in a part's place (centred at 0, 0)
+    scale: float
+
+
+class _Frame(NamedTuple):
+    """Local coordinates of a part over its bounding box."""
+
+    rows: slice
+    cols: slice
+    u: np.ndarray  # float32 (h, w) along the part's height axis
+    v: np.ndarray  # float32 (h, w) along its width axis
+
+
+def _frame(size: int, cy: float, cx: float, angle: float, reach: float) -> _Frame | None:
+    y0, y1 = max(math.floor(cy - reach), 0), min(math.ceil(cy + reach) + 1, size)
+    x0, x1 = max(math.floor(cx - reach), 0), min(math.ceil(cx + reach) + 1, size)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    cos, sin = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+    return _Frame(slice(y0, y1), slice(x0, x1), dy * cos + dx * sin, dx * cos - dy * sin)
+
+
+def _box_sdf(u: np.ndarray, v: np.ndarray, half_h: float, half_w: float, radius: float = 0.0) -> np.ndarray:
+    """Signed distance (pixels, negative inside) to a rounded rectangle centred at the origin."""
+    radius = min(radius, half_h, half_w)
+    qu, qv = np.abs(u) - half_h + radius, np.abs(v) - half_w + radius
+    outside = np.sqrt(np.maximum(qu, 0.0) ** 2 + np.maximum(qv, 0.0) ** 2)
+    return outside + np.minimum(np.maximum(qu, qv), 0.0) - radius
+
+
+def _disc_sdf(u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarray:
+    return np.sqrt(u * u + v * v) - radius
+
+
+def _cover(sdf: np.ndarray) -> np.ndarray:
+    """Antialiased coverage of the inside of a signed distance field."""
+    return np.clip(0.5 - sdf, 0.0, 1.0)
+
+
+def _outline(sdf: np.ndarray, width: float) -> np.ndarray:
+    """Antialiased coverage of a line of ``width`` pixels along the zero level of ``sdf``."""
+    return np.clip(width / 2 + 0.5 - np.abs(sdf), 0.0, 1.0)
+
+
+def _fill(shape: tuple[int, ...], colour: Sequence[float]) -> np.ndarray:
+    return np.broadcast_to(np.asarray(colour, np.float32), (*shape, 3)).copy()
+
+
+def _paint(canvas: np.ndarray, frame: _Frame, colour: np.ndarray, alpha: np.ndarray) -> None:
+    view = canvas[frame.rows, frame.cols]
+    canvas[frame.rows, frame.cols] = _blend(view, colour, alpha)
+
+
+# Painters: (u, v, part, scale) -> (colour (h, w, 3), alpha (h, w)); u, v in pixels.
+_Painter = Callable[[np.ndarray, np.ndarray, _Part, float], tuple[np.ndarray, np.ndarray]]
+
+
+def _paint_chip(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """An integrated circuit: dark body, pins along both long sides, a pin-1 dot."""
+    pin_len, pitch = 6.0 * s, 6.0 * s
+    half_h, half_body = part.height / 2, part.width / 2 - pin_len
+    body = _cover(_box_sdf(u, v, half_h, half_body, 1.5 * s))
+    pin_rows = _cover(_box_sdf(u, v, half_h - 3 * s, part.width / 2))
+    teeth = (np.mod(u + half_h, pitch) < pitch * 0.5).astype(np.float32)
+    pins = np.maximum(pin_rows * teeth - body, 0.0)
+    colour = _fill(u.shape, (0.13, 0.13, 0.14))
+    colour *= (1.0 + 0.08 * np.clip(-u / max(half_h, 1.0), -1, 1))[..., None]
+    dot = _cover(_disc_sdf(u + half_h - 6 * s, v + half_body - 6 * s, 2.5 * s))
+    colour = _blend(colour, _fill(u.shape, (0.32, 0.32, 0.34)), dot)
+    colour = _blend(colour, _fill(u.shape, (0.76, 0.76, 0.72)), pins)
+    return colour, np.maximum(body, pins)
+
+
+_BAND_COLOURS = ((0.55, 0.30, 0.10), (0.85, 0.10, 0.10), (0.95, 0.55, 0.10), (0.20, 0.20, 0.20))
+
+
+def _paint_resistor(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A through-hole style resistor along v: beige body, silver ends, colour bands (``style``)."""
+    half_h, half_w = part.height / 2, part.width / 2
+    alpha = _cover(_box_sdf(u, v, half_h, half_w, half_h * 0.8))
+    colour = _fill(u.shape, (0.80, 0.71, 0.52))
+    colour *= (1.0 - 0.25 * (u / max(half_h, 1.0)) ** 2)[..., None]
+    ends = (np.abs(v) > half_w * 0.78).astype(np.float32)
+    colour = _blend(colour, _fill(u.shape, (0.70, 0.70, 0.72)), ends)
+    for k, position in enumerate((-0.42, -0.2, 0.02)):
+        band = _cover(np.abs(v - position * half_w) - 1.2 * s)
+        band_colour = _BAND_COLOURS[(part.style + k) % len(_BAND_COLOURS)]
+        colour = _blend(colour, _fill(u.shape, band_colour), band)
+    gold = _cover(np.abs(v - 0.45 * half_w) - 1.0 * s)
+    return _blend(colour, _fill(u.shape, (0.80, 0.65, 0.25)), gold), alpha
+
+
+def _paint_capacitor(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """An electrolytic capacitor from above: blue sleeve, polarity stripe, aluminium top with a vent."""
+    radius = part.height / 2
+    alpha = _cover(_disc_sdf(u, v, radius))
+    colour = _fill(u.shape, (0.13, 0.18, 0.40))
+    stripe = (v < -0.4 * radius).astype(np.float32)
+    colour = _blend(colour, _fill(u.shape, (0.80, 0.82, 0.86)), stripe)
+    top = _cover(_disc_sdf(u, v, 0.74 * radius))
+    colour = _blend(colour, _fill(u.shape, (0.64, 0.65, 0.68)), top)
+    vent = np.maximum(_cover(np.abs(u) - 0.7 * s), _cover(np.abs(v) - 0.7 * s)) * _cover(
+        _disc_sdf(u, v, 0.55 * radius)
+    )
+    colour = _blend(colour, _fill(u.shape, (0.35, 0.36, 0.38)), vent)
+    rim = (1.0 - 0.2 * np.clip((u + v) / max(radius, 1.0), -1, 1))[..., None]
+    return colour * rim, alpha
+
+
+def _paint_led(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A red LED with a bright die and a cathode bar."""
+    half_h, half_w = part.height / 2, part.width / 2
+    alpha = _cover(_box_sdf(u, v, half_h, half_w, 1.5 * s))
+    colour = _fill(u.shape, (0.78, 0.12, 0.10))
+    die = _cover(_disc_sdf(u, v, 0.4 * half_h))
+    colour = _blend(colour, _fill(u.shape, (1.0, 0.62, 0.50)), die)
+    cathode = (v > half_w * 0.7).astype(np.float32)
+    return _blend(colour, _fill(u.shape, (0.35, 0.06, 0.05)), cathode), alpha
+
+
+def _paint_connector(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A cream header with a row of four dark sockets and a key notch."""
+    half_h, half_w = part.height / 2, part.width / 2
+    alpha = _cover(_box_sdf(u, v, half_h, half_w, 1.0 * s))
+    colour = _fill(u.shape, (0.88, 0.86, 0.77))
+    pitch = part.width / 4
+    centres = np.floor((v + half_w) / pitch) * pitch - half_w + pitch / 2
+    holes = _cover(_box_sdf(u, v - centres, 0.35 * part.height, 0.3 * pitch))
+    colour = _blend(colour, _fill(u.shape, (0.10, 0.10, 0.11)), holes)
+    notch = _cover(_box_sdf(u - half_h, v, 1.5 * s, 3.0 * s))
+    return _blend(colour, _fill(u.shape, (0.55, 0.54, 0.48)), notch), alpha
+
+
+def _paint_tablet(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A round tablet with a score line; ``style`` 1 is the wrong (orange) kind."""
+    radius = part.height / 2
+    alpha = _cover(_disc_sdf(u, v, radius))
+    base = (0.95, 0.94, 0.90) if part.style == 0 else (0.95, 0.66, 0.30)
+    colour = _fill(u.shape, base)
+    colour *= (1.0 - 0.16 * (u * u + v * v) / radius**2 - 0.05 * (u + v) / radius)[..., None]
+    score = np.exp(-0.5 * (u / (1.1 * s)) ** 2) * _cover(_disc_sdf(u, v, 0.85 * radius))
+    return colour * (1.0 - 0.14 * score)[..., None], alpha
+
+
+def _paint_capsule(u: np.ndarray, v: np.ndarray, part: _Part, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A two-tone capsule along u."""
+    half_h, half_w = part.height / 2, part.width / 2
+    alpha = _cover(_box_sdf(u, v, half_h, half_w, half_w))
+    colour = np.where((u < 0)[..., None], np.float32([0.85, 0.20, 0.18]), np.float32([0.95, 0.93, 0.88]))
+    colour = colour * (1.0 - 0.22 * (v / half_w) ** 2)[..., None]
+    return colour.astype(np.float32), alpha
+
+
+_PAINTERS: dict[str, _Painter] = {
+    "chip": _paint_chip,
+    "resistor": _paint_resistor,
+    "capacitor": _paint_capacitor,
+    "led": _paint_led,
+    "connector": _paint_connector,
+    "tablet": _paint_tablet,
+    "capsule": _paint_capsule,
+}
+
+
+def _part_frame(size: int, part: _Part, pad: float) -> _Frame | None:
+    return _frame(size, part.cy, part.cx, part.angle, 0.5 * math.hypot(part.height, part.width) + pad)
+
+
+def _footprint(size: int, part: _Part, scale: float) -> np.ndarray:
+    """Opacity ``(S, S)`` of a part alone."""
+    alpha = np.zeros((size, size), np.float32)
+    frame = _part_frame(size, part, 2.0)
+    if frame is not None:
+        alpha[frame.rows, frame.cols] = _PAINTERS[part.kind](frame.u, frame.v, part, scale)[1]
+    return alpha
+
+
+def _render_parts(layout: _Layout, parts: Sequence[_Part]) -> np.ndarray:
+    """The scene image with ``parts`` on its base layer: float32 ``(S, S, 3)``."""
+    canvas = layout.base.copy()
+    size, s = canvas.shape[0], layout.scale
+    offset = _SHADOW_OFFSET * s
+    for part in parts:
+        painter = _PAINTERS[part.kind]
+        frame = _part_frame(size, part, offset + 3.0 * s)
+        if frame is None:
+            continue
+        # the shadow is the part's own opacity seen from a centre moved down-right
+        cos, sin = math.cos(part.angle), math.sin(part.angle)
+        su = frame.u - np.float32(offset * (cos + sin))
+        sv = frame.v - np.float32(offset * (cos - sin))
+        shadow = ndimage.uniform_filter(painter(su, sv, part, s)[1], max(round(2 * s), 1) * 2 + 1)
+        _paint(canvas, frame, np.zeros((*shadow.shape, 3), np.float32), _SHADOW_DARKNESS * shadow)
+        colour, alpha = painter(frame.u, frame.v, part, s)
+        _paint(canvas, frame, colour, alpha)
+    return (canvas * layout.light[..., None] + layout.noise).astype(np.float32)
+
+
+class _Placement(NamedTuple):
+    """The whole object's pose: reference coordinates (y, x) around the centre → pixels."""
+
+    cy: float
+    cx: float
+    angle: float
+    scale: float
+
+    def point(self, y: float, x: float) -> tuple[float, float]:
+        cos, sin = math.cos(self.angle), math.sin(self.angle)
+        return (
+            self.cy + self.scale * (y * cos + x * sin),
+            self.cx + self.scale * (x * cos - y * sin),
+        )
+
+    def part(
+        self, kind: str, y: float, x: float, height: float, width: float, angle: float = 0.0, style: int = 0
+    ) -> _Part:
+        py, px = self.point(y, x)
+        return _Part(
+            kind, py, px, height * self.scale, width * self.scale, self.angle + math.radians(angle), style
+        )
+
+
+def _placement(rng: np.random.Generator, size: int) -> _Placement:
+    s = size / REFERENCE_SIZE
+    dy, dx = rng.uniform(-_LAYOUT_SHIFT, _LAYOUT_SHIFT, 2) * s
+    angle = math.radians(rng.uniform(-_LAYOUT_ANGLE, _LAYOUT_ANGLE))
+    return _Placement(size / 2 + float(dy), size / 2 + float(dx), angle, s)
+
+
+def _jittered(rng: np.random.Generator, part: _Part, scale: float) -> _Part:
+    dy, dx = rng.uniform(-_PART_JITTER, _PART_JITTER, 2) * scale
+    turn = math.radians(rng.uniform(-_PART_ANGLE_JITTER, _PART_ANGLE_JITTER))
+    return part.moved(float(dy), float(dx), turn)
+
+
+def _object_frame(size: int, place: _Placement) -> _Frame:
+    """Local coordinates of the whole object over the whole image."""
+    frame = _frame(size, place.cy, place.cx, place.angle, float(size))
+    assert frame is not None
+    return frame
+
+
+# Circuit board layout, reference pixels around the board centre: (kind, y, x, height, width, angle°, style).
+_BOARD_HALF = (92.0, 112.0)
+_BOARD_PARTS: tuple[tuple[str, float, float, float, float, float, int], ...] = (
+    ("chip", -12.0, -30.0, 56.0, 44.0, 0.0, 0),
+    ("capacitor", -48.0, 52.0, 30.0, 30.0, 0.0, 0),
+    ("capacitor", 40.0, 56.0, 24.0, 24.0, 0.0, 0),
+    ("resistor", -62.0, -84.0, 10.0, 28.0, 0.0, 0),
+    ("resistor", -10.0, 22.0, 10.0, 28.0, 90.0, 1),
+    ("resistor", 62.0, -8.0, 10.0, 28.0, 0.0, 2),
+    ("led", 30.0, -86.0, 10.0, 16.0, 0.0, 0),
+    ("connector", 70.0, 64.0, 14.0, 40.0, 0.0, 0),
+)
+# Free spots where an extra part may turn up.
+_BOARD_SPARES: tuple[tuple[str, float, float, float, float, float, int], ...] = (
+    ("resistor", 30.0, -40.0, 10.0, 28.0, 0.0, 3),
+    ("resistor", -70.0, 10.0, 10.0, 28.0, 0.0, 1),
+    ("capacitor", 20.0, 83.0, 20.0, 20.0, 0.0, 0),
+    ("resistor", 0.0, 88.0, 10.0, 28.0, 90.0, 2),
+)
+_BOARD_TRACES: tuple[tuple[tuple[float, float], ...], ...] = (
+    ((-62.0, -70.0), (-62.0, -52.0), (-40.0, -52.0)),
+    ((62.0, -22.0), (40.0, -22.0), (16.0, -22.0)),
+    ((-24.0, 22.0), (-48.0, 22.0), (-48.0, 37.0)),
+    ((4.0, 22.0), (40.0, 22.0), (40.0, 44.0)),
+    ((30.0, -78.0), (30.0, -60.0), (10.0, -52.0)),
+    ((62.0, 6.0), (70.0, 30.0), (70.0, 44.0)),
+    ((-80.0, -100.0), (-80.0, -40.0), (-40.0, -30.0)),
+)
+_BOARD_HOLES = ((-80.0, -100.0), (-80.0, 100.0), (80.0, -100.0), (80.0, 100.0))
+
+
+def _pads(size: int, part: _Part, s: float) -> tuple[_Frame | None, np.ndarray | None]:
+    """Tinned pads and a silkscreen outline where a part belongs: (frame, (coverage pads, coverage silk))."""
+    frame = _part_frame(size, part, 5.0 * s)
+    if frame is None:
+        return None, None
+    u, v, half_h, half_w = frame.u, frame.v, part.height / 2, part.width / 2
+    if part.kind == "capacitor":
+        pads = np.maximum(
+            _cover(_box_sdf(u, v - 0.45 * half_w, 3 * s, 2.5 * s)),
+            _cover(_box_sdf(u, v + 0.45 * half_w, 3 * s, 2.5 * s)),
+        )
+        silk = _outline(_disc_sdf(u, v, half_h + 3 * s), 1.2 * s)
+    elif part.kind == "chip":
+        pin_len = 6.0 * s
+        pads = _cover(_box_sdf(u, np.abs(v) - (half_w - pin_len / 2), half_h - 2 * s, pin_len / 2 + 0.5 * s))
+        silk = _outline(_box_sdf(u, v, half_h + 3 * s, half_w - pin_len + 1 * s), 1.2 * s)
+    else:
+        end = 0.78 * half_w
+        pads = _cover(_box_sdf(u, np.abs(v) - end, half_h + 1 * s, half_w - end + 1 * s))
+        silk = _outline(_box_sdf(u, v, half_h + 3 * s, half_w + 3 * s), 1.2 * s)
+    return frame, np.stack([pads, silk])
+
+
+def _circuit_board(rng: np.random.Generator, size: int) -> _Scene:
+    s = size / REFERENCE_SIZE
+    place = _placement(rng, size)
+    table = rng.uniform(0.30, 0.36) + 0.025 * _smooth_noise(rng, (size, size), 8 * s)
+    canvas = table[..., None] * np.array([0.95, 0.97, 1.02], np.float32)
+    full = _object_frame(size, place)
+    board_sdf = _box_sdf(full.u, full.v, _BOARD_HALF[0] * s, _BOARD_HALF[1] * s, 8 * s)
+    shadow_sdf = _box_sdf(full.u - 3 * s, full.v - 3 * s, _BOARD_HALF[0] * s, _BOARD_HALF[1] * s, 8 * s)
+    canvas = canvas * (1.0 - 0.45 * (1.0 - _smoothstep(-2 * s, 7 * s, shadow_sdf)))[..., None]
+    board = _cover(board_sdf)
+    green = np.array([0.08, 0.34, 0.17], np.float32) * rng.uniform(0.96, 1.04, 3).astype(np.float32)
+    mask_texture = (
+        1.0
+        + 0.04 * _smooth_noise(rng, (size, size), 1.5 * s)
+        + 0.03 * _smooth_noise(rng, (size, size), 12 * s)
+    )
+    canvas = _blend(canvas, green * mask_texture[..., None], board)
+    traces = np.zeros((size, size), np.float32)
+    for trace in _BOARD_TRACES:
+        points = np.array([place.point(y, x) for y, x in trace], np.float32)
+        traces = np.maximum(traces, _polyline_alpha(size, points, 3.0 * s))
+    canvas = _blend(canvas, green * 1.45, traces * board)
+    ring, drill = (0.76, 0.63, 0.32), (0.10, 0.10, 0.10)
+    for y, x in _BOARD_HOLES:
+        cy, cx = place.point(y, x)
+        frame = _frame(size, cy, cx, 0.0, 10 * s)
+        if frame is not None:
+            _paint(canvas, frame, _fill(frame.u.shape, ring), _cover(_disc_sdf(frame.u, frame.v, 8 * s)))
+            _paint(canvas, frame, _fill(frame.u.shape, drill), _cover(_disc_sdf(frame.u, frame.v, 4.5 * s)))
+    designed = [place.part(*spec) for spec in _BOARD_PARTS]
+    for part in designed:
+        frame, cover = _pads(size, part, s)
+        if frame is not None and cover is not None:
+            _paint(canvas, frame, _fill(frame.u.shape, (0.80, 0.78, 0.72)), cover[0])
+            _paint(canvas, frame, _fill(frame.u.shape, (0.90, 0.90, 0.86)), cover[1])
+    layout = _Layout(
+        base=canvas.astype(np.float32),
+        light=_lighting(rng, size, 0.12),
+        noise=0.012 * rng.standard_normal((size, size, 3), dtype=np.float32),
+        parts=tuple(_jittered(rng, part, s) for part in designed),
+        spares=tuple(place.part(*spec) for spec in _BOARD_SPARES),
+        substitutes=(),
+        scale=s,
+    )
+    return _Scene(image=_render_parts(layout, layout.parts), region=board, layout=layout)
+
+
+# Blister pack: a 3 × 4 grid of pockets, one round tablet in each.
+_CARD_HALF = (86.0, 114.0)
+_POCKET_PITCH = 52.0
+_POCKET_RADIUS = 20.0
+_TABLET_DIAMETER = 29.0
+_POCKET_ROWS = (-1.0, 0.0, 1.0)
+_POCKET_COLS = (-1.5, -0.5, 0.5, 1.5)
+
+
+def _blister_pack(rng: np.random.Generator, size: int) -> _Scene:
+    s = size / REFERENCE_SIZE
+    place = _placement(rng, size)
+    cloth = rng.uniform(0.18, 0.23) + 0.02 * _smooth_noise(rng, (size, size), 3 * s)
+    canvas = cloth[..., None] * np.array([0.92, 0.95, 1.08], np.float32)
+    full = _object_frame(size, place)
+    card_sdf = _box_sdf(full.u, full.v, _CARD_HALF[0] * s, _CARD_HALF[1] * s, 10 * s)
+    shadow_sdf = _box_sdf(full.u - 3 * s, full.v - 3 * s, _CARD_HALF[0] * s, _CARD_HALF[1] * s, 10 * s)
+    canvas = canvas * (1.0 - 0.4 * (1.0 - _smoothstep(-2 * s, 7 * s, shadow_sdf)))[..., None]
+    card = _cover(card_sdf)
+    brushed = _smooth_noise(rng, (size, size), (0.8 * s, 25 * s))
+    foil = (rng.uniform(0.70, 0.76) + 0.03 * brushed)[..., None] * np.array([0.99, 1.0, 1.02], np.float32)
+    seal = _outline(card_sdf + 5 * s, 1.5 * s)
+    foil = foil * (1.0 - 0.12 * seal)[..., None]
+    canvas = _blend(canvas, foil, card)
+    designed = []
+    for row in _POCKET_ROWS:
+        for col in _POCKET_COLS:
+            y, x = row * _POCKET_PITCH, col * _POCKET_PITCH
+            cy, cx = place.point(y, x)
+            frame = _frame(size, cy, cx, 0.0, (_POCKET_RADIUS + 3) * s)
+            if frame is not None:
+                r = _POCKET_RADIUS * s
+                dome = _cover(_disc_sdf(frame.u, frame.v, r))
+                inside = _fill(frame.u.shape, (0.60, 0.63, 0.68))
+                inside *= (1.0 + 0.10 * (frame.u + frame.v) / r)[..., None]
+                _paint(canvas, frame, inside, dome)
+                glint = _outline(_disc_sdf(frame.u, frame.v, 0.86 * r), 1.5 * s) * np.clip(
+                    -(frame.u + frame.v) / r, 0, 1
+                )
+                _paint(canvas, frame, _fill(frame.u.shape, (0.97, 0.98, 1.0)), glint)
+            designed.append(
+                place.part("tablet", y, x, _TABLET_DIAMETER, _TABLET_DIAMETER, float(rng.uniform(0, 180)))
+            )
+    spares = [
+        place.part(
+            "tablet", row * _POCKET_PITCH, col * _POCKET_PITCH, _TABLET_DIAMETER, _TABLET_DIAMETER, 0.0
+        )
+        for row in (-0.5, 0.5)
+        for col in (-1.0, 0.0, 1.0)
+    ]
+    layout = _Layout(
+        base=canvas.astype(np.float32),
+        light=_lighting(rng, size, 0.10),
+        noise=0.012 * rng.standard_normal((size, size, 3), dtype=np.float32),
+        parts=tuple(_jittered(rng, part, s) for part in designed),
+        spares=tuple(spares),
+        substitutes=(
+            _Part("tablet", 0.0, 0.0, _TABLET_DIAMETER * s, _TABLET_DIAMETER * s, 0.0, style=1),
+            _Part("capsule", 0.0, 0.0, 34.0 * s, 15.0 * s, 0.0),
+        ),
+        scale=s,
+    )
+    return _Scene(image=_render_parts(layout, layout.parts), region=card, layout=layout)
+
+
+# --------------------------------------------------------------------------- structural defects
+#
+# ``contrast`` (1 / difficulty) scales how far a part is shifted or turned; a missing, extra
+# or wrong part is what it is.
+
+_SHIFT_RANGE = (7.0, 14.0)  # reference pixels
+_TURN_RANGE = (25.0, 90.0)  # degrees
+_MIN_SHIFT = 2.0
+_MIN_TURN = 6.0
+
+
+def _layout_of(scene: _Scene) -> _Layout:
+    assert scene.layout is not None
+    return scene.layout
+
+
+def _edited(scene: _Scene, parts: list[_Part], changed: Sequence[_Part]) -> tuple[np.ndarray, np.ndarray]:
+    layout = _layout_of(scene)
+    size = scene.image.shape[0]
+    alpha = np.zeros((size, size), np.float32)
+    for part in changed:
+        alpha = np.maximum(alpha, _footprint(size, part, layout.scale))
+    return _render_parts(layout, parts), alpha
+
+
+def _missing_part(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(_layout_of(scene).parts)
+    gone = parts.pop(int(rng.integers(len(parts))))
+    return _edited(scene, parts, [gone])
+
+
+def _shifted_part(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    layout = _layout_of(scene)
+    parts = list(layout.parts)
+    k = int(rng.integers(len(parts)))
+    distance = max(rng.uniform(*_SHIFT_RANGE) * contrast, _MIN_SHIFT) * layout.scale
+    direction = rng.uniform(0, 2 * math.pi)
+    moved = parts[k].moved(distance * math.sin(direction), distance * math.cos(direction))
+    old, parts[k] = parts[k], moved
+    return _edited(scene, parts, [old, moved])
+
+
+def _turned_part(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    layout = _layout_of(scene)
+    parts = list(layout.parts)
+    turnable = [i for i, p in enumerate(parts) if not math.isclose(p.height, p.width)]
+    k = turnable[int(rng.integers(len(turnable)))]
+    angle = max(rng.uniform(*_TURN_RANGE) * contrast, _MIN_TURN) * (1 if rng.random() < 0.5 else -1)
+    turned = parts[k].moved(turn=math.radians(angle))
+    old, parts[k] = parts[k], turned
+    return _edited(scene, parts, [old, turned])
+
+
+def _extra_part(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    layout = _layout_of(scene)
+    spare = _jittered(rng, layout.spares[int(rng.integers(len(layout.spares)))], layout.scale)
+    spare = spare.moved(turn=rng.uniform(0, math.pi) if spare.kind == "tablet" else 0.0)
+    return _edited(scene, [*layout.parts, spare], [spare])
+
+
+def _wrong_part(rng: np.random.Generator, scene: _Scene, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    layout = _layout_of(scene)
+    parts = list(layout.parts)
+    k = int(rng.integers(len(parts)))
+    wrong = layout.substitutes[int(rng.integers(len(layout.substitutes)))]
+    old = parts[k]
+    parts[k] = wrong.moved(old.cy, old.cx, old.angle + rng.uniform(0, math.pi))
+    return _edited(scene, parts, [old, parts[k]])
+
+
 _SCENES: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
     "carpet_weave": _carpet,
     "metal_plate": _metal,
     "pill_disc": _pill,
+    "circuit_board": _circuit_board,
+    "blister_pack": _blister_pack,
 }
 _DEFECTS: dict[str, dict[str, _DefectFn]] = {
     "carpet_weave": {
@@ -452,6 +1000,18 @@ _DEFECTS: dict[str, dict[str, _DefectFn]] = {
         "contamination": _pill_contamination,
         "crack": _pill_crack,
         "stain": _pill_stain,
+    },
+    "circuit_board": {
+        "missing": _missing_part,
+        "shifted": _shifted_part,
+        "rotated": _turned_part,
+        "extra": _extra_part,
+    },
+    "blister_pack": {
+        "empty": _missing_part,
+        "shifted": _shifted_part,
+        "extra": _extra_part,
+        "wrong_pill": _wrong_part,
     },
 }
 _MIN_MASK_PIXELS = 4

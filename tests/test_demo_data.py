@@ -1,8 +1,11 @@
 """Tests for the synthetic demo dataset generator."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from cainnflow.data import list_categories, load_mvtec_category, read_mask
 from cainnflow.demo_data import (
@@ -120,3 +123,78 @@ def test_difficulty_scales_contrast():
     change_easy = np.abs(easy.image.astype(float) - easy.clean)[easy.mask].mean()
     change_hard = np.abs(hard.image.astype(float) - hard.clean)[hard.mask].mean()
     assert change_easy > 2 * change_hard
+
+
+# Pinned renders of the first three categories (sha256 of image + mask bytes, first 16 hex
+# digits), recorded before the structural categories were added: they must never change.
+PINNED = {
+    ("carpet_weave", "train", "good", 0, 96): "cdd2be5e34469476",
+    ("carpet_weave", "test", "cut", 1, 96): "fe10da4f7285fdff",
+    ("carpet_weave", "test", "thread", 2, 256): "975c97153ce514f2",
+    ("metal_plate", "test", "good", 3, 96): "cb3bcede672abff7",
+    ("metal_plate", "test", "dent", 1, 96): "75d26ec76427c014",
+    ("metal_plate", "test", "stain", 2, 256): "83d1b26c7ab3f5b6",
+    ("pill_disc", "train", "good", 0, 256): "8e8c5a8e37e5995d",
+    ("pill_disc", "test", "chip", 1, 96): "ec197ef9e54ab7b5",
+    ("pill_disc", "test", "stain", 2, 96): "222db086b1e17121",
+}
+STRUCTURAL = ("circuit_board", "blister_pack")
+
+
+@pytest.mark.parametrize(("key", "digest"), PINNED.items(), ids=lambda k: "-".join(map(str, k)))
+def test_original_categories_unchanged(key, digest):
+    category, split, defect, index, size = key
+    sample = render_demo_sample(category, split=split, defect=defect, index=index, image_size=size)
+    assert hashlib.sha256(sample.image.tobytes() + sample.mask.tobytes()).hexdigest()[:16] == digest
+
+
+def test_structural_categories_registered():
+    for category in STRUCTURAL:
+        assert category in DEMO_CATEGORIES
+        assert len(DEMO_DEFECTS[category]) >= 4
+    assert DEMO_CATEGORIES[:3] == ("carpet_weave", "metal_plate", "pill_disc")
+
+
+@pytest.mark.parametrize("category", STRUCTURAL)
+def test_structural_defects_change_only_their_footprint(category):
+    size = 128
+    reach = 6  # pixels: soft shadows may fall just outside a part's footprint
+    for defect in DEMO_DEFECTS[category]:
+        for index in range(3):
+            sample = render_demo_sample(category, split="test", defect=defect, index=index, image_size=size)
+            changed = np.abs(sample.image.astype(int) - sample.clean).max(axis=-1) > 0
+            near = ndimage.binary_dilation(sample.mask, iterations=reach)
+            assert sample.mask.any() and sample.mask.mean() < 0.1, (defect, index)
+            assert not changed[~near].any(), (defect, index)  # nothing else moved
+            assert changed[sample.mask].mean() > 0.3, (defect, index)  # the masked part did change
+
+
+@pytest.mark.parametrize("category", STRUCTURAL)
+def test_structural_layout_is_fixed(category):
+    """Good images differ little from each other; a defect differs from them inside its mask."""
+    size = 128
+    goods = [render_demo_sample(category, index=i, image_size=size).image.astype(float) for i in range(4)]
+    typical = np.median(goods, axis=0)
+    normal_diff = np.mean([np.abs(g - typical).sum(-1).mean() for g in goods])
+    for defect in DEMO_DEFECTS[category]:
+        sample = render_demo_sample(category, split="test", defect=defect, index=0, image_size=size)
+        diff = np.abs(sample.image.astype(float) - typical).sum(-1)
+        assert diff[sample.mask].mean() > 2 * normal_diff, defect
+
+
+def test_difficulty_scales_shift():
+    easy = render_demo_sample("circuit_board", split="test", defect="shifted", difficulty=0.5, image_size=128)
+    hard = render_demo_sample("circuit_board", split="test", defect="shifted", difficulty=3.0, image_size=128)
+    assert easy.mask.sum() > hard.mask.sum()  # footprints overlap more when the shift is small
+    missing = render_demo_sample("blister_pack", split="test", defect="empty", image_size=128)
+    assert missing.mask.sum() < easy.mask.sum() * 4  # one tablet's footprint, not the pack
+
+
+def test_structural_generation_deterministic(tmp_path):
+    kwargs = {**SMALL, "categories": STRUCTURAL}
+    a = make_demo_dataset(tmp_path / "a", seed=0, **kwargs)
+    b = make_demo_dataset(tmp_path / "b", seed=0, **kwargs)
+    for category in STRUCTURAL:
+        assert _files(a / category) == _files(b / category)
+        data = load_mvtec_category(a, category)
+        assert data.has_masks and data.defect_types == tuple(sorted(DEMO_DEFECTS[category]))
