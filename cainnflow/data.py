@@ -19,14 +19,15 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from cainnflow.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ANOMALOUS_LABEL",
@@ -553,6 +554,8 @@ def preprocess(
     Returns:
         Float32 tensor ``(3, size, size)``.
     """
+    import torch  # lazily: folder parsing and image reading stay usable without torch
+
     if image.mode != "RGB":
         image = _to_rgb(image)
     if image.size != (size, size):
@@ -584,8 +587,8 @@ class DatasetItem(NamedTuple):
     index: int
 
 
-class AnomalyDataset(Dataset):
-    """Torch dataset over :class:`Sample` objects; works with the default DataLoader collate.
+class AnomalyDataset:
+    """Map-style torch dataset over :class:`Sample` objects; works with the default DataLoader collate.
 
     Args:
         samples: Samples to serve.
@@ -610,6 +613,8 @@ class AnomalyDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> DatasetItem:
+        import torch
+
         sample = self.samples[index]
         image = preprocess(read_image(sample.path), self.image_size, self.mean, self.std)
         size = self.image_size
