@@ -1,36 +1,72 @@
 """Checkpoints: tensors in safetensors, configuration as JSON — nothing is ever unpickled.
 
-A checkpoint is one ``.safetensors`` file. Its tensors are the model's trainable state (and
-the backbone's, when that cannot be rebuilt from a named source); its header metadata holds
-one JSON document under the key ``"cainnflow"`` with the model configuration, score
-statistics, threshold, training history and library version. Writes are atomic: the file is
-written beside the target and renamed over it, so a crash mid-save leaves the previous
-checkpoint intact.
+A checkpoint is one ``.safetensors`` file. Its tensors are the flows' state (and the
+backbone's, unless its weights can be had again by name: see
+:class:`cainnflow.weights.WeightsSource`); its header metadata holds one JSON document under
+the key ``"cainnflow"`` with the model configuration, the backbone's typed provenance, score
+statistics, threshold, training history, the dataset it was trained on and the library
+version. Writes are atomic: the file is written beside the target and renamed over it, so a
+crash mid-save leaves the previous checkpoint intact.
+
+Reading treats the file as hostile: every field is type- and bounds-checked
+(:class:`cainnflow.model.CAINNFlowConfig` caps sizes so nothing can allocate without bound)
+and any problem is one :class:`CheckpointError` line.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import re
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from .errors import CheckpointError
+from . import __version__
+from .backbone import backbone_from_state, create_backbone
+from .device import resolve_device
+from .errors import CheckpointError, WeightsUnavailableError
+from .model import CAINNFlow, CAINNFlowConfig
+from .registry import BACKBONES
+from .scoring import ScoreStats
+from .training import TrainingHistory
+from .weights import WeightsOrigin, WeightsSource
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_SUFFIX", "FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
+if TYPE_CHECKING:
+    from .detector import Detector
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_SUFFIX",
+    "FORMAT_VERSION",
+    "DetectorParts",
+    "detector_document",
+    "detector_to_bytes",
+    "load_detector_parts",
+    "read_checkpoint",
+    "save_detector",
+    "write_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cainnflow-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the feature standardisation is the first module of each flow (``flows.i.module_list.0``)."""
 CHECKPOINT_SUFFIX = ".safetensors"
 METADATA_KEY = "cainnflow"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_INFO_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 32
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80
 _PICKLE_PROTOCOLS = range(2, 6)
@@ -122,14 +158,18 @@ def read_checkpoint(source: str | Path | bytes | BinaryIO) -> tuple[dict[str, to
             raise CheckpointError(f"{name} is not a cainnflow checkpoint (file too short: {len(data)} bytes)")
         raise CheckpointError(f"{name} is not a valid safetensors file (truncated or corrupt header)")
     metadata = header.get("__metadata__") or {}
-    if METADATA_KEY not in metadata:
+    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{name} is a safetensors file but not a cainnflow checkpoint (no '{METADATA_KEY}' metadata)"
         )
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
+        raise CheckpointError(f"{name}: its cainnflow metadata is not a JSON string")
     try:
         config = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{name}: its cainnflow metadata is not valid JSON") from exc
+    if _depth(config) > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{name}: its cainnflow metadata is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{name} is not a cainnflow checkpoint (unknown format)")
     version = config.get("format_version")
@@ -140,6 +180,211 @@ def read_checkpoint(source: str | Path | bytes | BinaryIO) -> tuple[dict[str, to
         )
     try:
         tensors = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{name} is truncated or corrupt: {exc}") from exc
+    except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{name} is truncated or corrupt: {_first_line(exc)}") from exc
+    if version < FORMAT_VERSION:
+        tensors = _upgrade_v1_tensors(tensors)
     return tensors, config
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """Nesting depth of a parsed JSON value (iterative limit: stops counting past the cap)."""
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+_V1_FLOW_KEY = re.compile(r"^flows\.(\d+)\.module_list\.(\d+)\.(.+)$")
+_V1_STANDARDIZER_KEY = re.compile(r"^standardizers\.(\d+)\.(mean|std)$")
+
+
+def _upgrade_v1_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Format 1 kept the standardisers beside the flows; format 2 puts them at each flow's head."""
+    upgraded: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        if match := _V1_FLOW_KEY.match(key):
+            scale, index, rest = match.groups()
+            upgraded[f"flows.{scale}.module_list.{int(index) + 1}.{rest}"] = value
+        elif match := _V1_STANDARDIZER_KEY.match(key):
+            scale, name = match.groups()
+            upgraded[f"flows.{scale}.module_list.0.{name}"] = value
+        else:
+            upgraded[key] = value
+    return upgraded
+
+
+# ------------------------------------------------------------------------------------ detectors
+
+
+@dataclass(frozen=True)
+class DetectorParts:
+    """What a checkpoint holds, validated, ready to make a :class:`cainnflow.detector.Detector`."""
+
+    model: CAINNFlow
+    stats: ScoreStats | None
+    threshold: float | None
+    history: TrainingHistory | None
+    info: dict[str, Any]
+
+
+def detector_document(detector: Detector) -> dict[str, Any]:
+    """The JSON document stored in a detector's checkpoint."""
+    source: WeightsSource = detector.backbone.weights
+    return {
+        "library_version": __version__,
+        "model": detector.config.to_dict(),
+        "backbone_weights": source.to_dict(),
+        "backbone_weights_source": source.label,
+        "backbone_embedded": not source.rebuildable,
+        "stats": detector.stats.to_dict() if detector.stats else None,
+        "threshold": detector.threshold,
+        "history": detector.history.to_dict() if detector.history else None,
+        "info": detector.info,
+    }
+
+
+def save_detector(detector: Detector, path: str | Path) -> Path:
+    """Writes a detector's checkpoint (atomically): flows, and the backbone unless rebuildable by name."""
+    document = detector_document(detector)
+    tensors = {f"flows.{k}": v for k, v in detector.model.flows.state_dict().items()}
+    if document["backbone_embedded"]:
+        tensors.update({f"backbone.{k}": v for k, v in detector.backbone.state_dict().items()})
+    return write_checkpoint(path, tensors, document)
+
+
+def detector_to_bytes(detector: Detector) -> bytes:
+    """A detector's checkpoint as bytes (for downloads)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_detector(detector, Path(tmp) / "model.safetensors").read_bytes()
+
+
+def _finite_or_none(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CheckpointError(f"checkpoint field {what} must be a finite number, got {str(value)[:40]!r}")
+    return float(value)
+
+
+def _parse_stats(value: Any) -> ScoreStats | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CheckpointError("checkpoint field stats must be an object")
+    fields = ScoreStats.__dataclass_fields__
+    missing = [k for k in fields if k not in value]
+    if missing:
+        raise CheckpointError(f"checkpoint field stats lacks {', '.join(missing)}")
+    numbers = {k: _finite_or_none(value[k], f"stats.{k}") for k in fields}
+    if numbers["n_images"] is None or numbers["n_images"] < 1 or numbers["image_std"] < 0:
+        raise CheckpointError("checkpoint field stats holds impossible values (n_images < 1 or std < 0)")
+    numbers["n_images"] = int(numbers["n_images"])
+    return ScoreStats(**numbers)
+
+
+def _parse_history(value: Any) -> TrainingHistory | None:
+    if value is None:
+        return None
+    try:
+        history = TrainingHistory.from_dict(value)
+        for record in history.epochs:
+            _finite_or_none(record.train_loss, "history.train_loss")
+            _finite_or_none(record.val_loss, "history.val_loss")
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint field history is malformed: {_first_line(exc)}") from exc
+    return history
+
+
+def _parse_weights_source(doc: dict[str, Any]) -> WeightsSource | None:
+    recorded = doc.get("backbone_weights")
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict):
+        raise CheckpointError("checkpoint field backbone_weights must be an object")
+    try:
+        return WeightsSource.from_dict(recorded)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint field backbone_weights is invalid: {_first_line(exc)}") from exc
+
+
+def load_detector_parts(
+    source: str | Path | bytes | BinaryIO,
+    *,
+    device: str | torch.device = "auto",
+    weights: str | Path | None = None,
+) -> DetectorParts:
+    """Reads and validates a detector checkpoint.
+
+    Args:
+        source: path, bytes or binary file object.
+        device: where to put the model.
+        weights: backbone weights to use instead of the recorded source (a local file for a
+            hub backbone on an offline machine); ignored when the backbone is embedded.
+
+    Raises:
+        CheckpointError: any field is missing, of the wrong type, out of bounds, or the
+            tensors do not fit the configuration (one line).
+        WeightsUnavailableError: a backbone that is not embedded cannot be had here.
+    """
+    tensors, doc = read_checkpoint(source)
+    model_doc = doc.get("model")
+    if not isinstance(model_doc, dict):
+        raise CheckpointError("checkpoint has no model configuration")
+    try:
+        config = CAINNFlowConfig.from_dict(model_doc)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint has an invalid model configuration: {_first_line(exc)}") from exc
+    if config.backbone not in BACKBONES:
+        raise CheckpointError(f"checkpoint uses unknown backbone {config.backbone!r}")
+    stats = _parse_stats(doc.get("stats"))
+    threshold = _finite_or_none(doc.get("threshold"), "threshold")
+    history = _parse_history(doc.get("history"))
+    info = doc.get("info") or {}
+    if not isinstance(info, dict) or len(json.dumps(info)) > MAX_INFO_BYTES:
+        raise CheckpointError(f"checkpoint field info must be an object of at most {MAX_INFO_BYTES} bytes")
+    recorded = _parse_weights_source(doc)
+    embedded = doc.get("backbone_embedded")
+    if not isinstance(embedded, bool):
+        raise CheckpointError("checkpoint field backbone_embedded must be true or false")
+    if embedded:
+        if recorded is None:  # format 1 kept only a label
+            label = doc.get("backbone_weights_source")
+            origin = WeightsOrigin.RANDOM if "random" in str(label) else WeightsOrigin.FILE
+            recorded = WeightsSource(origin, str(label)[:200])
+        state = {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        try:
+            backbone = backbone_from_state(
+                config.backbone, state, out_indices=config.out_indices, recorded=recorded
+            )
+        except WeightsUnavailableError as exc:
+            raise CheckpointError(f"checkpoint's {exc}") from exc
+    else:
+        backbone = create_backbone(config.backbone, weights=weights or "auto", out_indices=config.out_indices)
+    try:
+        model = CAINNFlow(backbone, config)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"checkpoint configuration does not fit its backbone: {_first_line(exc)}"
+        ) from exc
+    state = {k[len("flows.") :]: v for k, v in tensors.items() if k.startswith("flows.")}
+    try:
+        model.flows.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint tensors do not match its configuration: {_first_line(exc)}"
+        ) from exc
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise CheckpointError("checkpoint holds non-finite flow weights")
+    model.to(resolve_device(device)).eval()
+    return DetectorParts(model, stats, threshold, history, info)

@@ -27,8 +27,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .backbone import BACKBONES, DEFAULT_BACKBONE
     from .model import CAINNFlowConfig
+    from .registry import BACKBONES, DEFAULT_BACKBONE
     from .subnet import VARIANTS
     from .training import TrainConfig
 
@@ -119,10 +119,10 @@ def _progress_printer(quiet: bool):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .backbone import BACKBONES
     from .data import load_mvtec_category
     from .detector import Detector
     from .model import CAINNFlowConfig
+    from .registry import BACKBONES
     from .training import TrainConfig
 
     data = load_mvtec_category(args.data_root, args.category)

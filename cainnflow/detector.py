@@ -27,12 +27,11 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from . import __version__
-from .backbone import BACKBONES, FeatureExtractor, create_backbone
-from .checkpoint import read_checkpoint, write_checkpoint
+from .backbone import FeatureExtractor, create_backbone
+from .checkpoint import detector_to_bytes, load_detector_parts, save_detector
 from .data import AnomalyDataset, CategoryData, Sample, preprocess, read_image, split_train_val
 from .device import autocast_dtype, resolve_device
-from .errors import CheckpointError, DataError, TrainingError
+from .errors import DataError, TrainingError
 from .evaluation import EvaluationResult
 from .metrics import percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
@@ -263,39 +262,13 @@ class Detector:
         )
 
     # ------------------------------------------------------------------ persistence
-    def _embeds_backbone(self) -> bool:
-        spec = BACKBONES[self.config.backbone]
-        source = self.backbone.weights_source.lower()
-        from_package = spec.offline_package is not None and "random" not in source and "file" not in source
-        from_hub = "hub" in source
-        return not (from_package or from_hub)
-
-    def checkpoint_document(self) -> dict[str, Any]:
-        return {
-            "library_version": __version__,
-            "model": self.config.to_dict(),
-            "backbone_weights_source": self.backbone.weights_source,
-            "backbone_embedded": self._embeds_backbone(),
-            "stats": self.stats.to_dict() if self.stats else None,
-            "threshold": self.threshold,
-            "history": self.history.to_dict() if self.history else None,
-            "info": self.info,
-        }
-
     def save(self, path: str | Path) -> Path:
-        """Writes the detector to a ``.safetensors`` checkpoint (atomically)."""
-        tensors = {f"flows.{k}": v for k, v in self.model.flows.state_dict().items()}
-        tensors.update({f"standardizers.{k}": v for k, v in self.model.standardizers.state_dict().items()})
-        if self._embeds_backbone():
-            tensors.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
-        return write_checkpoint(path, tensors, self.checkpoint_document())
+        """Writes the detector to a ``.safetensors`` checkpoint (atomically); see :mod:`cainnflow.checkpoint`."""
+        return save_detector(self, path)
 
     def to_bytes(self) -> bytes:
         """The checkpoint as bytes (for downloads)."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            return self.save(Path(tmp) / "model.safetensors").read_bytes()
+        return detector_to_bytes(self)
 
     @classmethod
     def load(
@@ -314,48 +287,10 @@ class Detector:
                 for a hub backbone on an offline machine).
 
         Raises:
-            CheckpointError: the file is not a usable cainnflow checkpoint.
+            CheckpointError: the file is not a usable cainnflow checkpoint (one line says why).
             WeightsUnavailableError: the backbone's weights cannot be had here.
         """
-        tensors, doc = read_checkpoint(source)
-        try:
-            config = CAINNFlowConfig.from_dict(doc["model"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint has an invalid model configuration: {exc}") from exc
-        if config.backbone not in BACKBONES:
-            raise CheckpointError(f"checkpoint uses unknown backbone {config.backbone!r}")
-        embedded = bool(doc.get("backbone_embedded"))
-        if embedded:
-            backbone_logger = logging.getLogger("cainnflow.backbone")
-            level = backbone_logger.level
-            backbone_logger.setLevel(logging.ERROR)  # weights come from the checkpoint below
-            try:
-                backbone = create_backbone(config.backbone, weights="random", out_indices=config.out_indices)
-            finally:
-                backbone_logger.setLevel(level)
-            state = {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
-            try:
-                backbone.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"checkpoint's backbone weights do not fit {config.backbone}: {exc}"
-                ) from exc
-            backbone.weights_source = str(doc.get("backbone_weights_source", "checkpoint"))
-        else:
-            backbone = create_backbone(
-                config.backbone, weights=weights or "auto", out_indices=config.out_indices
-            )
-        model = CAINNFlow(backbone, config)
-        for prefix, module in (("flows.", model.flows), ("standardizers.", model.standardizers)):
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            try:
-                module.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
-                raise CheckpointError(f"checkpoint tensors do not match its configuration: {first}") from exc
-        model.to(resolve_device(device)).eval()
-        stats = ScoreStats.from_dict(doc["stats"]) if doc.get("stats") else None
-        history = TrainingHistory.from_dict(doc["history"]) if doc.get("history") else None
+        parts = load_detector_parts(source, device=device, weights=weights)
         return cls(
-            model, stats=stats, threshold=doc.get("threshold"), history=history, info=doc.get("info") or {}
+            parts.model, stats=parts.stats, threshold=parts.threshold, history=parts.history, info=parts.info
         )

@@ -11,6 +11,10 @@ shape, trained so that ``z ~ N(0, I)`` for defect-free images. Each *step* (the 
 * ``coupling="allinone"``: FrEIA ``AllInOneBlock`` (one half per block plus a learned global
   affine scaling), as FastFlow uses.
 
+With ``standardize=True`` the flow opens with a :class:`FeatureStandardizer`, the fixed
+per-channel map ``(x − mean) / std`` fitted once on training features, as a FrEIA invertible
+module: forward, inverse and log-determinant bookkeeping live in one place.
+
 The flow is fully convolutional, so it runs on any H × W.
 """
 
@@ -21,13 +25,55 @@ from typing import Literal, get_args
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
 import numpy as np
+import torch
+from torch import Tensor
 
 from .subnet import SubnetVariant, create_subnet
 
-__all__ = ["COUPLINGS", "CouplingType", "build_flow"]
+__all__ = ["COUPLINGS", "CouplingType", "FeatureStandardizer", "build_flow"]
 
 CouplingType = Literal["glow", "allinone"]
 COUPLINGS: tuple[str, ...] = get_args(CouplingType)
+
+STD_FLOOR_RELATIVE = 0.05
+"""A channel's std is floored at this fraction of the median channel std: a channel that is
+near-constant on the training images cannot turn a small test-time change into a huge z."""
+STD_FLOOR_ABSOLUTE = 1e-6
+
+
+class FeatureStandardizer(Fm.InvertibleModule):
+    """Fixed per-channel affine map ``y = (x − mean) / std`` as a FrEIA invertible module.
+
+    The statistics are buffers set once from training features (:meth:`fit`); before that the
+    map is the identity. Forward returns ``log|det| = −H·W·Σ_c log std_c`` per image; the
+    inverse returns its negative, as FrEIA's contract asks.
+    """
+
+    def __init__(self, dims_in, dims_c=None) -> None:
+        super().__init__(dims_in, dims_c)
+        channels = dims_in[0][0]
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    @torch.no_grad()
+    def fit(self, features: Tensor) -> None:
+        """Sets the statistics from features (N, C, H, W), with a floor on each std."""
+        features = features.to(self.mean.device, torch.float32)
+        std = features.std(dim=(0, 2, 3), keepdim=True)
+        floor = max(STD_FLOOR_ABSOLUTE, STD_FLOOR_RELATIVE * float(std.flatten().median()))
+        self.mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
+        self.std.copy_(std.clamp_min(floor))
+
+    def forward(self, x_or_z, c=None, rev: bool = False, jac: bool = True):
+        x = x_or_z[0]
+        log_det = -torch.log(self.std).sum() * x.shape[2] * x.shape[3]
+        log_det = log_det.to(x.dtype).expand(x.shape[0])
+        if rev:
+            return (x * self.std + self.mean,), -log_det
+        return ((x - self.mean) / self.std,), log_det
+
+    def output_dims(self, input_dims):
+        return input_dims
 
 
 def build_flow(
@@ -43,6 +89,7 @@ def build_flow(
     coupling: CouplingType = "glow",
     kernel_size: int = 3,
     seed: int = 0,
+    standardize: bool = False,
 ) -> Ff.SequenceINN:
     """Builds one scale's flow.
 
@@ -56,6 +103,7 @@ def build_flow(
         coupling: ``"glow"`` (paper Eq. 1) or ``"allinone"``.
         kernel_size: subnet convolution size (3 in the paper).
         seed: seeds the fixed channel permutations, so a flow is reproducible.
+        standardize: open the flow with a :class:`FeatureStandardizer` (``module_list[0]``).
 
     Returns:
         A ``SequenceINN``: ``z, log_jac_det = flow(x)`` with ``log_jac_det`` of shape (N,);
@@ -69,6 +117,8 @@ def build_flow(
         raise ValueError(f"a coupling flow needs at least 2 channels, got {channels}")
     subnet = create_subnet(variant, hidden_ratio=hidden_ratio, reduction=reduction, kernel_size=kernel_size)
     flow = Ff.SequenceINN(channels, height, width)
+    if standardize:
+        flow.append(FeatureStandardizer)
     # FrEIA draws its permutations from numpy's global generator; fork it so building a
     # flow neither depends on nor disturbs the caller's random state.
     state = np.random.get_state()

@@ -120,9 +120,7 @@ def sample_latents(
 
 
 @torch.no_grad()
-def generate_features(
-    model: CAINNFlow, n: int = 1, temperature: float = 1.0, seed: int = 0
-) -> list[Tensor]:
+def generate_features(model: CAINNFlow, n: int = 1, temperature: float = 1.0, seed: int = 0) -> list[Tensor]:
     """Samples ``z ~ N(0, T² I)`` and runs the flows backwards: generated features, on the CPU."""
     z = sample_latents(model.feature_shapes, n=n, temperature=temperature, seed=seed)
     features = model.inverse([zi.to(model.device) for zi in z])
@@ -235,7 +233,7 @@ def perturbation_experiment(
     feats_new = [inv if inv is not None else f for inv, f in zip(inverted, features, strict=True)]
     k = injection.scale
     z_again = list(z_list)
-    z_again[k] = model.flows[k](model.standardizers[k](feats_new[k]))[0]  # only this scale changed
+    z_again[k] = model.flows[k](feats_new[k])[0]  # only this scale changed
     return PerturbationResult(
         z=z_list,
         z_perturbed=z_new,

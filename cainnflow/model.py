@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from .attention import CBAM
-from .backbone import DEFAULT_BACKBONE, FeatureExtractor
-from .flow import CouplingType, build_flow
+from .backbone import FeatureExtractor
+from .flow import COUPLINGS, CouplingType, FeatureStandardizer, build_flow
+from .registry import DEFAULT_BACKBONE
 from .scoring import COMBINES, POOLINGS, anomaly_map, image_scores
 from .subnet import VARIANTS, SubnetVariant
 
@@ -28,12 +29,35 @@ __all__ = [
     "AttentionMaps",
     "CAINNFlow",
     "CAINNFlowConfig",
-    "FeatureStandardizer",
     "FlowOutput",
     "negative_log_likelihood",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
+MAX_STAGES = 8
+MAX_STAGE_INDEX = 64
+CONFIG_BOUNDS: dict[str, tuple[float, float]] = {
+    "image_size": (32, 1024),
+    "steps": (1, 8),
+    "hidden_ratio": (0.0, 8.0),
+    "reduction": (1, 1024),
+    "clamp": (0.0, 20.0),
+    "sigma": (0.0, 64.0),
+    "seed": (0, 2**31 - 1),
+}
+"""Inclusive bounds of the numeric settings: a configuration (say, from an uploaded
+checkpoint) can never ask for an unbounded allocation."""
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    """Strict JSON-ish type check: bools are not numbers, ints are accepted as floats."""
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise ValueError(
+            f"{name} must be {'a number' if kind is float else kind.__name__}, got {value!r:.40}"
+        )
 
 
 @dataclass(frozen=True)
@@ -46,9 +70,7 @@ class CAINNFlowConfig:
         image_size: square input size in pixels.
         variant: coupling subnet arrangement, ``CA``, ``AC``, ``CAC`` (paper) or ``CC``.
         steps: coupling blocks per scale (the paper's "step"; its Table 3 is best at 2 with
-            ResNet18). 1 is the default: on MVTec bottle with EfficientNet-Lite0 and 10 epochs it
-            gave pixel AUROC 98.61 vs 98.33 for 2 steps (mean of 3 seeds) in half the time
-            (benchmarks/README.md).
+            ResNet18). The default, 1, was chosen by measurement (benchmarks/README.md).
         hidden_ratio: subnet hidden width relative to its input channels.
         reduction: CBAM channel-attention reduction ratio ``r``.
         clamp: soft clamp on the coupling log-scales.
@@ -76,18 +98,37 @@ class CAINNFlowConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_type("backbone", self.backbone, str)
+        for name in ("image_size", "steps", "reduction", "seed"):
+            _check_type(name, getattr(self, name), int)
+        for name in ("hidden_ratio", "clamp", "sigma"):
+            _check_type(name, getattr(self, name), float)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {', '.join(COUPLINGS)}")
         if self.combine not in COMBINES:
             raise ValueError(f"unknown combine {self.combine!r}; choose one of {', '.join(COMBINES)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        for name, (low, high) in CONFIG_BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+        if self.hidden_ratio <= 0 or self.clamp <= 0:
+            raise ValueError("hidden_ratio and clamp must be positive")
         if self.out_indices is not None:
-            object.__setattr__(self, "out_indices", tuple(int(i) for i in self.out_indices))
+            indices = self.out_indices
+            if isinstance(indices, str | bytes) or not hasattr(indices, "__iter__"):
+                raise ValueError(f"out_indices must be a list of stage indices, got {indices!r}")
+            indices = tuple(indices)
+            if not 1 <= len(indices) <= MAX_STAGES:
+                raise ValueError(f"out_indices must name 1 to {MAX_STAGES} stages, got {len(indices)}")
+            for index in indices:
+                _check_type("out_indices", index, int)
+                if not 0 <= index <= MAX_STAGE_INDEX:
+                    raise ValueError(f"out_indices must be between 0 and {MAX_STAGE_INDEX}, got {index}")
+            object.__setattr__(self, "out_indices", tuple(int(i) for i in indices))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -139,35 +180,6 @@ class AttentionMaps:
     spatial: Tensor
 
 
-class FeatureStandardizer(nn.Module):
-    """Fixed per-channel affine map ``(x - mean) / std`` with its inverse and log-det.
-
-    The statistics are buffers set once from training features (:meth:`fit`).
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
-
-    @torch.no_grad()
-    def fit(self, features: Tensor, eps: float = 1e-6) -> None:
-        """Sets the statistics from features (N, C, H, W)."""
-        features = features.to(self.mean.device, torch.float32)
-        self.mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
-        self.std.copy_(features.std(dim=(0, 2, 3), keepdim=True).clamp_min(eps))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-    def inverse(self, y: Tensor) -> Tensor:
-        return y * self.std + self.mean
-
-    def log_jac_det(self, height: int, width: int) -> Tensor:
-        """Scalar log-determinant of the map over an (H, W) feature map."""
-        return -torch.log(self.std).sum() * height * width
-
-
 class CAINNFlow(nn.Module):
     """Frozen backbone + per-scale CAINNFlow normalizing flows.
 
@@ -182,7 +194,6 @@ class CAINNFlow(nn.Module):
         self.backbone = backbone
         shapes = backbone.feature_shapes(config.image_size)
         self.feature_shapes: list[tuple[int, int, int]] = [tuple(s) for s in shapes]
-        self.standardizers = nn.ModuleList(FeatureStandardizer(c) for c, _, _ in shapes)
         self.flows = nn.ModuleList(
             build_flow(
                 c,
@@ -195,9 +206,15 @@ class CAINNFlow(nn.Module):
                 clamp=config.clamp,
                 coupling=config.coupling,
                 seed=config.seed + i,
+                standardize=True,
             )
             for i, (c, h, w) in enumerate(shapes)
         )
+
+    @property
+    def standardizers(self) -> list[FeatureStandardizer]:
+        """The fixed feature standardisation at the head of each scale's flow."""
+        return [flow.module_list[0] for flow in self.flows]
 
     @property
     def num_scales(self) -> int:
@@ -232,10 +249,10 @@ class CAINNFlow(nn.Module):
             :class:`FlowOutput`; ``log_jac_det`` includes the standardisation.
         """
         zs, jacs = [], []
-        for standardizer, flow, feats in zip(self.standardizers, self.flows, features, strict=True):
-            z, jac = flow(standardizer(feats))
+        for flow, feats in zip(self.flows, features, strict=True):
+            z, jac = flow(feats)
             zs.append(z)
-            jacs.append(jac + standardizer.log_jac_det(feats.shape[2], feats.shape[3]))
+            jacs.append(jac)
         return FlowOutput(zs, jacs)
 
     def anomaly_map(self, z: Sequence[Tensor]) -> Tensor:
@@ -261,12 +278,12 @@ class CAINNFlow(nn.Module):
             Features in the backbone's space, one per scale (None where skipped).
         """
         out: list[Tensor | None] = []
-        for standardizer, flow, zi in zip(self.standardizers, self.flows, z, strict=True):
+        for flow, zi in zip(self.flows, z, strict=True):
             if zi is None:
                 out.append(None)
                 continue
             x, _ = flow(zi, rev=True)
-            out.append(standardizer.inverse(x))
+            out.append(x)
         return out
 
     @contextmanager

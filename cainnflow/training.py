@@ -213,6 +213,7 @@ def fit_flows(
         TrainingError: the loss became NaN or infinite (the last good state is restored).
     """
     device = model.device
+    entry_state = copy.deepcopy(model.flows.state_dict())  # restored if nothing good comes of it
     model.fit_standardizers(train_features)
     params = model.flow_parameters()
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -231,10 +232,9 @@ def fit_flows(
         epoch_start = time.perf_counter()
         running = 0.0
         seen = 0
-        last_good_state = copy.deepcopy(model.flows.state_dict())
         for step in range(1, steps + 1):
             if _check_cancel(cancel):
-                model.flows.load_state_dict(best_state if history.epochs else last_good_state)
+                model.flows.load_state_dict(best_state if history.epochs else entry_state)
                 if not history.epochs:
                     raise TrainingCancelled("training cancelled before the first epoch finished")
                 history.cancelled = True
@@ -245,7 +245,7 @@ def fit_flows(
             batch = [f[idx].to(device, non_blocking=True) for f in train_features]
             loss = negative_log_likelihood(model(batch))
             if not torch.isfinite(loss):
-                model.flows.load_state_dict(best_state if history.epochs else last_good_state)
+                model.flows.load_state_dict(best_state if history.epochs else entry_state)
                 model.flows.eval()
                 raise TrainingError(
                     f"the training loss became {loss.item()} at epoch {epoch}, step {step}; "

@@ -9,15 +9,16 @@ import streamlit as st
 
 from app import display, loaders, state
 from app.jobs import TrainingJob
-from cainnflow.backbone import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES, backbone_weights_available
 from cainnflow.data import CategoryData
 from cainnflow.demo_data import DEMO_CATEGORIES
 from cainnflow.detector import Detector
 from cainnflow.device import resolve_device
 from cainnflow.errors import CainnflowError
 from cainnflow.model import CAINNFlowConfig
+from cainnflow.registry import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES
 from cainnflow.subnet import VARIANTS
 from cainnflow.training import TrainConfig
+from cainnflow.weights import backbone_weights_available
 
 POLL_SECONDS = 1.0
 SOURCES = {"demo": "Synthetic demo", "mvtec": "MVTec-layout folder", "custom": "Custom folders"}

@@ -11,20 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from cainnflow import backbone as backbone_module
-from cainnflow.backbone import (
-    BACKBONES,
-    DEFAULT_BACKBONE,
-    OFFLINE_BACKBONES,
-    FeatureExtractor,
-    UnknownBackboneError,
-    backbone_weights_available,
-    create_backbone,
-    fuse_conv_batchnorm,
-    get_backbone_spec,
-    load_weights_file,
-    map_efficientnet_pytorch_keys,
-    offline_weights_path,
-)
+from cainnflow.backbone import FeatureExtractor, create_backbone
+from cainnflow.registry import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES, UnknownBackboneError, get_backbone_spec
+from cainnflow.speedups import fuse_conv_batchnorm
+from cainnflow.weights import backbone_weights_available, load_weights_file, map_efficientnet_pytorch_keys, offline_weights_path
 from cainnflow.errors import CainnflowError, WeightsUnavailableError
 
 LITE0 = "tf_efficientnet_lite0"

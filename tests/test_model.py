@@ -46,7 +46,7 @@ def test_log_det_with_standardizer_matches_autograd(tiny_backbone):
     c, h, w = x.shape[1:]
 
     def f(flat):
-        return model.flows[1](model.standardizers[1](flat.view(1, c, h, w)))[0].reshape(-1)
+        return model.flows[1](flat.view(1, c, h, w))[0].reshape(-1)  # the flow opens with its standardizer
 
     _, logabsdet = torch.linalg.slogdet(torch.autograd.functional.jacobian(f, x.reshape(-1)))
     jac = model([feats[0][:1], x]).log_jac_det[1][0]
