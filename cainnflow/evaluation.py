@@ -15,7 +15,6 @@ from threading import Event
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .data import CategoryData
 from .errors import DataError, TrainingError
@@ -34,7 +33,7 @@ from .metrics import (
 if TYPE_CHECKING:
     from .detector import Detector
 
-__all__ = ["DefectRow", "EvaluationResult", "ImageResult", "evaluate"]
+__all__ = ["DefectRow", "EvaluationResult", "ImageResult", "evaluate", "evaluation_result"]
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,6 @@ def _defect_rows(
     return rows
 
 
-@torch.no_grad()
 def evaluate(
     detector: Detector,
     data: CategoryData,
@@ -166,6 +164,8 @@ def evaluate(
         DataError: the category has no test images.
         TrainingError: cancelled through ``cancel``.
     """
+    import torch  # lazily: evaluation_result is shared with the torch-free export runtime
+
     if not data.test:
         raise DataError(f"category {data.name!r} has no test images to evaluate on")
     device = detector.device
@@ -188,10 +188,37 @@ def evaluate(
         has_mask.append(batch[3].numpy().astype(bool))
         if callback is not None:
             callback(step, len(loader))
-    map_arr = np.concatenate(maps)
-    score_arr = np.concatenate(scores).astype(np.float64)
-    mask_arr = np.concatenate(masks)
-    has_mask_arr = np.concatenate(has_mask)
+    return evaluation_result(
+        data,
+        np.concatenate(maps),
+        np.concatenate(scores),
+        np.concatenate(masks),
+        np.concatenate(has_mask),
+        detector.threshold,
+        elapsed,
+    )
+
+
+def evaluation_result(
+    data: CategoryData,
+    map_arr: np.ndarray,
+    scores: np.ndarray,
+    mask_arr: np.ndarray,
+    has_mask_arr: np.ndarray,
+    threshold: float | None,
+    elapsed: float,
+) -> EvaluationResult:
+    """Metrics of scored test images (pure numpy; shared by every engine that scores).
+
+    Args:
+        data: the category; ``data.test`` in the order the images were scored.
+        map_arr: anomaly maps (N, S, S). scores: image scores (N,).
+        mask_arr: ground truth (N, S, S) bool (all False without a mask).
+        has_mask_arr: (N,) whether the mask is real ground truth (True for good images).
+        threshold: the model's decision threshold (None: the median score).
+        elapsed: seconds spent scoring, for ``ms_per_image``.
+    """
+    score_arr = np.asarray(scores).astype(np.float64)
     labels = np.array([s.label for s in data.test], dtype=np.int64)
     # Pixel metrics use good images (all-zero masks, exact) and anomalous images with masks.
     pixel_rows = (labels == 0) | has_mask_arr
@@ -199,7 +226,7 @@ def evaluate(
     px_masks, px_maps = mask_arr[pixel_rows], map_arr[pixel_rows]
     two_classes = len(set(labels.tolist())) == 2
     f1_thr, f1 = f1_optimal_threshold(labels, score_arr) if two_classes else (None, None)
-    threshold = detector.threshold if detector.threshold is not None else float(np.median(score_arr))
+    threshold = threshold if threshold is not None else float(np.median(score_arr))
     return EvaluationResult(
         category=data.name,
         image_auroc=image_auroc(labels, score_arr),
