@@ -1,4 +1,4 @@
-"""Command line: ``python -m cainnflow {make-demo-data,train,evaluate,predict}``.
+"""Command line: ``python -m cainnflow {make-demo-data,train,evaluate,predict,export}``.
 
 Bad arguments and bad files end with a non-zero exit code and one clear line on stderr,
 never a traceback.
@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -61,8 +62,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_scoring_commands(sub)
+    return parser
+
+
+_CHECKPOINT_HELP = "a .safetensors checkpoint, or a folder written by 'export' (runs without PyTorch)"
+
+
+def _add_scoring_commands(sub) -> None:
+    """evaluate, predict and export (torch-free, so an export runs where torch is not installed)."""
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on a category's test split")
-    ev.add_argument("--checkpoint", type=Path, required=True)
+    ev.add_argument("--checkpoint", type=Path, required=True, help=_CHECKPOINT_HELP)
     ev.add_argument("--data-root", type=Path, required=True)
     ev.add_argument("--category", required=True)
     ev.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
@@ -70,12 +80,17 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=8)
 
     pr = sub.add_parser("predict", help="score images and write overlays and raw maps")
-    pr.add_argument("--checkpoint", type=Path, required=True)
+    pr.add_argument("--checkpoint", type=Path, required=True, help=_CHECKPOINT_HELP)
     pr.add_argument("images", type=Path, nargs="+")
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     pr.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity of the overlays")
-    return parser
+
+    ex = sub.add_parser("export", help="export a checkpoint's scoring graph for ONNX Runtime / OpenVINO")
+    ex.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint")
+    ex.add_argument("--out", type=Path, required=True, help="export folder to write")
+    ex.add_argument("--format", default="onnx", choices=("onnx", "openvino"))
+    ex.add_argument("--image-size", type=int, default=None, help="default: the size it was trained at")
 
 
 def _cmd_make_demo_data(args: argparse.Namespace) -> int:
@@ -168,18 +183,26 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_mvtec_category
-    from .detector import Detector
 
-    detector = Detector.load(args.checkpoint, device=args.device)
-    data = load_mvtec_category(args.data_root, args.category)
-    result = detector.evaluate(data, batch_size=args.batch_size)
+    if args.checkpoint.is_dir():
+        from .runtime import load_export
+
+        exported = load_export(args.checkpoint)
+        data = load_mvtec_category(args.data_root, args.category)
+        result, where = exported.evaluate(data, batch_size=args.batch_size), exported.engine
+    else:
+        from .detector import Detector
+
+        detector = Detector.load(args.checkpoint, device=args.device)
+        data = load_mvtec_category(args.data_root, args.category)
+        result, where = detector.evaluate(data, batch_size=args.batch_size), detector.device
     rows = [
         ("category", result.category),
         ("image AUROC", _fmt(result.image_auroc)),
         ("pixel AUROC", _fmt(result.pixel_auroc) if result.pixel_auroc is not None else "n/a (no masks)"),
         ("AUPRO (FPR<=0.3)", _fmt(result.aupro) if result.aupro is not None else "n/a (no masks)"),
         ("test images", f"{result.n_test} ({result.n_anomalous} anomalous)"),
-        ("ms / image", f"{result.ms_per_image:.1f} (batch {args.batch_size}, {detector.device})"),
+        ("ms / image", f"{result.ms_per_image:.1f} (batch {args.batch_size}, {where})"),
         ("threshold", _fmt(result.threshold)),
         ("F1-optimal threshold", f"{_fmt(result.f1_threshold)} (F1 {_fmt(result.f1, 3)})"),
     ]
@@ -214,12 +237,20 @@ def _output_stems(paths: Sequence[Path]) -> list[str]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_image
-    from .detector import Detector
     from .visualization import overlay_heatmap
 
-    detector = Detector.load(args.checkpoint, device=args.device)
-    if detector.stats is None or detector.threshold is None:
-        raise CainnflowError(f"{args.checkpoint.name} holds an untrained model (no calibration)")
+    if args.checkpoint.is_dir():
+        from .runtime import load_export
+
+        detector = load_export(args.checkpoint)
+        pixel_p50, pixel_max = detector.stats["pixel_p50"], detector.stats["pixel_max"]
+    else:
+        from .detector import Detector
+
+        detector = Detector.load(args.checkpoint, device=args.device)
+        if detector.stats is None or detector.threshold is None:
+            raise CainnflowError(f"{args.checkpoint.name} holds an untrained model (no calibration)")
+        pixel_p50, pixel_max = detector.stats.pixel_p50, detector.stats.pixel_max
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path, stem in zip(args.images, _output_stems(args.images), strict=True):
@@ -234,8 +265,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overlay = overlay_heatmap(
             image,
             amap,
-            vmin=detector.stats.pixel_p50,
-            vmax=max(detector.threshold, detector.stats.pixel_max),
+            vmin=pixel_p50,
+            vmax=max(detector.threshold, pixel_max),
             alpha=args.alpha,
             threshold=detector.threshold,
         )
@@ -246,19 +277,54 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .export import export_detector
+
+    start = time.perf_counter()
+    detector = Detector.load(args.checkpoint, device="cpu")
+    out = export_detector(detector, args.out, format=args.format, image_size=args.image_size)
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    print(
+        f"exported {args.format} to {out} ({', '.join(p.name for p in files)}; {size_mb:.1f} MB) "
+        f"in {time.perf_counter() - start:.1f} s; threshold {detector.threshold:.4g}"
+    )
+    return 0
+
+
 COMMANDS = {
     "make-demo-data": _cmd_make_demo_data,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "predict": _cmd_predict,
+    "export": _cmd_export,
 }
+
+
+def _export_run_args(argv: Sequence[str] | None) -> argparse.Namespace | None:
+    """Arguments of ``evaluate`` / ``predict`` on an export folder, parsed without importing torch.
+
+    None for every other command line (the full parser handles it).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("evaluate", "predict"):
+        return None
+    checkpoint = next((b for a, b in itertools.pairwise(argv) if a == "--checkpoint"), None)
+    checkpoint = checkpoint or next((a.split("=", 1)[1] for a in argv if a.startswith("--checkpoint=")), None)
+    if checkpoint is None or not Path(checkpoint).is_dir():
+        return None
+    parser = argparse.ArgumentParser(prog="python -m cainnflow")
+    _add_scoring_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = _export_run_args(argv)
+    if args is None:
+        args = _build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except CainnflowError as exc:

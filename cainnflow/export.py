@@ -1,0 +1,254 @@
+"""Export a trained detector's whole scoring graph for deployment without PyTorch.
+
+The graph is backbone → standardisation → flows → anomaly map → image score, traced from the
+eager float32 modules (BatchNorm folded into the convs) and written as ONNX (``model.onnx``)
+or OpenVINO IR (``model.xml`` + ``model.bin``), with a dynamic batch axis::
+
+    detector = Detector.load("runs/bottle.safetensors")
+    export_detector(detector, "deploy/bottle", format="onnx")
+    ExportedDetector = cainnflow.runtime.load_export("deploy/bottle")   # no torch needed there
+
+Graph contract (also written to ``export.json``):
+
+* input ``image``: float32 (N, 3, S, S), RGB resized to S × S (PIL bilinear, antialiased),
+  scaled to [0, 1] and normalised with the backbone's ``mean`` / ``std``;
+* outputs ``anomaly_map``: float32 (N, S, S) and ``score``: float32 (N,).
+
+The decision threshold stays outside the graph (in ``export.json``) so it can be changed.
+``onnx`` (and ``openvino`` for that format) are optional: ``pip install cainnflow[deploy]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .runtime import (
+    EXPORT_FORMAT_VERSION,
+    EXPORT_JSON,
+    FORMATS,
+    GRAPH_FILES,
+    INPUT_NAME,
+    MAX_IMAGE_SIZE,
+    OUTPUT_NAMES,
+    EngineUnavailableError,
+    ExportError,
+)
+from .speedups import fuse_conv_batchnorm
+
+__all__ = ["ScoringGraph", "export_detector", "export_document", "export_zip_bytes"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+_TRACE_BATCH = 2  # any batch > 1 so the exporter cannot mistake the batch axis for a constant
+_HASH_CHUNK = 1 << 20
+
+
+class ScoringGraph(nn.Module):
+    """A detector's scoring as one module: normalised images → (anomaly maps, image scores).
+
+    Args:
+        model: the detector's :class:`cainnflow.model.CAINNFlow` (not modified).
+        image_size: the input side ``S`` the graph is traced at.
+    """
+
+    def __init__(self, model: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.image_size = image_size
+        backbone = model.backbone
+        # The plain eager float32 modules (BatchNorm folded for CNNs): no TorchScript, no autocast.
+        self.features = fuse_conv_batchnorm(backbone.model)[0] if backbone.kind == "cnn" else backbone.model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,)."""
+        features = [f.float() for f in self.features(image)]
+        z = self.model(features).z
+        maps = _anomaly_map_at(self.model, z, self.image_size)
+        return maps, self.model.image_scores(maps)
+
+
+def _anomaly_map_at(model: nn.Module, z: Sequence[Tensor], image_size: int) -> Tensor:
+    from .scoring import anomaly_map
+
+    config = model.config
+    if image_size == config.image_size:
+        return model.anomaly_map(z)
+    return anomaly_map(z, image_size, config.sigma, config.combine)
+
+
+def _expm1_symbolic(g, x):
+    # ONNX has no Expm1: exp(x) − 1 (absolute error ~1e-7 in float32, far below map contrasts).
+    one = g.op("Constant", value_t=torch.tensor(1.0, dtype=torch.float32))
+    return g.op("Sub", g.op("Exp", x), one)
+
+
+def _register_symbolics() -> None:
+    from torch.onnx import register_custom_op_symbolic
+
+    register_custom_op_symbolic("aten::expm1", _expm1_symbolic, ONNX_OPSET)
+
+
+def _require(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"{what} needs the '{module}' package: pip install 'cainnflow[deploy]' (or pip install {module})"
+        ) from exc
+
+
+def _export_onnx(graph: ScoringGraph, path: Path, image_size: int) -> None:
+    """Traces ``graph`` to ONNX with a dynamic batch axis (TorchScript-based exporter).
+
+    torch 2.14's dynamo exporter traces the graph but its optimiser fails on the split over
+    the (dynamic) batch axis in CBAM, and OpenVINO cannot read its unoptimised graph; the
+    TorchScript exporter gives a plain opset-17 graph both engines read.
+    """
+    _require("onnx", "ONNX export")
+    _register_symbolics()
+    probe = torch.zeros(_TRACE_BATCH, 3, image_size, image_size)
+    batch = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
+        torch.onnx.export(
+            graph,
+            (probe,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: batch, **{name: batch for name in OUTPUT_NAMES}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+def _convert_openvino(onnx_path: Path, xml_path: Path) -> None:
+    ov = _require("openvino", "OpenVINO export")
+    model = ov.convert_model(str(onnx_path))
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def export_document(detector, format: str, image_size: int, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``export.json`` document (see :mod:`cainnflow.runtime` for its validation)."""
+    backbone = detector.backbone
+    stats = detector.stats
+    return {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "format": format,
+        "library_version": __version__,
+        "files": files,
+        "image_size": image_size,
+        "calibrated_image_size": detector.config.image_size,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, image_size, image_size],
+            "dtype": "float32",
+            "layout": "NCHW, RGB",
+            "preprocessing": "resize to image_size x image_size (PIL bilinear, antialiased), "
+            "scale to [0, 1], subtract mean, divide by std",
+            "mean": list(backbone.mean),
+            "std": list(backbone.std),
+        },
+        "outputs": [
+            {"name": OUTPUT_NAMES[0], "shape": ["batch", image_size, image_size], "dtype": "float32"},
+            {"name": OUTPUT_NAMES[1], "shape": ["batch"], "dtype": "float32"},
+        ],
+        "threshold": detector.threshold,
+        "stats": stats.to_dict(),
+        "model": detector.config.to_dict(),
+        "backbone": {"name": backbone.name, "weights_source": backbone.weights_source},
+        "category": str(detector.info.get("category", "")),
+        "opset": ONNX_OPSET,
+        "precision": "fp32",
+    }
+
+
+def export_detector(
+    detector, out_dir: str | Path, *, format: str = "onnx", image_size: int | None = None
+) -> Path:
+    """Writes the detector's scoring graph and ``export.json`` into ``out_dir``.
+
+    Args:
+        detector: a trained (calibrated) :class:`cainnflow.detector.Detector`.
+        out_dir: folder to write (created; files of an earlier export are replaced).
+        format: ``"onnx"`` or ``"openvino"``.
+        image_size: input side of the graph; default the size the detector was trained at.
+            Scores and the threshold were calibrated at the training size.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ExportError: untrained detector, unknown format or unusable size.
+        EngineUnavailableError: ``onnx`` / ``openvino`` is not installed.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if detector.stats is None or detector.threshold is None:
+        raise ExportError("the detector is not trained (no score statistics or threshold to export)")
+    size = int(image_size or detector.config.image_size)
+    if not 32 <= size <= MAX_IMAGE_SIZE:
+        raise ExportError(f"image size must be in [32, {MAX_IMAGE_SIZE}], got {size}")
+    if size != detector.config.image_size:
+        logger.warning(
+            "exporting at %d px; scores and the threshold were calibrated at %d px",
+            size,
+            detector.config.image_size,
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graph = ScoringGraph(detector.model, size).to("cpu").eval()
+    device = detector.device
+    try:
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            onnx_path = Path(tmp) / GRAPH_FILES["onnx"][0]
+            _export_onnx(graph, onnx_path, size)
+            names = GRAPH_FILES[format]
+            if format == "openvino":
+                _convert_openvino(onnx_path, Path(tmp) / names[0])
+            for name in (n for files in GRAPH_FILES.values() for n in files):
+                (out / name).unlink(missing_ok=True)
+            for name in names:
+                (Path(tmp) / name).replace(out / name)
+    finally:
+        detector.model.to(device)
+    files = [_file_record(out / name) for name in names]
+    document = export_document(detector, format, size, files)
+    (out / EXPORT_JSON).write_text(json.dumps(document, indent=2, allow_nan=False))
+    return out
+
+
+def export_zip_bytes(detector, *, format: str = "onnx", image_size: int | None = None) -> bytes:
+    """The export as a zip archive (for downloads): the graph files and ``export.json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export_detector(detector, Path(tmp) / "export", format=format, image_size=image_size)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(out.iterdir()):
+                if path.is_file():
+                    archive.write(path, path.name)
+        return buffer.getvalue()
