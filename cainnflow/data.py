@@ -386,7 +386,8 @@ def split_train_val(
 # --------------------------------------------------------------------------- image reading
 
 
-ImageSource = str | Path | bytes | bytearray | BinaryIO
+ImageSource = Image.Image | str | Path | bytes | bytearray | BinaryIO
+"""Anything an image can be read from: a decoded PIL image, a path, file bytes or a file object."""
 
 
 def _source_name(source: ImageSource, name: str | None) -> str:
@@ -398,7 +399,14 @@ def _source_name(source: ImageSource, name: str | None) -> str:
     return Path(stream_name).name if isinstance(stream_name, str) and stream_name else "<uploaded image>"
 
 
-def _open_image(source: ImageSource, display: str, what: str) -> Image.Image:
+def _shrink(image: Image.Image, max_side: int | None) -> Image.Image:
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return image
+
+
+def _open_image(source: ImageSource, display: str, what: str, max_side: int | None = None) -> Image.Image:
     """Open and fully decode an image, turning every failure into a one-line DataError."""
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(bytes(source))
@@ -418,6 +426,8 @@ def _open_image(source: ImageSource, display: str, what: str) -> Image.Image:
                     f"cannot read {what} {display}: {width}x{height} pixels is too large "
                     f"(limit {MAX_IMAGE_PIXELS} pixels)"
                 )
+            if max_side is not None:
+                image.draft(image.mode, (max_side, max_side))  # JPEG: decode at a reduced scale
             image.load()
     except DataError:
         raise
@@ -470,7 +480,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(source: ImageSource, name: str | None = None) -> Image.Image:
+def read_image(source: ImageSource, name: str | None = None, *, max_side: int | None = None) -> Image.Image:
     """Read any image PIL can decode as an 8-bit RGB image.
 
     Handles grayscale, palette, RGBA / LA (composited on black), 16-bit and 32-bit integer
@@ -478,8 +488,11 @@ def read_image(source: ImageSource, name: str | None = None) -> Image.Image:
     their first frame.
 
     Args:
-        source: A path, the file bytes, or a binary file-like object (for example an upload).
+        source: A path, the file bytes, a binary file-like object (for example an upload), or
+            an already decoded PIL image (converted to RGB).
         name: Name to use in error messages (defaults to the file name).
+        max_side: If given, the image is shrunk (aspect kept) so neither side exceeds it;
+            JPEGs are decoded at reduced size directly. Keeps what a caller holds small.
 
     Returns:
         An RGB image.
@@ -487,11 +500,13 @@ def read_image(source: ImageSource, name: str | None = None) -> Image.Image:
     Raises:
         DataError: the file is missing, corrupt, truncated, not an image or too large.
     """
+    if isinstance(source, Image.Image):
+        return _shrink(_to_rgb(source), max_side)
     display = _source_name(source, name)
-    image = _open_image(source, display, "image")
+    image = _open_image(source, display, "image", max_side=max_side)
     try:
         image = ImageOps.exif_transpose(image) or image
-        return _to_rgb(image)
+        return _shrink(_to_rgb(image), max_side)
     except (OSError, SyntaxError, ValueError, TypeError) as exc:
         raise DataError(f"cannot read image {display}: {exc}") from exc
 

@@ -23,28 +23,32 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .backbone import FeatureExtractor, create_backbone
 from .checkpoint import detector_to_bytes, load_detector_parts, save_detector
-from .data import AnomalyDataset, CategoryData, Sample, preprocess, read_image, split_train_val
+from .data import (
+    DEFAULT_VAL_FRACTION,
+    AnomalyDataset,
+    CategoryData,
+    ImageSource,
+    Sample,
+    preprocess,
+    read_image,
+    split_train_val,
+)
 from .device import autocast_dtype, resolve_device
 from .errors import DataError, TrainingError
 from .evaluation import EvaluationResult
-from .metrics import percentile_threshold
+from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
 from .scoring import ScoreStats
 from .training import ProgressCallback, TrainConfig, TrainingHistory, extract_features, fit_flows
 
-__all__ = ["DEFAULT_THRESHOLD_PERCENTILE", "Detector", "Prediction"]
+__all__ = ["Detector", "Prediction"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD_PERCENTILE = 99.0
-DEFAULT_VAL_FRACTION = 0.15
-ImageSource = Image.Image | str | Path | bytes
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ class Detector:
         """PIL images, paths or bytes → a normalised batch (N, 3, S, S) on the model's device."""
         tensors = []
         for item in images:
-            image = item if isinstance(item, Image.Image) else read_image(item)
+            image = read_image(item)
             tensors.append(preprocess(image, self.config.image_size, self.backbone.mean, self.backbone.std))
         if not tensors:
             raise DataError("no images given")

@@ -20,7 +20,7 @@ from cainnflow.errors import DataError
 __all__ = [
     "DEFAULT_FPR_LIMIT",
     "DEFAULT_MAX_CURVE_POINTS",
-    "DEFAULT_PERCENTILE",
+    "DEFAULT_THRESHOLD_PERCENTILE",
     "ConfusionStats",
     "PrCurve",
     "RocCurve",
@@ -39,7 +39,7 @@ __all__ = [
 
 DEFAULT_FPR_LIMIT = 0.3
 DEFAULT_MAX_CURVE_POINTS = 2000
-DEFAULT_PERCENTILE = 99.0
+DEFAULT_THRESHOLD_PERCENTILE = 99.0
 _PERCENT = 100.0
 
 
@@ -175,7 +175,9 @@ def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float,
     return float(thresholds[best]), float(f1[best])
 
 
-def percentile_threshold(normal_scores: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> float:
+def percentile_threshold(
+    normal_scores: np.ndarray, percentile: float = DEFAULT_THRESHOLD_PERCENTILE
+) -> float:
     """Threshold at a percentile of the scores of normal (e.g. validation) images.
 
     Args:

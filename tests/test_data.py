@@ -301,3 +301,15 @@ def test_anomaly_dataset_and_loader(tmp_path):
     assert batch.label.tolist() == [0, 1, 1, 1]
     assert batch.has_mask.tolist() == [True, True, True, False]
     assert batch.index.tolist() == [0, 1, 2, 3]
+
+
+def test_read_image_shrinks_on_decode(tmp_path):
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8))
+    for suffix in ("png", "jpg"):
+        path = tmp_path / f"big.{suffix}"
+        big.save(path)
+        small = read_image(path, max_side=256)
+        assert max(small.size) == 256 and small.mode == "RGB"
+        assert abs(small.size[0] / small.size[1] - 1200 / 900) < 0.02
+    assert read_image(big, max_side=100).size == (100, 75)
+    assert read_image(big.convert("L")).mode == "RGB"
