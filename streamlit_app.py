@@ -4,13 +4,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.sidebar import render_sidebar
-
 ROOT = Path(__file__).resolve().parent
 PAGES = (  # (file, title, icon)
     ("pages/train.py", "Train / load", ":material/model_training:"),
     ("pages/inspect.py", "Inspect", ":material/image_search:"),
     ("pages/evaluate.py", "Evaluate & threshold", ":material/monitoring:"),
+    ("pages/compare.py", "Compare models", ":material/compare:"),
     ("pages/latent.py", "Latent space", ":material/scatter_plot:"),
     ("pages/learn.py", "Learn", ":material/school:"),
 )
@@ -23,6 +22,9 @@ pages = [
     for i, (path, title, icon) in enumerate(PAGES)
     if (ROOT / path).exists()
 ]
-navigation = st.navigation(pages)
+navigation = st.navigation(pages)  # first, so the page list shows at once
+with st.spinner("Starting CAINNFlow (loading PyTorch, first visit only)…"):
+    from app.sidebar import render_sidebar  # imports torch: seconds on the first run only
+
 render_sidebar()
 navigation.run()

@@ -15,37 +15,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
 from cainnflow.data import read_image, read_mask
 from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError
-from cainnflow.visualization import overlay_heatmap
+from cainnflow.visualization import colorize, overlay_heatmap
 
-from . import state
+from . import hosting, state
 
 __all__ = [
     "UPLOAD_IMAGE_TYPES",
     "ImageInput",
     "ScoredImage",
+    "color_bar",
     "color_range",
     "display_image",
     "file_digest",
     "format_seconds",
-    "loss_figure",
+    "mismatch_warning",
     "model_summary_rows",
     "normalized_score",
     "render_overlay",
     "score_images",
+    "upload_picker",
+    "uploaded_images",
     "verdict",
 ]
 
 #: Image types the upload widgets accept (PIL reads them all).
 UPLOAD_IMAGE_TYPES: tuple[str, ...] = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp")
 
-SCORE_CACHE = "cf_score_cache"  # session key: OrderedDict[(model version, digest), _Scored]
+SCORE_CACHE = state.SCORE_CACHE
+COLOR_BAR_SIZE = (256, 12)
 SCORE_CACHE_SIZE = 96  # maps kept per session (one 256x256 float32 map is 256 KiB)
 GOOD, ANOMALOUS = "good", "anomalous"
 MIN_DISPLAY_SIZE = 256  # smaller maps (models trained at 64 px) are upsampled for display
@@ -89,6 +92,14 @@ def render_overlay(
     return overlay_heatmap(
         image, amap, vmin=vmin, vmax=vmax, alpha=alpha, threshold=threshold, gt_mask=gt_mask
     )
+
+
+def color_bar(detector: Detector) -> Image.Image:
+    """The heatmap's colour scale as a small horizontal strip (low at the left)."""
+    vmin, vmax = color_range(detector)
+    width, height = COLOR_BAR_SIZE
+    ramp = np.tile(np.linspace(vmin, vmax, width, dtype=np.float32), (height, 1))
+    return Image.fromarray(colorize(ramp, vmin, vmax))
 
 
 def display_image(image: Image.Image, detector: Detector) -> Image.Image:
@@ -169,6 +180,52 @@ class _Scored:
     score: float
 
 
+def uploaded_images(key: str, label: str = "Upload images") -> list[ImageInput]:
+    """A multi-file image uploader whose files stay in the session (every page sees them).
+
+    Each upload is checked and downscaled on decode (:func:`app.hosting.decode_upload`);
+    a refused file gets one warning line. The images kept so far are listed below the widget
+    with a button to forget them.
+    """
+    store = state.upload_store()
+    generation = st.session_state.setdefault(f"{key}_generation", 0)
+    files = st.file_uploader(
+        label, type=list(UPLOAD_IMAGE_TYPES), accept_multiple_files=True, key=f"{key}_{generation}"
+    )
+    for file in files or []:
+        if file.name in store:
+            continue
+        try:
+            store[file.name] = hosting.decode_upload(file.getvalue(), file.name)
+        except CainnflowError as exc:
+            st.warning(f"Skipped an image: {exc}", icon=":material/broken_image:")
+    if store:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption(
+            f"{len(store)} uploaded image(s) kept for this session: "
+            + ", ".join(list(store)[:6])
+            + (" …" if len(store) > 6 else "")
+        )
+        c2.button("Forget", key=f"{key}_forget", on_click=_forget_uploads, args=(key,), type="tertiary")
+    return [ImageInput(name, data) for name, data in store.items()]
+
+
+def _forget_uploads(key: str) -> None:
+    state.upload_store().clear()
+    st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
+
+
+def upload_picker(key: str) -> ImageInput | None:
+    """One image from this session's uploads (or a new upload); None until there is one."""
+    images = uploaded_images(key, "Upload an image")
+    if not images:
+        st.info("Upload an image (or choose a dataset on **Train / load**).")
+        return None
+    names = [item.name for item in images]
+    chosen = st.selectbox("Uploaded image", names, index=len(names) - 1, key=f"{key}_choice")
+    return images[names.index(chosen)]
+
+
 def _cache() -> OrderedDict[tuple[int, str], _Scored]:
     cache = st.session_state.get(SCORE_CACHE)
     if cache is None:
@@ -235,27 +292,6 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def loss_figure(epoch_losses: Sequence[tuple[int, float, float | None]], height: int = 280) -> go.Figure:
-    """Train and validation loss per epoch (nats per dimension)."""
-    epochs = [e for e, _, _ in epoch_losses]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=epochs, y=[t for _, t, _ in epoch_losses], mode="lines+markers", name="train"))
-    val = [(e, v) for e, _, v in epoch_losses if v is not None]
-    if val:
-        fig.add_trace(
-            go.Scatter(x=[e for e, _ in val], y=[v for _, v in val], mode="lines+markers", name="validation")
-        )
-    fig.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="epoch",
-        yaxis_title="NLL per dim",
-        legend={"orientation": "h", "y": 1.12},
-        xaxis={"dtick": 1 if len(epochs) <= 20 else None},
-    )
-    return fig
-
-
 def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
     """(field, value) rows describing a detector: configuration, training and calibration."""
     cfg = detector.config
@@ -295,3 +331,10 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         vmin, vmax = color_range(detector)
         rows.append(("heatmap colour range", f"{vmin:.4g} … {vmax:.4g}"))
     return rows
+
+
+def mismatch_warning() -> None:
+    """Warns when the current model was trained on other data than the current data."""
+    message = state.data_mismatch()
+    if message:
+        st.warning(message, icon=":material/warning:")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from cainnflow.data import read_image
@@ -21,7 +20,7 @@ from cainnflow.errors import CainnflowError
 from cainnflow.evaluation import EvaluationResult
 from cainnflow.metrics import confusion_at, misclassified_first, percentile_threshold
 
-from . import state
+from . import figures, state
 from .display import render_overlay
 
 __all__ = [
@@ -42,10 +41,7 @@ N_EXAMPLES = "cf_eval_n_examples"
 
 SLIDER_STEPS = 1000
 EXAMPLE_COLUMNS = 4
-CHART_HEIGHT = 320
-MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 NA_NO_MASKS = "n/a (no masks)"
-GOOD_COLOR, DEFECT_COLOR = "#2e86de", "#e4572e"
 
 
 def _owner(entry: state.ModelEntry, data: state.DataEntry) -> tuple[Hashable, ...]:
@@ -111,37 +107,16 @@ def evaluation_for(entry: state.ModelEntry, data: state.DataEntry) -> Evaluation
     return result
 
 
-def _fmt(value: float | None, none: str = "n/a") -> str:
-    return none if value is None else f"{value:.3f}"
-
-
 def render_metrics(result: EvaluationResult) -> None:
     rows = [
-        ("Image AUROC", _fmt(result.image_auroc, "n/a (one class only)")),
-        ("Pixel AUROC", _fmt(result.pixel_auroc, NA_NO_MASKS)),
-        ("AUPRO (FPR ≤ 0.3)", _fmt(result.aupro, NA_NO_MASKS)),
-        ("Best F1 on test", _fmt(result.f1)),
+        ("Image AUROC", figures.format_value(result.image_auroc, "n/a (one class only)")),
+        ("Pixel AUROC", figures.format_value(result.pixel_auroc, NA_NO_MASKS)),
+        ("AUPRO (FPR ≤ 0.3)", figures.format_value(result.aupro, NA_NO_MASKS)),
+        ("Best F1 on test", figures.format_value(result.f1)),
         ("Time per image", f"{result.ms_per_image:.1f} ms"),
         ("Test images (defective)", f"{result.n_test} ({result.n_anomalous})"),
     ]
     st.table(pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric"), width="content")
-
-
-def _roc_figure(fpr: np.ndarray, tpr: np.ndarray, title: str, auc: float | None) -> go.Figure:
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "gray"}, name="chance")
-    )
-    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"AUROC {_fmt(auc)}", line={"width": 2.5}))
-    fig.update_layout(
-        title=title,
-        height=CHART_HEIGHT,
-        margin=MARGIN,
-        xaxis={"title": "false positive rate", "range": [0, 1]},
-        yaxis={"title": "true positive rate", "range": [0, 1.02]},
-        legend={"x": 0.45, "y": 0.05},
-    )
-    return fig
 
 
 def render_curves(result: EvaluationResult) -> None:
@@ -149,42 +124,21 @@ def render_curves(result: EvaluationResult) -> None:
     cols = st.columns(3)
     with cols[0]:
         if result.image_roc is not None:
-            roc = result.image_roc
-            st.plotly_chart(_roc_figure(roc.fpr, roc.tpr, "Image ROC", result.image_auroc))
+            roc = figures.RocCurve("", result.image_roc.fpr, result.image_roc.tpr, result.image_auroc)
+            st.plotly_chart(figures.roc_figure([roc], "Image ROC"), config=figures.CONFIG)
         else:
             st.caption("Image ROC needs both good and defective test images.")
     with cols[1]:
         if result.pixel_roc is not None:
-            roc = result.pixel_roc
-            st.plotly_chart(_roc_figure(roc.fpr, roc.tpr, "Pixel ROC", result.pixel_auroc))
+            roc = figures.RocCurve("", result.pixel_roc.fpr, result.pixel_roc.tpr, result.pixel_auroc)
+            st.plotly_chart(figures.roc_figure([roc], "Pixel ROC"), config=figures.CONFIG)
         else:
             st.caption(f"Pixel ROC: {NA_NO_MASKS}.")
     with cols[2]:
         if result.image_pr is not None:
-            pr = result.image_pr
             base = result.n_anomalous / max(result.n_test, 1)
-            fig = go.Figure()
-            fig.add_trace(
-                go.Scatter(
-                    x=[0, 1],
-                    y=[base, base],
-                    mode="lines",
-                    line={"dash": "dot", "color": "gray"},
-                    name="chance",
-                )
-            )
-            fig.add_trace(
-                go.Scatter(x=pr.recall, y=pr.precision, mode="lines", name="PR", line={"width": 2.5})
-            )
-            fig.update_layout(
-                title="Precision-recall (images)",
-                height=CHART_HEIGHT,
-                margin=MARGIN,
-                xaxis={"title": "recall", "range": [0, 1]},
-                yaxis={"title": "precision", "range": [0, 1.02]},
-                showlegend=False,
-            )
-            st.plotly_chart(fig)
+            fig = figures.pr_figure(result.image_pr.recall, result.image_pr.precision, base)
+            st.plotly_chart(fig, config=figures.CONFIG)
         else:
             st.caption("The PR curve needs defective test images.")
 
@@ -235,62 +189,6 @@ def _set_good_percentile(result: EvaluationResult) -> None:
     good = result.scores[result.labels == 0]
     percentile = float(st.session_state.get(GOOD_PERCENTILE, DEFAULT_THRESHOLD_PERCENTILE))
     _set_threshold(percentile_threshold(good, percentile))
-
-
-def _histogram(result: EvaluationResult, threshold: float, calibrated: float | None) -> go.Figure:
-    fig = go.Figure()
-    lo, hi = _slider_range(result, [threshold, calibrated])
-    bins = {"start": lo, "end": hi, "size": (hi - lo) / 40}
-    for label, name, color in ((0, "good", GOOD_COLOR), (1, "defective", DEFECT_COLOR)):
-        scores = result.scores[result.labels == label]
-        if scores.size:
-            fig.add_trace(
-                go.Histogram(
-                    x=scores, name=f"{name} ({scores.size})", xbins=bins, marker_color=color, opacity=0.65
-                )
-            )
-    fig.add_vline(
-        x=threshold, line_width=3, line_color="black", annotation_text="threshold", annotation_position="top"
-    )
-    if calibrated is not None and abs(calibrated - threshold) > 1e-9:
-        fig.add_vline(
-            x=calibrated,
-            line_dash="dash",
-            line_color="gray",
-            annotation_text="calibrated",
-            annotation_position="bottom",
-        )
-    fig.update_layout(
-        barmode="overlay",
-        height=CHART_HEIGHT,
-        margin=MARGIN,
-        title="Image scores: good vs defective",
-        xaxis_title="image score (max of the anomaly map)",
-        yaxis_title="images",
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return fig
-
-
-def _confusion_figure(tp: int, fp: int, tn: int, fn: int) -> go.Figure:
-    z = [[tn, fp], [fn, tp]]
-    text = [[f"TN<br>{tn}", f"FP<br>{fp}"], [f"FN<br>{fn}", f"TP<br>{tp}"]]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=["predicted good", "predicted defective"],
-            y=["good", "defective"],
-            text=text,
-            texttemplate="%{text}",
-            textfont={"size": 18},
-            colorscale="Blues",
-            showscale=False,
-        )
-    )
-    fig.update_layout(
-        height=260, margin=MARGIN, title="Confusion matrix", yaxis={"autorange": "reversed", "title": "truth"}
-    )
-    return fig
 
 
 def results_table(result: EvaluationResult, threshold: float) -> pd.DataFrame:
@@ -351,7 +249,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
 
     b1, b2, b3, b4 = st.columns([1.2, 1, 1.1, 0.9], vertical_alignment="bottom")
     b1.button(
-        "Reset to calibrated (validation 99th pct.)",
+        "Calibrated threshold",
         on_click=_set_threshold,
         args=(calibrated if calibrated is not None else result.threshold,),
         help="The threshold stored with the model when it was trained: the "
@@ -383,6 +281,14 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         key=THRESHOLD,
     )
 
+    if result.f1_threshold is not None and abs(threshold - result.f1_threshold) <= 1e-9 * max(
+        1.0, abs(threshold)
+    ):
+        st.warning(
+            "This threshold is fitted to the test set (F1-optimal on it), so the metrics below are "
+            "optimistic: new images will do worse. Keep the calibrated threshold for real use.",
+            icon=":material/warning:",
+        )
     stats = confusion_at(result.labels, result.scores, threshold)
     m = st.columns(5)
     m[0].metric("Precision", f"{stats.precision:.3f}")
@@ -391,8 +297,14 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     m[3].metric("Accuracy", f"{stats.accuracy:.3f}")
     m[4].metric("False positive rate", f"{stats.fpr:.3f}")
     left, right = st.columns([2, 1])
-    left.plotly_chart(_histogram(result, threshold, calibrated))
-    right.plotly_chart(_confusion_figure(stats.tp, stats.fp, stats.tn, stats.fn))
+    bounds = _slider_range(result, [threshold, calibrated])
+    left.plotly_chart(
+        figures.score_histogram(result.scores, result.labels, threshold, calibrated, bounds),
+        config=figures.CONFIG,
+    )
+    right.plotly_chart(
+        figures.confusion_figure(stats.tp, stats.fp, stats.tn, stats.fn), config=figures.CONFIG
+    )
 
     st.markdown("##### Examples")
     count = st.select_slider("Examples shown", [4, 8, 12, 16], value=8, key=N_EXAMPLES)
@@ -418,7 +330,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         mime="application/octet-stream",
         icon=":material/download:",
         on_click="ignore",
-        help=f"The model as a .safetensors checkpoint with its saved threshold ({_fmt(saved)}).",
+        help=f"The model as a .safetensors checkpoint with its saved threshold ({figures.format_value(saved)}).",
     )
     s3.download_button(
         "Per-image results (CSV)",
@@ -429,5 +341,5 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         on_click="ignore",
     )
     st.caption(
-        f"Model's saved threshold: {_fmt(saved)} · calibrated: {_fmt(calibrated)} · shown: {threshold:.4f}"
+        f"Model's saved threshold: {figures.format_value(saved)} · calibrated: {figures.format_value(calibrated)} · shown: {threshold:.4f}"
     )

@@ -4,6 +4,12 @@ Streamlit's API is only safe from the script thread, so the job never touches it
 the library's :meth:`Detector.fit` in a thread and stores progress in a lock-protected
 object that pages poll. Each browser session keeps its own job in its session state, so two
 sessions train independently.
+
+Jobs are also registered per session token (process-wide), which gives three guarantees on
+a shared server: a reload (a new Streamlit session with the same token) finds its job again;
+a job whose sessions have all ended is cancelled by its watchdog (Streamlit has no
+session-end hook; the supported check is ``Runtime.instance().is_active_session(id)``, safe
+from any thread); and no more than ``hosting.max_jobs()`` jobs run at once.
 """
 
 from __future__ import annotations
@@ -11,8 +17,12 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from cainnflow.data import CategoryData
 from cainnflow.detector import Detector
@@ -20,7 +30,88 @@ from cainnflow.errors import CainnflowError, TrainingCancelled
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.training import TrainConfig, TrainProgress
 
-__all__ = ["JobSnapshot", "TrainingJob"]
+from . import hosting
+from .loaders import unique_checkpoint_path
+
+__all__ = [
+    "JobLimitReached",
+    "JobSnapshot",
+    "TrainingJob",
+    "attach_session",
+    "job_for",
+    "running_jobs",
+    "session_alive",
+    "start_job",
+]
+
+WATCH_SECONDS = 1.0
+SESSION_GRACE_S = 15.0
+"""A job keeps running this long after its last browser session ended (a reload reconnects)."""
+CLOSED_SESSION_MESSAGE = "Training stopped: its browser session ended."
+
+_registry_lock = threading.Lock()
+_jobs: dict[str, TrainingJob] = {}  # session token -> its latest job
+_sessions: dict[str, set[str]] = {}  # session token -> Streamlit session ids that used it
+
+
+class JobLimitReached(CainnflowError):
+    """The server already runs as many training jobs as it allows."""
+
+
+def session_alive(session_id: str) -> bool:
+    """Whether a Streamlit session is still connected (True when there is no runtime, e.g. AppTest)."""
+    if not Runtime.exists():
+        return True
+    return Runtime.instance().is_active_session(session_id)
+
+
+def attach_session(token: str) -> None:
+    """Records that the running script's Streamlit session uses ``token`` (called on every run)."""
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    with _registry_lock:
+        _sessions.setdefault(token, set()).add(ctx.session_id)
+
+
+def _token_alive(token: str) -> bool:
+    with _registry_lock:
+        ids = set(_sessions.get(token, ()))
+    if not ids:
+        return True  # started outside a session (tests, scripts)
+    alive = {i for i in ids if session_alive(i)}
+    with _registry_lock:
+        _sessions[token] = alive | (_sessions.get(token, set()) - ids)
+    return bool(alive)
+
+
+def job_for(token: str) -> TrainingJob | None:
+    """This token's latest job (running or finished and not yet taken)."""
+    with _registry_lock:
+        return _jobs.get(token)
+
+
+def running_jobs() -> int:
+    with _registry_lock:
+        return sum(job.snapshot().running for job in _jobs.values())
+
+
+def start_job(token: str, job: TrainingJob) -> TrainingJob:
+    """Starts ``job`` for a session, unless the server already runs as many as it allows.
+
+    Raises:
+        JobLimitReached: ``hosting.max_jobs()`` jobs are running.
+    """
+    limit = hosting.max_jobs()
+    with _registry_lock:
+        running = sum(j.snapshot().running for j in _jobs.values())
+        if running >= limit:
+            raise JobLimitReached(
+                f"the server is already training {running} model(s), its limit; try again in a few minutes"
+            )
+        job.token = token
+        _jobs[token] = job
+    return job.start()
 
 
 @dataclass(frozen=True)
@@ -51,6 +142,13 @@ class TrainingJob:
         weights: backbone weights ("auto", "random" or a local file).
         device: "auto", "cpu", "cuda" or "mps".
         label: a short description for the UI.
+        dataset: the data's reference, recorded in the detector's ``info["dataset"]``.
+        save_dir: where the finished model is saved under a unique name (None: not saved).
+        alive: says whether anyone still waits for the job; checked every second, the job
+            is cancelled after ``grace_s`` seconds of False. Default: a session of its token
+            is connected.
+        address: a Ray cluster to train on (:func:`cainnflow.sweep.train_remote`: progress
+            streams back, the checkpoint becomes the detector); None trains in this process.
     """
 
     data: CategoryData
@@ -59,7 +157,14 @@ class TrainingJob:
     weights: str | Path = "auto"
     device: str = "auto"
     label: str = ""
+    dataset: dict[str, str] | None = None
+    save_dir: Path | None = None
+    alive: Callable[[], bool] | None = None
+    grace_s: float = SESSION_GRACE_S
+    token: str = ""
+    address: str | None = None
     detector: Detector | None = None
+    saved_path: Path | None = None
     _state: str = "running"
     _progress: TrainProgress | None = None
     _epoch_losses: list[tuple[int, float, float | None]] = field(default_factory=list)
@@ -70,11 +175,33 @@ class TrainingJob:
     _cancel: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _taken: bool = False
+    _closed: bool = False
 
     def start(self) -> TrainingJob:
         self._thread = threading.Thread(target=self._run, name="cainnflow-train", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch, name="cainnflow-train-watchdog", daemon=True).start()
         return self
+
+    def _is_wanted(self) -> bool:
+        if self.alive is not None:
+            return self.alive()
+        return _token_alive(self.token) if self.token else True
+
+    def _watch(self) -> None:
+        """Cancels the job once nobody has been waiting for it for ``grace_s`` seconds."""
+        gone_since: float | None = None
+        while self.snapshot().running:
+            time.sleep(WATCH_SECONDS)
+            if self._is_wanted():
+                gone_since = None
+                continue
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since >= self.grace_s:
+                with self._lock:
+                    self._closed = True
+                self._cancel.set()
+                return
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -100,25 +227,64 @@ class TrainingJob:
             self._error = error
             self._finished = time.time()
 
+    def _train_remote(self) -> Detector:
+        from cainnflow.sweep import train_remote
+
+        payload = train_remote(
+            self.data,
+            self.config,
+            self.train_config,
+            address=self.address,
+            weights=self.weights,
+            callback=self._on_progress,
+            cancel=self._cancel,
+        )
+        local_weights = None if str(self.weights) in ("auto", "random") else self.weights
+        return Detector.load(payload, device=self.device, weights=local_weights)
+
     def _run(self) -> None:
         try:
-            detector = Detector.create(self.config, weights=self.weights, device=self.device)
-            history = detector.fit(
-                self.data, self.train_config, callback=self._on_progress, cancel=self._cancel
-            )
+            if self.address:
+                detector = self._train_remote()
+                history = detector.history
+            else:
+                detector = Detector.create(self.config, weights=self.weights, device=self.device)
+                history = detector.fit(
+                    self.data, self.train_config, callback=self._on_progress, cancel=self._cancel
+                )
             with self._lock:
                 self._epoch_losses = [(e.epoch, e.train_loss, e.val_loss) for e in history.epochs]
+            if self.dataset is not None:
+                detector.info["dataset"] = dict(self.dataset)
+            detector.info["image_size"] = self.config.image_size
             self.detector = detector
-            self._finish("cancelled" if history.cancelled else "done")
+            if not history.cancelled and self.save_dir is not None:
+                self._save(detector)
+            self._finish("cancelled" if history.cancelled else "done", self._closed_message())
         except TrainingCancelled:
             self._finish(
-                "cancelled", "Training was cancelled before the first epoch finished; no model was kept."
+                "cancelled",
+                self._closed_message()
+                or "Training was cancelled before the first epoch finished; no model was kept.",
             )
         except CainnflowError as exc:
             self._finish("failed", str(exc))
         except Exception as exc:  # a bug: keep the UI alive, show the one-line cause
             traceback.print_exc()
             self._finish("failed", f"{type(exc).__name__}: {exc}")
+
+    def _closed_message(self) -> str | None:
+        with self._lock:
+            return CLOSED_SESSION_MESSAGE if self._closed else None
+
+    def _save(self, detector: Detector) -> None:
+        category = str(detector.info.get("category") or "model")
+        try:
+            path = unique_checkpoint_path(self.save_dir, f"cainnflow_{category}_{self.config.variant}")
+            detector.save(path)
+        except (CainnflowError, OSError):
+            return
+        self.saved_path = path
 
     def take_detector(self, *, include_cancelled: bool = False) -> Detector | None:
         """The trained detector, handed out once (None while running, after a failure, or once taken).

@@ -24,21 +24,19 @@ from cainnflow.latent import (
     PerturbationResult,
     analyse_image,
     generate_features,
-    normal_pdf,
-    normal_qq,
     perturbation_experiment,
     random_points,
     squared_norm_maps,
 )
 from cainnflow.visualization import FeaturePCA
 
-from . import state
-from .display import UPLOAD_IMAGE_TYPES, ImageInput, file_digest, render_overlay
+from . import figures, state
+from .display import ImageInput, file_digest, render_overlay, upload_picker
+from .figures import heatmap_figure
 
 __all__ = [
     "LatentAnalysis",
     "analyse",
-    "heatmap_figure",
     "inverse_panel",
     "per_scale_panel",
     "pick_image",
@@ -52,10 +50,8 @@ MANUAL_POINTS = "cf_latent_points"  # {scale: list[(row, col)]}
 CLICK_GENERATION = "cf_latent_click_gen"  # bumps to reset the click chart's selection
 ANALYSIS_CACHE_SIZE = 6
 EXPERIMENT_CACHE_SIZE = 8
-HIST_BINS = 80
-HIST_RANGE = 5.0
-FIG_HEIGHT = 300
-SMALL_MARGIN = {"l": 5, "r": 5, "t": 35, "b": 5}
+DEFAULT_AMPLITUDE = 20.0  # σ of the injected noise: clearly visible on a good image
+DEFAULT_EXTENT = 3.5  # radius in latent cells
 MODES = ("Points (click the map)", "Rectangle", "Random points")
 
 
@@ -103,21 +99,20 @@ def scale_label(entry: state.ModelEntry, scale: int) -> str:
 # --------------------------------------------------------------------------- image choice + forward pass
 
 
-def pick_image(key: str) -> ImageInput | None:
-    """A test image of the current data or an upload; None when there is none yet."""
+def pick_image(key: str, prefer_label: int = 1) -> ImageInput | None:
+    """A test image of the current data or an upload; None when there is none yet.
+
+    Args:
+        key: widget key prefix.
+        prefer_label: the label of the image chosen first (1: a defective one, 0: a good one).
+    """
     data = state.current_data()
     samples = list(data.data.test or data.data.train) if data is not None else []
     options = (["Dataset image"] if samples else []) + ["Upload"]
     source = st.radio("Image", options, horizontal=True, key=f"{key}_source", label_visibility="collapsed")
     if source == "Upload":
-        upload = st.file_uploader("An image", type=list(UPLOAD_IMAGE_TYPES), key=f"{key}_upload")
-        if upload is None:
-            st.info(
-                "Upload an image" + ("" if samples else " (or choose a dataset on **Train / load**)") + "."
-            )
-            return None
-        return ImageInput(upload.name, upload.getvalue())
-    default = next((i for i, s in enumerate(samples) if s.label == 1), 0)
+        return upload_picker(f"{key}_upload")
+    default = next((i for i, s in enumerate(samples) if s.label == prefer_label), 0)
     index = st.selectbox(
         f"{'Test' if data.data.test else 'Train'} image of {data.data.name}",
         range(len(samples)),
@@ -130,8 +125,8 @@ def pick_image(key: str) -> ImageInput | None:
         return ImageInput.from_path(
             sample.path, defect_type=sample.defect_type, label=sample.label, mask_path=sample.mask_path
         )
-    except OSError as exc:
-        st.error(f"Could not read {sample.path.name}: {exc}")
+    except OSError:
+        st.error(f"Could not read {sample.path.name}.")
         return None
 
 
@@ -166,104 +161,6 @@ def analyse(entry: state.ModelEntry, item: ImageInput) -> LatentAnalysis | None:
     return analysis
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def heatmap_figure(
-    values: np.ndarray,
-    title: str,
-    *,
-    colorscale: str = "Viridis",
-    zmin: float | None = None,
-    zmax: float | None = None,
-    zmid: float | None = None,
-    points: list[tuple[int, int]] | None = None,
-    height: int = FIG_HEIGHT,
-) -> go.Figure:
-    """A (H, W) map as a square heatmap, row 0 at the top; optional marked (row, col) points."""
-    fig = go.Figure(
-        go.Heatmap(
-            z=values,
-            colorscale=colorscale,
-            zmin=zmin,
-            zmax=zmax,
-            zmid=zmid,
-            colorbar={"thickness": 10},
-            hovertemplate="row %{y}, col %{x}: %{z:.3g}<extra></extra>",
-        )
-    )
-    if points:
-        fig.add_trace(
-            go.Scatter(
-                x=[c for _, c in points],
-                y=[r for r, _ in points],
-                mode="markers",
-                marker={"symbol": "x-thin", "size": 10, "line": {"width": 2, "color": "white"}},
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
-    h, w = values.shape
-    fig.update_layout(
-        title=title,
-        height=height,
-        margin=SMALL_MARGIN,
-        xaxis={"range": [-0.5, w - 0.5], "showticklabels": False, "constrain": "domain"},
-        yaxis={"range": [h - 0.5, -0.5], "showticklabels": False, "scaleanchor": "x", "constrain": "domain"},
-    )
-    return fig
-
-
-def _z_histogram(z: Tensor) -> go.Figure:
-    values = z.numpy().ravel()
-    counts, edges = np.histogram(
-        np.clip(values, -HIST_RANGE, HIST_RANGE),
-        bins=HIST_BINS,
-        range=(-HIST_RANGE, HIST_RANGE),
-        density=True,
-    )
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    xs = np.linspace(-HIST_RANGE, HIST_RANGE, 200)
-    fig = go.Figure()
-    fig.add_trace(
-        go.Bar(x=centres, y=counts, name="z values", marker_color="#5b8def", width=edges[1] - edges[0])
-    )
-    fig.add_trace(go.Scatter(x=xs, y=normal_pdf(xs), name="N(0, 1)", line={"color": "black", "width": 2}))
-    fig.update_layout(
-        title="Histogram of z vs N(0, 1)",
-        height=FIG_HEIGHT,
-        margin=SMALL_MARGIN,
-        bargap=0,
-        xaxis_title="z (values beyond ±5 clipped)",
-        yaxis_title="density",
-        legend={"x": 0.02, "y": 0.98},
-    )
-    return fig
-
-
-def _qq_figure(z: Tensor) -> go.Figure:
-    theo, sample = normal_qq(z)
-    lim = float(max(np.abs(theo).max(), np.abs(sample).max()))
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=[-lim, lim], y=[-lim, lim], mode="lines", line={"dash": "dot", "color": "gray"}, name="y = x"
-        )
-    )
-    fig.add_trace(
-        go.Scatter(x=theo, y=sample, mode="markers", marker={"size": 5, "color": "#e4572e"}, name="z")
-    )
-    fig.update_layout(
-        title="QQ plot against N(0, 1)",
-        height=FIG_HEIGHT,
-        margin=SMALL_MARGIN,
-        xaxis_title="normal quantiles",
-        yaxis_title="quantiles of z",
-        showlegend=False,
-    )
-    return fig
-
-
 def _scale_choice(entry: state.ModelEntry, key: str) -> int:
     n = entry.detector.model.num_scales
     return st.radio("Scale", range(n), format_func=lambda s: scale_label(entry, s), horizontal=True, key=key)
@@ -274,39 +171,42 @@ def _scale_choice(entry: state.ModelEntry, key: str) -> int:
 
 @st.fragment
 def per_scale_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
-    """‖z‖², single channels of z, the z distribution and the features as PCA colours."""
+    """‖z‖² of every scale side by side, then one scale in depth: a channel, the z distribution, PCA."""
+    n = entry.detector.model.num_scales
+    st.markdown("##### ‖z‖² per position, every scale (≈ C for normal features)")
+    cols = st.columns(n + 1)
+    with cols[0]:
+        st.image(render_overlay(analysis.image, analysis.amap, entry.detector), width="stretch")
+        st.caption(f"anomaly map · image score {analysis.score:.3f}")
+    for scale in range(n):
+        c = analysis.z[scale].shape[1]
+        sq = analysis.sq_norm[scale]
+        cols[scale + 1].plotly_chart(
+            heatmap_figure(sq, scale_label(entry, scale), zmin=0, zmax=max(3.0 * c, float(sq.max()) * 0.6)),
+            key=f"cf_latent_sqnorm_{scale}",
+            config=figures.CONFIG,
+        )
+    st.markdown("##### One scale in depth")
     scale = _scale_choice(entry, "cf_latent_scale")
     z = analysis.z[scale][0]
     c = z.shape[0]
     channel = st.slider("Channel of z", 0, c - 1, 0, key="cf_latent_channel")
-    cols = st.columns(4)
-    with cols[0]:
-        st.markdown("**Anomaly map**")
-        st.image(render_overlay(analysis.image, analysis.amap, entry.detector), width="stretch")
-        st.caption(f"image score {analysis.score:.3f}")
-    cols[1].plotly_chart(
-        heatmap_figure(
-            analysis.sq_norm[scale],
-            f"‖z‖² (≈ {c} for normal)",
-            zmin=0,
-            zmax=max(3.0 * c, float(analysis.sq_norm[scale].max()) * 0.6),
-        ),
-        key="cf_latent_sqnorm",
-    )
-    cols[2].plotly_chart(
+    cols = st.columns(3)
+    cols[0].plotly_chart(
         heatmap_figure(
             z[channel].numpy(), f"z, channel {channel}", colorscale="RdBu_r", zmid=0, zmin=-4, zmax=4
         ),
         key="cf_latent_channel_map",
+        config=figures.CONFIG,
     )
-    with cols[3]:
+    with cols[1]:
         st.markdown("**Backbone features (PCA → RGB)**")
         st.image(analysis.pca[scale].to_rgb(analysis.features[scale][0], size=256), width="stretch")
         st.caption(f"{c} channels projected on their 3 main directions")
-    left, right = st.columns(2)
-    left.plotly_chart(_z_histogram(z), key="cf_latent_hist")
-    right.plotly_chart(_qq_figure(z), key="cf_latent_qq")
-    st.caption(
+    cols[2].plotly_chart(figures.z_histogram(z.numpy()), key="cf_latent_hist", config=figures.CONFIG)
+    left, right = st.columns([1, 2])
+    left.plotly_chart(figures.qq_figure(z), key="cf_latent_qq", config=figures.CONFIG)
+    right.caption(
         f"mean {float(z.mean()):+.3f} · std {float(z.std()):.3f} · mean ‖z‖²/C {float((z**2).mean()):.3f} "
         "(a perfectly normal latent gives 0, 1 and 1). Heavy tails in the QQ plot are the anomalous positions."
     )
@@ -371,8 +271,10 @@ def _selected_cells(event: object) -> list[tuple[int, int]]:
 def _injection_controls(entry: state.ModelEntry, analysis: LatentAnalysis, scale: int) -> LatentInjection:
     _, h, w = analysis.z[scale][0].shape
     a, b, c = st.columns(3)
-    amplitude = a.slider("Amplitude (σ of the noise)", 0.5, 20.0, 6.0, 0.5, key="cf_latent_amp")
-    extent = b.slider("Extent (radius in latent cells)", 0.0, 5.0, 1.5, 0.5, key="cf_latent_extent")
+    amplitude = a.slider("Amplitude (σ of the noise)", 0.5, 30.0, DEFAULT_AMPLITUDE, 0.5, key="cf_latent_amp")
+    extent = b.slider(
+        "Extent (radius in latent cells)", 0.0, 6.0, DEFAULT_EXTENT, 0.5, key="cf_latent_extent"
+    )
     seed = int(c.number_input("Noise seed", 0, 10_000, 0, key="cf_latent_seed"))
     mode = st.radio("Where", MODES, horizontal=True, key="cf_latent_mode")
     if mode == MODES[1]:
@@ -397,6 +299,7 @@ def _injection_controls(entry: state.ModelEntry, analysis: LatentAnalysis, scale
             on_select="rerun",
             selection_mode=("points", "box"),
             key=chart_key,
+            config=figures.CONFIG,
         )
     clicked = _selected_cells(event)
     with right:
@@ -459,6 +362,7 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
             sq_new, "‖z‖² after injection", zmin=0, zmax=float(np.percentile(sq_new, 99.5)), points=marks
         ),
         key="cf_latent_inv_sq",
+        config=figures.CONFIG,
     )
     cols[1].plotly_chart(
         heatmap_figure(
@@ -468,14 +372,15 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
             points=marks,
         ),
         key="cf_latent_inv_diff",
+        config=figures.CONFIG,
     )
     with cols[2]:
         st.markdown("**Original features**")
         st.image(pca.to_rgb(analysis.features[scale][0], size=256), width="stretch")
     with cols[3]:
-        st.markdown("**Inverted, perturbed features**")
+        st.markdown("**Generated features** (flow run backwards)")
         st.image(pca.to_rgb(result.features_perturbed[scale][0].cpu(), size=256), width="stretch")
-        st.caption("same PCA colours as the original")
+        st.caption("same PCA colours as the original: what the disturbed z stands for in feature space")
     before = float(result.map_original[0].max())
     after = float(result.map_perturbed[0].max())
     a, b, c = st.columns([1, 1, 1])
@@ -483,7 +388,7 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
         st.markdown("**Anomaly map: original**")
         st.image(render_overlay(analysis.image, result.map_original[0], entry.detector), width="stretch")
     with b:
-        st.markdown("**Anomaly map: perturbed features**")
+        st.markdown("**Anomaly map of the generated features**")
         st.image(render_overlay(analysis.image, result.map_perturbed[0], entry.detector), width="stretch")
     gain = result.map_perturbed[0] - result.map_original[0]
     peak = np.unravel_index(int(np.argmax(gain)), gain.shape)
@@ -494,9 +399,12 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
             f"{float(gain.max()):+.3f}",
             help=f"at pixel (row {peak[0]}, col {peak[1]})",
         )
+        direct = entry.detector.model.anomaly_map([t.to(entry.detector.device) for t in result.z_perturbed])
+        error = float(np.abs(result.map_perturbed[0] - direct.cpu().numpy()[0]).max())
         st.caption(
-            "The perturbed features are forwarded through the flow again; the map lights up where the "
-            "noise went in, because those feature vectors are now unlikely under the learned density."
+            "**Invertibility check**: the generated features, forwarded again, give back the disturbed z, "
+            f"so this map equals the map of the disturbed z (largest difference {error:.1e}). It lights up "
+            "where the noise went in: those feature vectors are unlikely under the learned density."
         )
 
 

@@ -8,6 +8,7 @@ threshold), so each session builds its own from cached bytes.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -16,23 +17,33 @@ from cainnflow.data import CategoryData, list_categories, load_custom_folder, lo
 from cainnflow.demo_data import DEMO_CATEGORIES, make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.device import describe_device, resolve_device
+from cainnflow.errors import DataError
+
+from . import hosting
 
 __all__ = [
+    "CHECKPOINT_SUFFIX",
     "DEMO_CHECKPOINT",
     "app_home",
-    "checkpoint_dir",
     "demo_checkpoint_bytes",
     "demo_root",
     "detected_device",
     "load_category",
     "load_demo_detector",
     "mvtec_categories",
+    "open_data",
+    "sessions_dir",
+    "unique_checkpoint_path",
 ]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_CHECKPOINT = ASSETS / "demo_carpet_weave.safetensors"
 DEMO_CHECKPOINT_CATEGORY = "carpet_weave"
 HOME_ENV = "CAINNFLOW_HOME"
+CHECKPOINT_SUFFIX = ".safetensors"
+MAX_NAME_CHARS = 80
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def app_home() -> Path:
@@ -42,16 +53,38 @@ def app_home() -> Path:
     return home
 
 
-def checkpoint_dir() -> Path:
-    path = app_home() / "checkpoints"
+def sessions_dir() -> Path:
+    """The parent of the per-session folders (never listed by the app)."""
+    path = app_home() / "sessions"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def unique_checkpoint_path(folder: Path, name: str) -> Path:
+    """``folder/<name>.safetensors``, made safe, never an existing file (``run.1`` ≠ ``run.2``)."""
+    stem = name.strip()
+    if stem.lower().endswith(CHECKPOINT_SUFFIX):
+        stem = stem[: -len(CHECKPOINT_SUFFIX)]
+    stem = _UNSAFE_NAME.sub("_", stem).strip("._")[:MAX_NAME_CHARS] or "model"
+    target = folder / f"{stem}{CHECKPOINT_SUFFIX}"
+    n = 2
+    while target.exists():
+        target = folder / f"{stem}-{n}{CHECKPOINT_SUFFIX}"
+        n += 1
+    return target
+
+
+def demo_root() -> Path:
+    """The synthetic demo dataset's root folder (categories are generated on first use)."""
+    path = app_home() / "demo"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-@st.cache_resource(show_spinner="Generating the synthetic demo dataset (first use only)…")
-def demo_root() -> Path:
-    """The synthetic demo dataset, generated once per machine."""
-    return make_demo_dataset(app_home() / "demo")
+@st.cache_resource(show_spinner="Generating the synthetic demo category (first use only, a few seconds)…")
+def demo_category_root(category: str) -> Path:
+    """The demo root with ``category`` generated (only that one: the others wait until asked for)."""
+    return make_demo_dataset(demo_root(), categories=[category])
 
 
 def demo_categories() -> tuple[str, ...]:
@@ -66,22 +99,57 @@ def mvtec_categories(root: str) -> list[str]:
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def load_category(source: str, root: str, category: str) -> CategoryData:
-    """A parsed category. ``source`` is "demo", "mvtec" or "custom" (then root is the good folder)."""
-    if source == "custom":
-        return load_custom_folder(root, name=category or "custom")
+    """A parsed MVTec-layout category (demo or mvtec; root already checked)."""
+    if source == "demo":
+        return load_mvtec_category(demo_category_root(category), category)
     return load_mvtec_category(root, category)
 
 
-def load_custom_category(
-    good_dir: str, test_good_dir: str | None, test_defect_dir: str | None, mask_dir: str | None
-) -> CategoryData:
-    return load_custom_folder(
-        good_dir,
-        test_good_dir=test_good_dir or None,
-        test_defect_dir=test_defect_dir or None,
-        mask_dir=mask_dir or None,
-        name=Path(good_dir).name or "custom",
-    )
+def open_data(ref: object, session_dir: Path) -> CategoryData:
+    """Opens the dataset a :class:`app.state.DataRef` points to, within the allowed folders.
+
+    Uploads are looked up in ``session_dir`` only, so a reference from another session's
+    checkpoint never opens that session's files.
+
+    Raises:
+        DataError: missing, unreadable or outside the allowed data folders.
+    """
+    source, root, category = ref.source, ref.root, ref.category  # type: ignore[attr-defined]
+    home = app_home()
+    if source == "demo":
+        return load_category("demo", "", category)
+    if source == "upload":
+        if not _UPLOAD_ID.match(root):
+            raise DataError("the recorded upload id is not valid")
+        folder = session_dir / "uploads" / root
+        if not folder.is_dir():
+            raise DataError("that upload belongs to another session or was removed; upload the data again")
+        return load_upload_folder(folder, category)
+    if source == "mvtec":
+        return load_category("mvtec", str(hosting.allowed_path(root, home)), category)
+    if source == "custom":
+        extra = {
+            key: str(hosting.allowed_path(value, home)) if value else None
+            for key, value in (
+                ("test_good_dir", ref.test_good),  # type: ignore[attr-defined]
+                ("test_defect_dir", ref.defect),  # type: ignore[attr-defined]
+                ("mask_dir", ref.masks),  # type: ignore[attr-defined]
+            )
+        }
+        good = hosting.allowed_path(root, home)
+        return load_custom_folder(good, name=category or good.name or "custom", **extra)
+    raise DataError(f"unknown data source {source!r}")
+
+
+def load_upload_folder(folder: Path, category: str) -> CategoryData:
+    """An extracted upload, always stored as ``folder/<category>/train/good`` (+ optional test, ground_truth).
+
+    Error messages name the upload, never the server folder it lies in.
+    """
+    try:
+        return load_mvtec_category(folder, category)
+    except DataError as exc:
+        raise DataError(str(exc).replace(str(folder), "upload")) from exc
 
 
 @st.cache_resource(show_spinner=False)
@@ -91,8 +159,13 @@ def demo_checkpoint_bytes() -> bytes | None:
 
 
 def load_demo_detector(device: str = "auto") -> Detector | None:
+    """The shipped demo model; its checkpoint records the demo data it was trained on."""
     data = demo_checkpoint_bytes()
-    return None if data is None else Detector.load(data, device=device)
+    if data is None:
+        return None
+    detector = Detector.load(data, device=device)
+    detector.info.setdefault("dataset", {"source": "demo", "root": "", "category": DEMO_CHECKPOINT_CATEGORY})
+    return detector
 
 
 @st.cache_resource(show_spinner=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import state
+from . import hosting, state
 from .loaders import detected_device
 
 
@@ -12,6 +12,9 @@ def render_sidebar() -> None:
     state.init_state()
     state.adopt_finished_training()
     with st.sidebar:
+        restored = st.session_state.pop(state.RESTORED, None)
+        if restored:
+            st.toast(restored, icon=":material/history:")
         st.markdown("### Current model")
         entry = state.current_model()
         if entry is None:
@@ -34,9 +37,11 @@ def render_sidebar() -> None:
         else:
             d = data.data
             st.markdown(
-                f"{data.source}: **{d.name}**  \n{len(d.train)} train · {len(d.test)} test"
+                f"{data.ref.describe()}  \n{len(d.train)} train · {len(d.test)} test"
                 + ("" if d.has_masks or not d.test else "  \n_no masks: image-level only_")
             )
+        if state.data_mismatch():
+            st.warning("The model was trained on other data.", icon=":material/warning:")
         job = state.get(state.TRAIN_JOB)
         if job is not None:
             snap = job.snapshot()
@@ -44,3 +49,8 @@ def render_sidebar() -> None:
                 st.progress(snap.progress.fraction, text=f"Training: {snap.progress.phase}")
         st.markdown("### Device")
         st.caption(f"Detected: {detected_device()}")
+        st.caption(
+            "Your models and uploads are kept for this browser session; bookmark this page's address to "
+            "come back to them."
+            + (" Hosted mode: server folders are limited." if hosting.is_hosted() else "")
+        )

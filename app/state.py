@@ -1,34 +1,77 @@
-"""Session-state keys and accessors shared by the pages (one place, initialised once)."""
+"""Session state: every key the app keeps, the session's own folder, and what survives a reload.
+
+Each browser session gets an unguessable token, kept in the URL (``?s=<token>``) and naming
+its folder ``<app home>/sessions/<token>/``. Every model the session trains or loads is saved
+there under a unique name, together with ``session.json`` (the current model and data).
+A reload (same URL) finds the token and brings model and data back; another session cannot
+open it without the token, and the app never lists other sessions' folders.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from cainnflow.data import CategoryData
 from cainnflow.detector import Detector
+from cainnflow.errors import CainnflowError
 from cainnflow.evaluation import EvaluationResult
 
+from . import jobs, loaders
+from .loaders import unique_checkpoint_path
+
 __all__ = [
+    "DataEntry",
+    "DataRef",
     "ModelEntry",
     "adopt_finished_training",
     "current_data",
+    "current_evaluation",
     "current_model",
+    "data_mismatch",
     "get",
     "init_state",
     "require_model",
+    "session_dir",
+    "session_token",
     "set_data",
     "set_evaluation",
     "set_model",
+    "unique_checkpoint_path",
 ]
 
+# ----------------------------------------------------------------- keys (the only place they are named)
 MODEL = "cf_model"  # ModelEntry | None
 DATA = "cf_data"  # DataEntry | None
 TRAIN_JOB = "cf_train_job"  # app.jobs.TrainingJob | None
 EVALUATION = "cf_evaluation"  # EvaluationResult | None (for the current model + data)
-DEVICE_CHOICE = "cf_device"  # "auto" | "cpu" | "cuda" | "mps"
+DEVICE_CHOICE = "cf_device"  # one of cainnflow.device.DEVICE_CHOICES
+TOKEN = "cf_session_token"  # this session's token (also in the URL)
+RESTORED = "cf_restored"  # a one-line note about what came back after a reload, or None
+NOTICE = "cf_notice"  # (kind, text, model version) of the last load / save action
+UPLOADS = "cf_uploads"  # {name: bytes} images uploaded on any page, kept for the session
+SCORE_CACHE = "cf_score_cache"  # OrderedDict[(model version, digest), scored image]
+
+# Widget keys of the Train / load page (kept here so restore and views agree).
+K_SOURCE = "train_source"
+K_DEMO_CATEGORY = "train_demo_category"
+K_CKPT_UPLOAD = "train_ckpt_upload"
+K_LAST_CKPT_UPLOAD = "train_last_upload_id"
+K_DATA_UPLOAD = "train_data_upload"
+K_SAVED_CKPT = "train_saved_ckpt"
+K_SAVE_NAME = "train_save_name"
+
+URL_PARAM = "s"
+SESSION_FILE = "session.json"
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 _DEFAULTS: dict[str, Any] = {
     MODEL: None,
@@ -36,7 +79,50 @@ _DEFAULTS: dict[str, Any] = {
     TRAIN_JOB: None,
     EVALUATION: None,
     DEVICE_CHOICE: "auto",
+    RESTORED: None,
+    NOTICE: None,
 }
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """Where a dataset comes from, enough to open it again (saved in checkpoints and sessions).
+
+    Attributes:
+        source: ``demo``, ``mvtec``, ``custom`` or ``upload``.
+        root: mvtec: the dataset root; custom: the good-images folder; upload: the upload id
+            (a folder of this session); demo: empty (the app's own demo folder).
+        category: category name.
+        test_good, defect, masks: optional folders of a custom dataset.
+    """
+
+    source: str
+    root: str
+    category: str
+    test_good: str = ""
+    defect: str = ""
+    masks: str = ""
+
+    SOURCES = ("demo", "mvtec", "custom", "upload")
+
+    def describe(self) -> str:
+        where = {"demo": "demo", "mvtec": "MVTec folder", "custom": "custom folders", "upload": "upload"}
+        return f"{where.get(self.source, self.source)} / {self.category}"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: object) -> DataRef | None:
+        """The ref recorded in a checkpoint or session file; None if absent or malformed."""
+        if not isinstance(raw, dict):
+            return None
+        values = {k: raw.get(k, "") for k in ("source", "root", "category", "test_good", "defect", "masks")}
+        if not all(isinstance(v, str) and len(v) < 4096 for v in values.values()):
+            return None
+        if values["source"] not in cls.SOURCES or not values["category"]:
+            return None
+        return cls(**values)
 
 
 @dataclass
@@ -44,8 +130,9 @@ class ModelEntry:
     """The current model and where it came from (shown in the sidebar)."""
 
     detector: Detector
-    origin: str  # e.g. "trained on demo/carpet_weave", "loaded demo checkpoint", "uploaded x.safetensors"
+    origin: str  # e.g. "trained on demo / carpet_weave", "demo checkpoint", "uploaded x.safetensors"
     version: int  # bumps whenever the model changes, so caches keyed on it refresh
+    path: Path | None = None  # its file in this session's folder (None: the shipped demo model)
 
 
 @dataclass
@@ -53,13 +140,113 @@ class DataEntry:
     """The current dataset category."""
 
     data: CategoryData
-    source: str  # "demo", "mvtec" or "custom"
-    root: str  # root folder shown to the person
+    source: str  # "demo", "mvtec", "custom" or "upload"
+    root: str  # root folder (or upload id) it was read from
+    ref: DataRef | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.ref is None:
+            root = "" if self.source == "demo" else self.root
+            self.ref = DataRef(self.source, root, self.data.name)
+
+
+# ----------------------------------------------------------------- session token and folder
+
+
+def _valid_token(token: object) -> bool:
+    return isinstance(token, str) and bool(_TOKEN_RE.match(token))
+
+
+def session_token() -> str:
+    """This session's token: from session state, else the URL (a reload), else a new one."""
+    token = st.session_state.get(TOKEN)
+    if _valid_token(token):
+        return token
+    from_url = st.query_params.get(URL_PARAM)
+    if _valid_token(from_url) and (loaders.sessions_dir() / from_url).is_dir():
+        token = from_url
+    else:
+        token = secrets.token_urlsafe(24)
+    st.session_state[TOKEN] = token
+    if st.query_params.get(URL_PARAM) != token:
+        st.query_params[URL_PARAM] = token
+    return token
+
+
+def session_dir() -> Path:
+    """This session's private folder (created with owner-only permissions)."""
+    path = loaders.sessions_dir() / session_token()
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _write_session_file() -> None:
+    model, data = current_model(), current_data()
+    doc: dict[str, Any] = {}
+    if model is not None:
+        doc["model"] = {"file": model.path.name if model.path else None, "origin": model.origin}
+    if data is not None and data.ref is not None:
+        doc["data"] = data.ref.to_dict()
+    path = session_dir() / SESSION_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def _restore() -> None:
+    """Brings back this session's last model and data after a reload (once per session)."""
+    path = session_dir() / SESSION_FILE
+    if not path.is_file():
+        return
+    notes = []
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(doc, dict):
+        return
+    ref = DataRef.from_dict(doc.get("data"))
+    if ref is not None:
+        try:
+            set_data(loaders.open_data(ref, session_dir()), ref, remember=False)
+            show_source(ref)
+            notes.append(f"data {ref.describe()}")
+        except CainnflowError:
+            pass
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    origin = str(model.get("origin") or "restored")[:200]
+    file = model.get("file")
+    try:
+        if file is None and model:
+            detector = loaders.load_demo_detector(st.session_state.get(DEVICE_CHOICE, "auto"))
+            if detector is not None:
+                set_model(detector, origin, demo=True, remember=False)
+                notes.append("the demo model")
+        elif isinstance(file, str) and _FILE_RE.match(file) and (session_dir() / file).is_file():
+            detector = Detector.load(session_dir() / file, device=st.session_state.get(DEVICE_CHOICE, "auto"))
+            set_model(detector, origin, path=session_dir() / file, remember=False)
+            notes.append(f"model {file}")
+    except CainnflowError:
+        pass
+    job = jobs.job_for(session_token())
+    if job is not None:
+        st.session_state[TRAIN_JOB] = job
+        notes.append("the training job")
+    if notes:
+        st.session_state[RESTORED] = "Restored after reload: " + ", ".join(notes) + "."
 
 
 def init_state() -> None:
+    """Defaults once per session; on the first run, the session token and what a reload restores."""
+    first = TOKEN not in st.session_state
     for key, value in _DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    st.session_state.setdefault(UPLOADS, {})
+    token = session_token()
+    jobs.attach_session(token)
+    if first:
+        _restore()
 
 
 def get(key: str) -> Any:
@@ -67,27 +254,72 @@ def get(key: str) -> Any:
     return st.session_state[key]
 
 
+# ----------------------------------------------------------------- model and data
+
+
 def current_model() -> ModelEntry | None:
-    return get(MODEL)
+    return st.session_state.get(MODEL)
 
 
-def set_model(detector: Detector, origin: str) -> ModelEntry:
+def set_model(
+    detector: Detector,
+    origin: str,
+    *,
+    path: Path | None = None,
+    demo: bool = False,
+    remember: bool = True,
+) -> ModelEntry:
+    """Makes ``detector`` the current model; it is saved in the session folder unless it has a file.
+
+    Args:
+        path: the file it already lives in (in this session's folder).
+        demo: the shipped demo model (nothing to save).
+        remember: record it in the session file (False while restoring).
+    """
+    if path is None and not demo:
+        path = unique_checkpoint_path(session_dir(), _default_name(detector))
+        try:
+            detector.save(path)
+        except (CainnflowError, OSError):
+            path = None
     previous = current_model()
-    entry = ModelEntry(detector, origin, (previous.version + 1) if previous else 1)
+    entry = ModelEntry(detector, origin, (previous.version + 1) if previous else 1, path)
     st.session_state[MODEL] = entry
     st.session_state[EVALUATION] = None
+    if remember:
+        _write_session_file()
     return entry
+
+
+def _default_name(detector: Detector) -> str:
+    category = str(detector.info.get("category") or "model")
+    return f"cainnflow_{category}_{detector.config.variant}"
 
 
 def current_data() -> DataEntry | None:
-    return get(DATA)
+    return st.session_state.get(DATA)
 
 
-def set_data(data: CategoryData, source: str, root: str) -> DataEntry:
-    entry = DataEntry(data, source, root)
+def set_data(
+    data: CategoryData, ref: DataRef | str, root: str | None = None, *, remember: bool = True
+) -> DataEntry:
+    """Makes a category the current data. ``ref`` is its DataRef (or, older form, a source name + root)."""
+    if isinstance(ref, str):
+        entry = DataEntry(data, ref, root or "")
+    else:
+        entry = DataEntry(data, ref.source, ref.root, ref)
     st.session_state[DATA] = entry
     st.session_state[EVALUATION] = None
+    if remember:
+        _write_session_file()
     return entry
+
+
+def show_source(data_ref: DataRef) -> None:
+    """Sets the Train / load data widgets to show ``data_ref`` (before they render)."""
+    st.session_state[K_SOURCE] = data_ref.source
+    if data_ref.source == "demo":
+        st.session_state[K_DEMO_CATEGORY] = data_ref.category
 
 
 def current_evaluation() -> EvaluationResult | None:
@@ -96,6 +328,37 @@ def current_evaluation() -> EvaluationResult | None:
 
 def set_evaluation(result: EvaluationResult | None) -> None:
     st.session_state[EVALUATION] = result
+
+
+def model_data_ref(detector: Detector) -> DataRef | None:
+    """The dataset a model was trained on, as recorded in its checkpoint."""
+    return DataRef.from_dict(detector.info.get("dataset"))
+
+
+def data_mismatch() -> str | None:
+    """A warning when the current model was trained on other data than the current data."""
+    model, data = current_model(), current_data()
+    if model is None or data is None or data.ref is None:
+        return None
+    trained = model_data_ref(model.detector)
+    category = model.detector.info.get("category")
+    if trained is not None:
+        same = (trained.source, trained.root, trained.category) == (
+            data.ref.source,
+            data.ref.root,
+            data.ref.category,
+        )
+        what = trained.describe()
+    elif isinstance(category, str) and category:
+        same, what = category == data.ref.category, f"“{category}”"
+    else:
+        return None
+    if same:
+        return None
+    return (
+        f"The current model was trained on **{what}**, but the current data is **{data.ref.describe()}**: "
+        "its scores and heatmaps on these images mean little. Open the model's data on **Train / load**."
+    )
 
 
 def require_model() -> ModelEntry:
@@ -117,8 +380,15 @@ def adopt_finished_training() -> ModelEntry | None:
     Called on every page (by the sidebar), so a job that finishes while the person is on
     another page still becomes the current model at their next interaction.
     """
-    job = get(TRAIN_JOB)
+    job = st.session_state.get(TRAIN_JOB)
     detector = job.take_detector() if job is not None else None
     if detector is None:
         return None
-    return set_model(detector, origin=f"trained on {job.label}" if job.label else "trained here")
+    origin = f"trained on {job.label}" if job.label else "trained here"
+    return set_model(detector, origin=origin, path=job.saved_path)
+
+
+def upload_store() -> dict[str, bytes]:
+    """Images uploaded in this session (name → downscaled bytes), shared by every page."""
+    init_state()
+    return st.session_state[UPLOADS]

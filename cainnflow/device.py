@@ -12,10 +12,19 @@ import torch
 
 from cainnflow.errors import CainnflowError
 
-__all__ = ["AUTO_DEVICE", "autocast_dtype", "describe_device", "mps_available", "resolve_device"]
+__all__ = [
+    "AUTO_DEVICE",
+    "DEVICE_CHOICES",
+    "autocast_dtype",
+    "describe_device",
+    "mps_available",
+    "resolve_device",
+]
 
 AUTO_DEVICE = "auto"
 """The device name that means: the best accelerator available, else the CPU."""
+DEVICE_CHOICES: tuple[str, ...] = (AUTO_DEVICE, "cpu", "cuda", "mps")
+"""The device names a person can choose from (CLI options, the app's device menu)."""
 CPU_BF16_ENV = "CAINNFLOW_CPU_BF16"
 """Set to ``1`` to run the frozen backbone in bfloat16 on a CPU with AMX (see autocast_dtype)."""
 

@@ -1,0 +1,395 @@
+"""UI pieces of the Inspect page: choose images, the results panel, and batch inspection.
+
+Scoring goes through :func:`app.display.score_images` (the library's ``Detector.predict``
+with a per-session cache); this module only lays out pictures, sliders and downloads.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from cainnflow.data import Sample, find_images, read_image
+from cainnflow.errors import CainnflowError
+
+from . import display, hosting, loaders, state
+
+__all__ = ["BatchResult", "batch_panel", "choose_images", "results_panel", "score_batch"]
+
+GALLERY_COLUMNS = 4
+DEFAULT_PICKS_PER_TYPE = 1
+MAX_DEFAULT_PICKS = 5
+THRESHOLD_STEPS = 200
+THRESHOLD_HEADROOM = 0.5  # the slider reaches this much past the colour range, in units of the range
+SORTS = {"score_desc": "score, highest first", "score_asc": "score, lowest first", "name": "name"}
+K_DETAIL = "inspect_detail"
+K_UPLOADS = "inspect_uploads"
+K_BATCH = "inspect_batch_result"  # BatchResult of the last batch run
+MAX_BATCH_IMAGES = 200
+BATCH_CHUNK = 8
+
+
+def _default_picks(samples: tuple[Sample, ...]) -> list[int]:
+    """A few test images to start with: the first of each type (good first)."""
+    picks: list[int] = []
+    counts: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        if counts.get(sample.defect_type, 0) < DEFAULT_PICKS_PER_TYPE:
+            counts[sample.defect_type] = counts.get(sample.defect_type, 0) + 1
+            picks.append(i)
+    return picks[:MAX_DEFAULT_PICKS]
+
+
+def choose_images() -> list[display.ImageInput]:
+    """The picked test images of the current dataset plus this session's uploaded images.
+
+    Picks come first, so an upload of a dataset image is shown with its ground truth.
+    """
+    data = state.current_data()
+    left, right = st.columns(2, gap="large")
+    with left:
+        uploaded = display.uploaded_images(K_UPLOADS)
+    if data is None or not data.data.test:
+        right.caption("Choose a dataset with a test split on **Train / load** to pick test images here.")
+        return uploaded
+    inputs: list[display.ImageInput] = []
+    samples = data.data.test
+    picked = right.multiselect(
+        f"Test images of {data.ref.describe()}",
+        range(len(samples)),
+        default=_default_picks(samples),
+        format_func=lambda i: f"{samples[i].defect_type} · {samples[i].path.name}",
+        key=f"inspect_pick_{data.source}_{data.root}_{data.data.name}",
+        persist_state="session",
+    )
+    for i in picked:
+        s = samples[i]
+        try:
+            inputs.append(
+                display.ImageInput.from_path(
+                    s.path, defect_type=s.defect_type, label=s.label, mask_path=s.mask_path
+                )
+            )
+        except OSError:
+            st.warning(f"Could not read {s.path.name}.")
+    return inputs + uploaded
+
+
+def _label(item: display.ScoredImage) -> str:
+    known = item.input.defect_type
+    return item.input.name if known is None else f"{item.input.name} ({known})"
+
+
+def _verdict_badge(score: float, threshold: float) -> None:
+    if display.verdict(score, threshold) == display.ANOMALOUS:
+        st.badge("anomalous", icon=":material/warning:", color="red")
+    else:
+        st.badge("good", icon=":material/check:", color="green")
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The image threshold (verdict) and the pixel threshold (outlined region) of the page."""
+
+    image: float
+    pixel: float
+
+
+def _detail(
+    item: display.ScoredImage, entry: state.ModelEntry, alpha: float, limits: Thresholds, show_gt: bool
+) -> None:
+    detector = entry.detector
+    gt = item.gt_mask(detector.config.image_size) if show_gt else None
+    st.markdown(f"#### {_label(item)}")
+    c_img, c_map, c_info = st.columns([2, 2, 1.3])
+    c_img.image(display.display_image(item.image, detector), caption="input", width="stretch")
+    overlay = display.render_overlay(
+        item.image, item.amap, detector, alpha=alpha, threshold=limits.pixel, gt_mask=gt
+    )
+    caption = "anomaly map · white: map ≥ pixel threshold" + (
+        " · green: ground truth" if gt is not None else ""
+    )
+    c_map.image(overlay, caption=caption, width="stretch")
+    with c_info:
+        _verdict_badge(item.score, limits.image)
+        st.metric("Image score (max of map)", f"{item.score:.4g}")
+        z = display.normalized_score(detector, item.score)
+        if z is not None:
+            st.metric(
+                "Normalized score", f"{z:+.1f} σ", help="Standard deviations above the mean normal score."
+            )
+        st.caption(f"{100 * float(np.mean(item.amap >= limits.pixel)):.2f} % of pixels ≥ pixel threshold")
+        if item.input.label is not None:
+            st.caption(f"Ground truth: **{item.input.defect_type}**")
+        st.download_button(
+            "Heatmap PNG",
+            data=_png(overlay),
+            file_name=f"{Path(item.input.name).stem}_heatmap.png",
+            mime="image/png",
+            icon=":material/download:",
+            on_click="ignore",
+            key=f"inspect_png_{item.digest}",
+        )
+
+
+def _show_detail(digest: str) -> None:
+    st.session_state[K_DETAIL] = digest
+
+
+def _gallery(
+    items: list[display.ScoredImage], entry: state.ModelEntry, alpha: float, limits: Thresholds
+) -> None:
+    for start in range(0, len(items), GALLERY_COLUMNS):
+        columns = st.columns(GALLERY_COLUMNS)
+        for column, item in zip(columns, items[start : start + GALLERY_COLUMNS], strict=False):
+            with column:
+                overlay = display.render_overlay(
+                    item.image, item.amap, entry.detector, alpha=alpha, threshold=limits.pixel
+                )
+                st.image(overlay, width="stretch")
+                verdict = display.verdict(item.score, limits.image)
+                mark = ":red[**anomalous**]" if verdict == display.ANOMALOUS else ":green[good]"
+                st.markdown(f"{_label(item)}  \nscore **{item.score:.4g}** · {mark}")
+                st.button(
+                    "Details",
+                    key=f"inspect_detail_btn_{item.digest}",
+                    on_click=_show_detail,
+                    args=(item.digest,),
+                    type="tertiary",
+                    icon=":material/zoom_in:",
+                )
+
+
+def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, bool, str]:
+    detector = entry.detector
+    vmin, vmax = display.color_range(detector)
+    image_default = detector.threshold if detector.threshold is not None else vmax
+    pixel_default = float(detector.stats.pixel_max) if detector.stats is not None else image_default
+    upper = max(vmax + THRESHOLD_HEADROOM * (vmax - vmin), image_default, pixel_default)
+    step = (upper - vmin) / THRESHOLD_STEPS
+    c1, c2, c3 = st.columns([2, 3, 3], vertical_alignment="bottom")
+    alpha = c1.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="inspect_alpha")
+    image_thr = c2.slider(
+        "Image threshold (verdict)",
+        float(vmin),
+        float(upper),
+        float(image_default),
+        step,
+        format="%.4g",
+        key=f"inspect_threshold_{entry.version}",
+        help="An image is anomalous when its score (the map's maximum) reaches this. Starts at the model's "
+        "threshold; store a new one on **Evaluate & threshold**.",
+    )
+    pixel_thr = c3.slider(
+        "Pixel threshold (outlined region)",
+        float(vmin),
+        float(upper),
+        float(pixel_default),
+        step,
+        format="%.4g",
+        key=f"inspect_pixel_threshold_{entry.version}",
+        help="Outlines the pixels whose map value reaches this (segmentation). It starts at the largest map "
+        "value seen on the validation normals, so a normal image has (almost) nothing outlined.",
+    )
+    c1, c2, c3 = st.columns([2, 3, 3], vertical_alignment="center")
+    show_gt = c1.toggle("Ground-truth outline", value=True, key="inspect_show_gt")
+    order = c2.selectbox("Sort by", list(SORTS), format_func=SORTS.get, key="inspect_sort")
+    with c3:
+        st.image(display.color_bar(detector), width="stretch")
+        st.caption(
+            f"colour scale: {vmin:.3g} (median normal pixel) → {vmax:.3g} (largest normal pixel or threshold)"
+        )
+    return alpha, Thresholds(image_thr, pixel_thr), show_gt, order
+
+
+@st.fragment
+def results_panel(items: list[display.ScoredImage], entry: state.ModelEntry) -> None:
+    """Sliders and pictures; reruns alone, so moving a slider never scores again."""
+    alpha, limits, show_gt, order = _threshold_controls(entry)
+    if order == "name":
+        items = sorted(items, key=lambda it: it.input.name)
+    else:
+        items = sorted(items, key=lambda it: it.score, reverse=order == "score_desc")
+    n_bad = sum(display.verdict(it.score, limits.image) == display.ANOMALOUS for it in items)
+    st.markdown(f"**{len(items)}** image(s) scored · **{n_bad}** anomalous at threshold {limits.image:.4g}")
+    if len(items) == 1:
+        _detail(items[0], entry, alpha, limits, show_gt)
+        return
+    digests = [it.digest for it in items]
+    if st.session_state.get(K_DETAIL) not in digests:
+        st.session_state[K_DETAIL] = digests[0]
+    chosen = st.selectbox(
+        "Detail view", digests, format_func=lambda d: _label(items[digests.index(d)]), key=K_DETAIL
+    )
+    with st.container(border=True):
+        _detail(items[digests.index(chosen)], entry, alpha, limits, show_gt)
+    st.markdown("##### Gallery")
+    _gallery(items, entry, alpha, limits)
+
+
+# --------------------------------------------------------------------------- batch inspection
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch run: one row per image, the CSV report and a zip of heatmap PNGs."""
+
+    table: pd.DataFrame
+    csv: bytes
+    heatmaps_zip: bytes
+    problems: tuple[str, ...]
+    model_version: int
+
+
+def score_batch(entry: state.ModelEntry, named: list[tuple[str, bytes | Path]], progress=None) -> BatchResult:
+    """Scores images in chunks; writes a heatmap PNG per image into a zip as it goes (no maps kept)."""
+    detector = entry.detector
+    rows: list[dict] = []
+    problems: list[str] = []
+    buffer = io.BytesIO()
+    threshold = detector.threshold
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for start in range(0, len(named), BATCH_CHUNK):
+            chunk: list[tuple[str, Image.Image]] = []
+            for name, source in named[start : start + BATCH_CHUNK]:
+                try:
+                    chunk.append((name, read_image(source, name=name)))
+                except CainnflowError as exc:
+                    problems.append(str(exc))
+            if chunk:
+                prediction = detector.predict([image for _, image in chunk])
+                for (name, image), amap, score in zip(chunk, prediction.maps, prediction.scores, strict=True):
+                    overlay = display.render_overlay(image, amap, detector, threshold=threshold)
+                    archive.writestr(f"{Path(name).stem}_heatmap.png", _png(overlay))
+                    rows.append(
+                        {
+                            "image": name,
+                            "score": float(score),
+                            "normalized (σ)": display.normalized_score(detector, float(score)),
+                            "verdict": display.verdict(float(score), threshold),
+                        }
+                    )
+            if progress is not None:
+                progress(min(start + BATCH_CHUNK, len(named)), len(named))
+    table = pd.DataFrame(rows, columns=["image", "score", "normalized (σ)", "verdict"])
+    return BatchResult(
+        table, table.to_csv(index=False).encode(), buffer.getvalue(), tuple(problems), entry.version
+    )
+
+
+def _batch_inputs(mode: str) -> list[tuple[str, bytes | Path]] | None:
+    if mode == "server":
+        folder = st.text_input(
+            "Server folder with images", key="inspect_batch_folder", persist_state="session"
+        ).strip()
+        if hosting.allowed_roots(loaders.app_home()) is not None:
+            st.caption("Server folders are limited to the data folders this app is allowed to read.")
+        if not folder:
+            return None
+        try:
+            paths = find_images(hosting.allowed_path(folder, loaders.app_home()))
+        except CainnflowError as exc:
+            st.error(str(exc))
+            return None
+        return [(p.name, p) for p in paths]
+    files = st.file_uploader(
+        "A zip of images, or several images",
+        type=["zip", *display.UPLOAD_IMAGE_TYPES],
+        accept_multiple_files=True,
+        key="inspect_batch_upload",
+    )
+    if not files:
+        return None
+    named: list[tuple[str, bytes | Path]] = []
+    for file in files:
+        if file.name.lower().endswith(".zip"):
+            staging = state.session_dir() / "batch" / secrets.token_urlsafe(6)
+            try:
+                written = hosting.extract_zip(file.getvalue(), staging)
+                named.extend((p.name, hosting.decode_upload(p.read_bytes(), p.name)) for p in sorted(written))
+            except CainnflowError as exc:
+                st.error(f"{file.name}: {exc}")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        else:
+            named.append((file.name, file.getvalue()))
+    return named
+
+
+def batch_panel(entry: state.ModelEntry) -> None:
+    """Score a whole folder or zip: a table, a CSV report and a zip of heatmaps."""
+    mode = st.radio(
+        "Images from",
+        ["upload", "server"],
+        format_func={"upload": "a zip or several files", "server": "a server folder"}.get,
+        horizontal=True,
+        key="inspect_batch_mode",
+    )
+    named = _batch_inputs(mode)
+    if named is not None and not named:
+        st.warning("No images found there.")
+    elif named:
+        if len(named) > MAX_BATCH_IMAGES:
+            st.warning(f"{len(named)} images: the first {MAX_BATCH_IMAGES} are scored.")
+            named = named[:MAX_BATCH_IMAGES]
+        if st.button(
+            f"Score {len(named)} image(s)",
+            type="primary",
+            icon=":material/play_arrow:",
+            key="inspect_batch_go",
+        ):
+            bar = st.progress(0.0, text="Scoring…")
+            result = score_batch(
+                entry,
+                named,
+                progress=lambda done, total: bar.progress(done / total, text=f"Scoring… {done}/{total}"),
+            )
+            bar.empty()
+            st.session_state[K_BATCH] = result
+    result: BatchResult | None = st.session_state.get(K_BATCH)
+    if result is None or result.model_version != entry.version:
+        return
+    for problem in result.problems:
+        st.warning(f"Skipped an image: {problem}", icon=":material/broken_image:")
+    n_bad = int((result.table["verdict"] == display.ANOMALOUS).sum())
+    st.markdown(f"**{len(result.table)}** image(s) scored · **{n_bad}** anomalous at the model's threshold")
+    st.dataframe(
+        result.table,
+        hide_index=True,
+        column_config={
+            "score": st.column_config.NumberColumn(format="%.4g"),
+            "normalized (σ)": st.column_config.NumberColumn(format="%+.1f"),
+        },
+    )
+    c1, c2 = st.columns(2)
+    c1.download_button(
+        "CSV report",
+        result.csv,
+        "cainnflow_report.csv",
+        "text/csv",
+        icon=":material/table:",
+        on_click="ignore",
+    )
+    c2.download_button(
+        "Heatmaps (zip)",
+        result.heatmaps_zip,
+        "cainnflow_heatmaps.zip",
+        "application/zip",
+        icon=":material/folder_zip:",
+        on_click="ignore",
+    )
