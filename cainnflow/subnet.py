@@ -14,6 +14,13 @@ variant    arrangement                                  paper
 
 :func:`create_subnet` returns a FrEIA subnet constructor ``(c_in, c_out) -> nn.Module``.
 The last convolution starts at zero, so every coupling block starts as the identity.
+
+A ReLU the paper's equations do not print: Eq. 11 and Eq. 12 write ``CAC`` and ``CC`` as two
+convolutions composed directly (with CBAM between them for ``CAC``). Two convolutions with
+nothing in between are one linear map — a single 5×5 convolution — so ``CC`` would not be the
+two-layer ablation the paper describes and CBAM's channel MLP would gate a linear feature.
+This module puts a ReLU after the first convolution of both, as FastFlow's and CS-Flow's
+two-convolution subnets do; ``CA`` and ``AC`` have one convolution and no ReLU.
 """
 
 from __future__ import annotations
