@@ -25,7 +25,7 @@ split: hold out some good training images, paste anomalies into them, and compar
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -148,7 +148,14 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 # and returns the target the region is blended towards, float32 (H, W, 3).
 
 
-def _cutpaste(rng, image, alpha, centre, radius, donor) -> np.ndarray:
+def _cutpaste(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
     height, width = alpha.shape
     scale = rng.uniform(0.8, 1.25)
     half = max(math.ceil(radius * _BLOB_REACH * scale) + 1, 2)  # covers the blob after rotation
@@ -174,14 +181,28 @@ def _cutpaste(rng, image, alpha, centre, radius, donor) -> np.ndarray:
     return target * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # and a slight colour cast
 
 
-def _noise(rng, image, alpha, centre, radius, donor) -> np.ndarray:
+def _noise(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
     texture = _smooth_field(rng, alpha.shape, rng.uniform(0.5, 2.5))
     low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     mix = (np.tanh(texture) * 0.5 + 0.5)[..., None]
     return (low * (1 - mix) + high * mix).astype(np.float32)
 
 
-def _warp(rng, image, alpha, centre, radius, donor) -> np.ndarray:
+def _warp(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
     height, width = alpha.shape
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     strength = radius * rng.uniform(0.35, 0.7)
@@ -199,7 +220,14 @@ def _warp(rng, image, alpha, centre, radius, donor) -> np.ndarray:
     return np.stack(warped, axis=-1).astype(np.float32)
 
 
-def _erase(rng, image, alpha, centre, radius, donor) -> np.ndarray:
+def _erase(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
     outside = (alpha <= 0).astype(np.float32)
     if rng.random() < 0.5:  # flat fill: the mean colour just around the region
         ring = ndimage.binary_dilation(alpha > 0, iterations=max(int(radius / 3), 1)) & (alpha <= 0)
@@ -211,7 +239,14 @@ def _erase(rng, image, alpha, centre, radius, donor) -> np.ndarray:
     return (np.stack(filled, axis=-1) / np.maximum(weight, 1e-3)[..., None]).astype(np.float32)
 
 
-def _colour(rng, image, alpha, centre, radius, donor) -> np.ndarray:
+def _colour(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
     gains = rng.uniform(0.55, 1.45, 3).astype(np.float32)
     offset = rng.uniform(-40, 40, 3).astype(np.float32)
     shifted = image * gains + offset
@@ -221,7 +256,14 @@ def _colour(rng, image, alpha, centre, radius, donor) -> np.ndarray:
     return shifted
 
 
-_KINDS = {"cutpaste": _cutpaste, "noise": _noise, "warp": _warp, "erase": _erase, "colour": _colour}
+_KindFn = Callable[[np.random.Generator, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray], np.ndarray]
+_KINDS: dict[str, _KindFn] = {
+    "cutpaste": _cutpaste,
+    "noise": _noise,
+    "warp": _warp,
+    "erase": _erase,
+    "colour": _colour,
+}
 
 
 # --------------------------------------------------------------------------- public API
