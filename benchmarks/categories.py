@@ -199,9 +199,8 @@ def train_detector(setting: Setting, data: CategoryData, device: str, seed: int 
 
 def describe(setting: Setting) -> str:
     parts = [f"{k}={v}" for k, v in {**setting.model, **setting.train}.items()]
-    return f"{setting.name}: {', '.join(parts) or 'library defaults'}" + (
-        f"  ({setting.note})" if setting.note else ""
-    )
+    text = f"{setting.name}: {', '.join(parts) or 'library defaults'}"
+    return text + (f"  ({setting.note})" if setting.note and parts else "")
 
 
 # --------------------------------------------------------------------------- the table
