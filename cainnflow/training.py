@@ -38,25 +38,51 @@ __all__ = [
 class TrainConfig:
     """Optimisation settings.
 
+    Training length is a budget in optimizer steps, not epochs, so a user with 10 good
+    images trains as long as one with 200 (15 epochs of 9 images are only 15 steps); early
+    stopping on the validation NLL ends it sooner when the flows have converged.
+
     Attributes:
-        epochs: maximum number of passes over the training features.
-        batch_size: images per step.
+        max_steps: optimizer-step budget (used when ``epochs`` is None).
+        epochs: if given, train for exactly this many passes instead (the budget then is
+            ``epochs × steps per epoch``).
+        batch_size: images per step (at most the number of training images).
         lr: Adam learning rate. The paper uses 5e-4 over long schedules; 2e-3 reaches a better
-            optimum in the 10-20 epochs that fit a CPU budget (MVTec bottle and the demo set:
-            see benchmarks/README.md).
+            optimum in the budgets that fit a CPU (benchmarks/README.md).
         weight_decay: Adam weight decay.
-        patience: stop after this many epochs without a better validation loss (None: never).
+        val_every: with a step budget, validate at the end of the first epoch that reaches
+            this many steps since the last validation (with ``epochs``: every epoch).
+        patience: stop after this many validations without a better validation loss (None:
+            never stop early).
+        min_steps: never stop early before this many steps.
         grad_clip: clip the gradient norm to this value (None: no clipping).
         seed: seeds batch order.
     """
 
-    epochs: int = 15
+    max_steps: int = 400
+    epochs: int | None = None
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    patience: int | None = None
+    val_every: int = 20
+    patience: int | None = 4
+    min_steps: int = 150
     grad_clip: float | None = 10.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or (self.epochs is not None and self.epochs < 1):
+            raise ValueError("max_steps and epochs must be at least 1")
+        if self.batch_size < 1 or self.val_every < 1:
+            raise ValueError("batch_size and val_every must be at least 1")
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        return max(1, math.ceil(n_train / min(self.batch_size, max(n_train, 1))))
+
+    def total_steps(self, n_train: int) -> int:
+        """The step budget for ``n_train`` training images."""
+        per_epoch = self.steps_per_epoch(n_train)
+        return self.epochs * per_epoch if self.epochs is not None else self.max_steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +125,8 @@ class TrainProgress:
 
 @dataclass
 class EpochRecord:
+    """One validation round: the epoch it closed, mean training loss since the last round."""
+
     epoch: int
     train_loss: float
     val_loss: float | None
@@ -116,6 +144,7 @@ class TrainingHistory:
     cancelled: bool = False
     feature_seconds: float = 0.0
     train_seconds: float = 0.0
+    steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,8 +226,11 @@ def fit_flows(
 ) -> TrainingHistory:
     """Trains the flows by maximum likelihood on cached features.
 
-    The standardisers are fitted on ``train_features`` first. The state with the best
-    validation loss (or the last one without validation) is restored at the end.
+    The standardisers are fitted on ``train_features`` first. Training runs for the step
+    budget of ``config`` in epochs of shuffled batches; it validates every ``val_every`` steps
+    (or every epoch, when epochs are longer), keeps the state with the best validation loss
+    (training loss without validation) and stops early after ``patience`` validations
+    without improvement. That best state is restored at the end.
 
     Args:
         model: the model; its flows are trained in place on ``model.device``.
@@ -206,7 +238,7 @@ def fit_flows(
         config: optimisation settings.
         callback: called after every step with a :class:`TrainProgress`.
         cancel: when set, training stops within one batch; the best state so far is kept and
-            the history says ``cancelled``. Cancelled before the first epoch ends, it raises
+            the history says ``cancelled``. Cancelled before the first validation, it raises
             :class:`TrainingCancelled`.
 
     Raises:
@@ -219,35 +251,41 @@ def fit_flows(
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     n = train_features[0].shape[0]
-    steps = max(1, math.ceil(n / config.batch_size))
+    batch_size = min(config.batch_size, n)
+    per_epoch = config.steps_per_epoch(n)
+    total = config.total_steps(n)
+    epochs = math.ceil(total / per_epoch)
     history = TrainingHistory()
     best_state = copy.deepcopy(model.flows.state_dict())
     best_loss = math.inf
-    epochs_without_gain = 0
+    rounds_without_gain = 0
     start = time.perf_counter()
+    round_start = start
+    running, seen, since_val, done = 0.0, 0, 0, 0
 
-    for epoch in range(1, config.epochs + 1):
+    def restore_and_stop(message: str | None) -> None:
+        model.flows.load_state_dict(best_state if history.epochs else entry_state)
+        model.flows.eval()
+        history.train_seconds = time.perf_counter() - start
+        if message is not None:
+            raise TrainingError(message)
+
+    for epoch in range(1, epochs + 1):
         model.flows.train()
         order = torch.randperm(n, generator=generator)
-        epoch_start = time.perf_counter()
-        running = 0.0
-        seen = 0
+        steps = min(per_epoch, total - done)
         for step in range(1, steps + 1):
             if _check_cancel(cancel):
-                model.flows.load_state_dict(best_state if history.epochs else entry_state)
+                restore_and_stop(None)
                 if not history.epochs:
-                    raise TrainingCancelled("training cancelled before the first epoch finished")
+                    raise TrainingCancelled("training cancelled before the first validation")
                 history.cancelled = True
-                history.train_seconds = time.perf_counter() - start
-                model.flows.eval()
                 return history
-            idx = order[(step - 1) * config.batch_size : step * config.batch_size]
+            idx = order[(step - 1) * batch_size : step * batch_size]
             batch = [f[idx].to(device, non_blocking=True) for f in train_features]
             loss = negative_log_likelihood(model(batch))
             if not torch.isfinite(loss):
-                model.flows.load_state_dict(best_state if history.epochs else entry_state)
-                model.flows.eval()
-                raise TrainingError(
+                restore_and_stop(
                     f"the training loss became {loss.item()} at epoch {epoch}, step {step}; "
                     "the learning rate is probably too high for these features (try a lower lr "
                     "or a smaller clamp). The last good state was kept."
@@ -259,53 +297,64 @@ def fit_flows(
             optimizer.step()
             running += loss.item() * idx.numel()
             seen += idx.numel()
+            done += 1
+            since_val += 1
             if callback is not None:
                 elapsed = time.perf_counter() - start
-                done = (epoch - 1) * steps + step
-                eta = elapsed / done * (config.epochs * steps - done)
                 callback(
                     TrainProgress(
                         "train",
                         epoch,
-                        config.epochs,
+                        epochs,
                         step,
-                        steps,
+                        per_epoch,
                         loss=running / seen,
                         val_loss=history.epochs[-1].val_loss if history.epochs else None,
                         elapsed_s=elapsed,
-                        eta_s=eta,
+                        eta_s=elapsed / done * (total - done),
                     )
                 )
-
+        last_epoch = done >= total
+        # Validate every epoch when epochs were asked for, else every ``val_every`` steps.
+        if since_val < config.val_every and config.epochs is None and not last_epoch:
+            continue
         model.flows.eval()
         train_loss = running / max(seen, 1)
-        val_loss = validation_loss(model, val_features, config.batch_size) if val_features else None
-        history.epochs.append(EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - epoch_start))
+        val_loss = validation_loss(model, val_features, batch_size) if val_features else None
+        now = time.perf_counter()
+        history.epochs.append(EpochRecord(epoch, train_loss, val_loss, now - round_start))
+        round_start, running, seen, since_val = now, 0.0, 0, 0
         monitored = val_loss if val_loss is not None else train_loss
         if monitored < best_loss:
             best_loss = monitored
             best_state = copy.deepcopy(model.flows.state_dict())
             history.best_epoch = epoch
             history.best_val_loss = val_loss
-            epochs_without_gain = 0
+            rounds_without_gain = 0
         else:
-            epochs_without_gain += 1
-            if config.patience is not None and epochs_without_gain >= config.patience:
+            rounds_without_gain += 1
+            if (
+                config.patience is not None
+                and rounds_without_gain >= config.patience
+                and done >= config.min_steps
+                and not last_epoch
+            ):
                 history.stopped_early = True
                 break
+        if last_epoch:
+            break
 
-    model.flows.load_state_dict(best_state)
-    model.flows.eval()
-    history.train_seconds = time.perf_counter() - start
+    history.steps = done
+    restore_and_stop(None)
     if callback is not None:
         last = history.epochs[-1]
         callback(
             TrainProgress(
                 "done",
                 last.epoch,
-                config.epochs,
-                steps,
-                steps,
+                epochs,
+                per_epoch,
+                per_epoch,
                 loss=last.train_loss,
                 val_loss=last.val_loss,
                 elapsed_s=history.train_seconds,

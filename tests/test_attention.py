@@ -1,6 +1,6 @@
 import torch
 
-from cainnflow.attention import CBAM, ChannelAttention, SpatialAttention
+from cainnflow.attention import CBAM, MIN_HIDDEN, ChannelAttention, SpatialAttention
 
 
 def test_gates_in_unit_interval_and_shapes_kept():
@@ -36,7 +36,10 @@ def test_channel_attention_uses_shared_mlp_on_avg_and_max():
     mx = x.amax(dim=(2, 3), keepdim=True)
     expected = torch.sigmoid(ca.mlp(avg) + ca.mlp(mx))
     torch.testing.assert_close(ca(x), expected)
-    assert ca.mlp[0].out_channels == 2
+    # hidden width C // r, floored at MIN_HIDDEN (and at most C) so the gate cannot go dead
+    assert ca.mlp[0].out_channels == 4
+    assert ChannelAttention(64, reduction=2).mlp[0].out_channels == 32
+    assert ChannelAttention(24, reduction=16).mlp[0].out_channels == MIN_HIDDEN
 
 
 def test_spatial_attention_kernel_is_7x7_on_two_maps():
