@@ -6,12 +6,15 @@ Nothing here knows about Streamlit: the app and the command line both call these
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch stays optional here: the export runtime draws overlays without it
+    from torch import Tensor
 
 __all__ = ["FeaturePCA", "colorize", "contour_mask", "overlay_heatmap", "to_uint8_image"]
 
@@ -120,7 +123,7 @@ class FeaturePCA:
 
 def _positions(features: np.ndarray | Tensor) -> np.ndarray:
     """(C, H, W) → (H·W, C) float64."""
-    arr = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
+    arr = features.detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)
     if arr.ndim != 3:
         raise ValueError(f"expected a feature map (C, H, W), got shape {arr.shape}")
     return arr.reshape(arr.shape[0], -1).T.astype(np.float64)
@@ -128,7 +131,7 @@ def _positions(features: np.ndarray | Tensor) -> np.ndarray:
 
 def _positions(features: np.ndarray | Tensor) -> np.ndarray:
     """(C, H, W) → (H·W, C) float64."""
-    arr = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
+    arr = features.detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)
     if arr.ndim != 3:
         raise ValueError(f"expected a feature map (C, H, W), got shape {arr.shape}")
     return arr.reshape(arr.shape[0], -1).T.astype(np.float64)
