@@ -1,0 +1,289 @@
+"""Sweeps (serial and on a local Ray), resumability, the paper table and remote training."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from cainnflow.data import load_mvtec_category
+from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
+from cainnflow.errors import CainnflowError, DataError
+from cainnflow.model import CAINNFlowConfig
+from cainnflow.sweep import (
+    RESULT_COLUMNS,
+    RESULTS_FILE,
+    TABLE_FILE,
+    RayUnavailableError,
+    SweepGrid,
+    SweepProgress,
+    Trial,
+    TrialResult,
+    add_sweep_parser,
+    paper_table,
+    parse_results,
+    read_results,
+    run_sweep,
+    run_sweep_command,
+)
+from cainnflow.training import TrainConfig, TrainProgress
+
+SIZE = 64
+CATEGORIES = ("carpet_weave", "pill_disc")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo"),
+        categories=CATEGORIES,
+        image_size=SIZE,
+        n_train=20,
+        n_test_good=5,
+        n_test_per_defect=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (2 CPUs), connected the way the library connects."""
+    ray = pytest.importorskip("ray")
+    from cainnflow.sweep import connect_ray, disconnect_ray
+
+    connect_ray(None)
+    yield ray
+    disconnect_ray()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_sweep_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["sweep", *argv])
+
+
+def _grid(**changes) -> SweepGrid:
+    settings = dict(
+        categories=CATEGORIES, variants=("CAC", "CC"), image_sizes=(SIZE,), epochs=1, batch_size=8
+    )
+    return SweepGrid(**{**settings, **changes})
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_expands_every_combination_with_stable_distinct_keys() -> None:
+    trials = _grid(steps=(1, 2), seeds=(0, 1)).trials()
+    assert len(trials) == 2 * 2 * 2 * 2
+    assert len({t.key for t in trials}) == len(trials)
+    assert [t.key for t in trials] == [t.key for t in _grid(steps=(1, 2), seeds=(0, 1)).trials()]
+    assert all(t.image_size == SIZE and t.epochs == 1 for t in trials)
+    default_size = SweepGrid(categories=("a",)).trials()[0]
+    assert default_size.image_size == CAINNFlowConfig().image_size
+    assert default_size.epochs == TrainConfig().epochs
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"variants": ("XYZ",)}, {"backbones": ("nope",)}, {"steps": (0,)}, {"categories": ()}, {"epochs": 0}],
+)
+def test_bad_grid_is_one_clear_error(changes: dict) -> None:
+    with pytest.raises(CainnflowError):
+        _grid(**changes).trials()
+
+
+def test_serial_sweep_writes_rows_checkpoints_and_table_and_resumes(demo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    reports: list[SweepProgress] = []
+    grid = _grid(variants=("CAC",))
+    first = run_sweep(grid, out, demo_root, use_ray=False, on_progress=reports.append)
+    assert (first.total, first.ran, first.skipped, first.failed) == (2, 2, 0, [])
+    assert [(r.done, r.total) for r in reports] == [(0, 2), (1, 2), (2, 2)]
+    rows = _rows(out / RESULTS_FILE)
+    assert [r["category"] for r in rows] == list(CATEGORIES)
+    assert set(rows[0]) == set(RESULT_COLUMNS)
+    for row in rows:
+        assert 0.0 <= float(row["image_auroc"]) <= 1.0
+        assert 0.0 <= float(row["pixel_auroc"]) <= 1.0
+        assert float(row["train_s"]) > 0 and float(row["ms_per_image"]) > 0
+        detector = Detector.load(out / row["checkpoint"], device="cpu")
+        assert detector.is_trained and detector.info["sweep_key"] == row["key"]
+        assert detector.config.variant == "CAC" and detector.config.image_size == SIZE
+    table = (out / TABLE_FILE).read_text()
+    assert "carpet_weave" in table and "**mean**" in table
+
+    # A crash after the first trial: only the missing one runs again.
+    with (out / RESULTS_FILE).open() as f:
+        header, first_row, _ = f.readlines()
+    (out / RESULTS_FILE).write_text(header + first_row)
+    again = run_sweep(grid, out, demo_root, use_ray=False)
+    assert (again.ran, again.skipped) == (1, 1)
+    assert [r["key"] for r in _rows(out / RESULTS_FILE)] == [r["key"] for r in rows]
+
+    # Same arguments once more: nothing to do.
+    assert run_sweep(grid, out, demo_root, use_ray=False).ran == 0
+    assert len(read_results(out / RESULTS_FILE)) == 2
+
+
+def test_results_of_another_data_root_are_refused(demo_root: Path, tmp_path: Path) -> None:
+    from cainnflow.sweep import _results_csv
+
+    elsewhere = _result(CATEGORIES[0], "CAC", 0, 0.9, 0.9)
+    (tmp_path / RESULTS_FILE).write_bytes(_results_csv([elsewhere]))
+    with pytest.raises(CainnflowError, match="another data root"):
+        run_sweep(_grid(), tmp_path, demo_root, use_ray=False)
+
+
+def test_missing_category_or_root_fails_before_any_training(demo_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError):
+        run_sweep(_grid(categories=("no_such",)), tmp_path / "a", demo_root, use_ray=False)
+    with pytest.raises(DataError):
+        run_sweep(_grid(), tmp_path / "b", tmp_path / "missing", use_ray=False)
+    assert not (tmp_path / "a" / RESULTS_FILE).exists()
+
+
+def test_without_ray_the_command_says_how_to_install_it(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    args = _parse(["--data-root", str(demo_root), "--categories", *CATEGORIES, "--out", str(tmp_path)])
+    with pytest.raises(RayUnavailableError, match=r"pip install .*--no-ray"):
+        run_sweep_command(args)
+    assert not (tmp_path / RESULTS_FILE).exists()
+
+
+def test_no_ray_command_runs_serially(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    argv = ["--data-root", str(demo_root), "--categories", CATEGORIES[0], "--variants", "CA"]
+    argv += ["--image-sizes", str(SIZE), "--epochs", "1", "--out", str(tmp_path), "--no-ray"]
+    assert run_sweep_command(_parse(argv)) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] carpet_weave" in out and "| **mean** |" in out
+    assert len(_rows(tmp_path / RESULTS_FILE)) == 1
+
+
+def _result(category: str, variant: str, seed: int, image: float, pixel: float | None) -> TrialResult:
+    trial = Trial(category, "tf_efficientnet_lite0", variant, 1, SIZE, seed, 1, 2e-3, 16, "auto")
+    return TrialResult(trial, image, pixel, None, 1.0, 2.0, "cpu", "host", "c.safetensors", "/data")
+
+
+def test_paper_table_averages_seeds_and_categories() -> None:
+    results = [
+        _result("a", "CAC", 0, 0.90, 0.80),
+        _result("a", "CAC", 1, 1.00, 0.90),
+        _result("b", "CAC", 0, 0.80, None),
+        _result("a", "CC", 0, 0.50, 0.60),
+    ]
+    lines = paper_table(results).splitlines()
+    assert lines[0] == "| category | CAC | CC |"
+    assert lines[2] == "| a | 95.00 / 85.00 | 50.00 / 60.00 |"
+    assert lines[3] == "| b | 80.00 / — | — |"
+    assert lines[4] == "| **mean** | 87.50 / 85.00 | 50.00 / 60.00 |"
+    assert "mean over 2 seeds" in lines[-1]
+
+
+def test_results_round_trip_and_bad_files() -> None:
+    results = [_result("a", "CAC", 0, 0.9, None), _result("b", "CC", 1, 0.7, 0.6)]
+    from cainnflow.sweep import _results_csv
+
+    assert parse_results(_results_csv(results).decode()) == results
+    with pytest.raises(DataError, match="missing"):
+        parse_results("category,variant\na,CAC\n")
+    text = _results_csv(results).decode().replace(",1,64,", ",one,64,", 1)
+    with pytest.raises(DataError, match="line 2"):
+        parse_results(text)
+
+
+# --------------------------------------------------------------------------- on a local Ray
+
+
+def test_ray_sweep_2x2_on_demo_data_then_resumes(demo_root: Path, tmp_path: Path, local_ray) -> None:
+    out = tmp_path / "ray_sweep"
+    first = run_sweep(_grid(), out, demo_root, cpus_per_trial=1)
+    assert (first.total, first.ran, first.failed) == (4, 4, [])
+    rows = _rows(out / RESULTS_FILE)
+    assert len(rows) == 4
+    assert {(r["category"], r["variant"]) for r in rows} == {
+        (c, v) for c in CATEGORIES for v in ("CAC", "CC")
+    }
+    assert all((out / r["checkpoint"]).is_file() for r in rows)
+    second = run_sweep(_grid(), out, demo_root)
+    assert (second.ran, second.skipped) == (0, 4)
+    assert _rows(out / RESULTS_FILE) == rows
+
+
+def test_ray_refuses_resources_the_cluster_lacks(demo_root: Path, tmp_path: Path, local_ray) -> None:
+    with pytest.raises(RayUnavailableError, match="GPU"):
+        run_sweep(_grid(), tmp_path, demo_root, gpus_per_trial=64)
+
+
+def test_train_remote_streams_progress_and_returns_a_checkpoint(demo_root: Path, local_ray) -> None:
+    from cainnflow.sweep import train_remote
+
+    data = load_mvtec_category(demo_root, CATEGORIES[0])
+    seen: list[TrainProgress] = []
+    address = local_ray.get_runtime_context().gcs_address
+    payload = train_remote(
+        data,
+        CAINNFlowConfig(image_size=SIZE),
+        TrainConfig(epochs=2, batch_size=8),
+        address=address,
+        callback=seen.append,
+    )
+    detector = Detector.load(payload, device="cpu")
+    assert detector.is_trained and len(detector.history.epochs) == 2
+    assert detector.info["category"] == CATEGORIES[0]
+    phases = [p.phase for p in seen]
+    assert phases[0] == "features" and "train" in phases and phases[-1] == "done"
+    assert {p.epoch for p in seen if p.phase == "train"} == {1, 2}
+
+
+def test_train_remote_honours_cancel(demo_root: Path, local_ray) -> None:
+    from cainnflow.sweep import train_remote
+
+    data = load_mvtec_category(demo_root, CATEGORIES[0])
+    cancel = threading.Event()
+
+    def stop_in_epoch_three(progress: TrainProgress) -> None:
+        if progress.phase == "train" and progress.epoch >= 3:
+            cancel.set()
+
+    payload = train_remote(
+        data,
+        CAINNFlowConfig(image_size=SIZE),
+        TrainConfig(epochs=2000, batch_size=8, patience=None),
+        address="auto",
+        callback=stop_in_epoch_three,
+        cancel=cancel,
+    )
+    history = Detector.load(payload, device="cpu").history
+    assert history.cancelled and 2 <= len(history.epochs) < 2000
+
+
+def test_training_job_runs_on_the_cluster(demo_root: Path, local_ray) -> None:
+    jobs = pytest.importorskip("app.jobs")
+    data = load_mvtec_category(demo_root, CATEGORIES[1])
+    job = jobs.TrainingJob(
+        data,
+        CAINNFlowConfig(image_size=SIZE, variant="CC"),
+        TrainConfig(epochs=2, batch_size=8),
+        device="cpu",
+        label="remote",
+        address=local_ray.get_runtime_context().gcs_address,
+        alive=lambda: True,
+    ).start()
+    job.join(120)
+    snap = job.snapshot()
+    assert snap.state == "done", snap.error
+    assert [e[0] for e in snap.epoch_losses] == [1, 2]
+    detector = job.take_detector()
+    assert detector is not None and detector.is_trained and detector.config.variant == "CC"
+    assert str(detector.device) == "cpu"
