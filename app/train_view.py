@@ -45,6 +45,7 @@ SOURCES = {
 CNN_IMAGE_SIZES = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 BATCH_SIZES = (4, 8, 16, 32, 64)
 KEEP = "session"  # widget values survive page switches
+K_RAY_ADDRESS = "train_ray_address"  # a Ray cluster to train on (not offered on a hosted server)
 DATA_UPLOAD_TYPES = ("zip", *display.UPLOAD_IMAGE_TYPES)
 MAX_DATA_UPLOAD_FILES = 500
 UPLOAD_ID_BYTES = 9
@@ -328,6 +329,15 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
                 resolve_device(device)
             except CainnflowError as exc:
                 st.warning(str(exc))
+        if not hosting.is_hosted():  # a public server never dials addresses its visitors type
+            st.text_input(
+                "Run on a Ray cluster (address, optional)",
+                key=K_RAY_ADDRESS,
+                persist_state=KEEP,
+                placeholder="ray://head-node:10001 or auto",
+                help="Trains as a Ray task there (on its GPU if it has one); progress streams back here and "
+                "the model becomes this session's. Needs `pip install 'cainnflow[ray]'`.",
+            )
         if hosting.dev_mode():
             random = st.checkbox(
                 "Random backbone weights (for tests only)",
@@ -354,6 +364,11 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
 # --------------------------------------------------------------------------- training
 
 
+def _ray_address() -> str | None:
+    typed = str(st.session_state.get(K_RAY_ADDRESS) or "").strip()
+    return None if hosting.is_hosted() or not typed else typed
+
+
 def _start_training(
     data: state.DataEntry, config: CAINNFlowConfig, train_config: TrainConfig, random: bool
 ) -> None:
@@ -366,6 +381,7 @@ def _start_training(
         label=data.ref.describe(),
         dataset=data.ref.to_dict(),
         save_dir=state.session_dir(),
+        address=_ray_address(),
     )
     try:
         st.session_state[state.TRAIN_JOB] = jobs.start_job(state.session_token(), job)
