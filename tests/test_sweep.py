@@ -287,3 +287,42 @@ def test_training_job_runs_on_the_cluster(demo_root: Path, local_ray) -> None:
     detector = job.take_detector()
     assert detector is not None and detector.is_trained and detector.config.variant == "CC"
     assert str(detector.device) == "cpu"
+
+
+# --------------------------------------------------------------------------- the Compare page
+
+
+def test_compare_page_draws_a_sweep_from_the_runs_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from cainnflow.sweep import _results_csv
+
+    monkeypatch.setenv("CAINNFLOW_HOME", str(tmp_path))
+    results = [
+        _result(category, variant, seed, 0.9 + 0.01 * seed, 0.95 - 0.01 * steps)
+        for category in ("a", "b")
+        for variant in ("CAC", "CC")
+        for seed, steps in ((0, 1), (1, 2))
+    ]
+    sweep_dir = tmp_path / "runs" / "grid"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / RESULTS_FILE).write_bytes(_results_csv(results))
+    broken = tmp_path / "runs" / "broken"
+    broken.mkdir()
+    (broken / RESULTS_FILE).write_text("category,variant\na,CAC\n")
+
+    at = AppTest.from_file(
+        str(Path(__file__).resolve().parents[1] / "pages" / "compare.py"), default_timeout=60
+    )
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="compare_file").options == ["broken", "grid"]
+    at.selectbox(key="compare_file").set_value(sweep_dir / RESULTS_FILE).run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 2
+    assert any("| **mean** |" in m.value for m in at.markdown)
+    at.selectbox(key="compare_file").set_value(broken / RESULTS_FILE).run()
+    assert not at.exception
+    assert "missing" in at.error[0].value

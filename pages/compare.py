@@ -1,0 +1,12 @@
+"""Compare models: a sweep's results as the paper's tables (variant × steps, category × backbone)."""
+
+import streamlit as st
+
+from app import compare_view as view
+
+st.title("Compare models")
+st.caption(
+    "Load the `results.csv` of a sweep (`python -m cainnflow sweep …`, one model per combination of "
+    "settings) to see which subnet variant, number of steps and backbone work best on your data."
+)
+view.render()
