@@ -1,0 +1,306 @@
+"""Export to ONNX / OpenVINO: parity with PyTorch, dynamic batch, hostile folders, no torch at run time.
+
+Parity tolerance: anomaly maps and image scores within 1e-4 absolute (values lie in [0, 1));
+the only deliberate difference is ``expm1`` exported as ``exp − 1`` (~1e-7).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cainnflow.cli import main
+from cainnflow.data import preprocess
+from cainnflow.demo_data import make_demo_dataset
+from cainnflow.detector import Detector
+from cainnflow.model import CAINNFlow, CAINNFlowConfig
+from cainnflow.runtime import (
+    EngineUnavailableError,
+    ExportError,
+    load_export,
+    preprocess_image,
+)
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from cainnflow.export import export_detector, export_zip_bytes
+
+SIZE = 64
+ATOL = 1e-4
+CATEGORY = "carpet_weave"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _backbone():
+    """The real default backbone, loaded once for every test here."""
+    return Detector.create(CAINNFlowConfig(image_size=SIZE), device="cpu").backbone
+
+
+def _trained_detector(variant: str = "CAC", steps: int = 1) -> Detector:
+    """A real-backbone detector whose flows are perturbed away from their identity-like init."""
+    torch.manual_seed(0)
+    backbone = _backbone()
+    config = CAINNFlowConfig(image_size=SIZE, variant=variant, steps=steps, out_indices=backbone.out_indices)
+    detector = Detector(CAINNFlow(backbone, config).eval())
+    images = torch.randn(6, 3, SIZE, SIZE)
+    features = detector.model.extract_features(images)
+    detector.model.fit_standardizers(features)
+    with torch.no_grad():
+        for parameter in detector.model.flows.parameters():
+            if parameter.is_floating_point():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    detector.calibrate_from_features(features)
+    return detector
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_parity(detector: Detector, exported) -> None:
+    for n in (1, 3):  # dynamic batch: neither is the traced batch size
+        images = _images(n, seed=n)
+        ref_maps, ref_scores = detector.score_batch(images)
+        maps, scores = exported.score_batch(images.numpy())
+        assert maps.shape == (n, SIZE, SIZE) and scores.shape == (n,)
+        assert maps.dtype == np.float32 and np.isfinite(maps).all()
+        np.testing.assert_allclose(maps, ref_maps.numpy(), atol=ATOL, rtol=0)
+        np.testing.assert_allclose(scores, ref_scores.numpy(), atol=ATOL, rtol=0)
+    # The maps must carry signal, or parity would be trivial.
+    assert float(ref_maps.std()) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    detector = _trained_detector()
+    out = export_detector(detector, tmp_path_factory.mktemp("export") / "onnx", format="onnx")
+    return detector, out
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("variant", ["CA", "AC", "CAC", "CC"])
+def test_onnx_matches_pytorch_for_every_variant(variant, steps, tmp_path):
+    detector = _trained_detector(variant, steps)
+    out = export_detector(detector, tmp_path / "export")
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    _assert_parity(detector, load_export(out, threads=2))
+
+
+@pytest.mark.parametrize(("variant", "steps"), [("CAC", 1), ("CC", 2)])
+def test_openvino_matches_pytorch(variant, steps, tmp_path):
+    pytest.importorskip("openvino")
+    detector = _trained_detector(variant, steps)
+    out = export_detector(detector, tmp_path / "export", format="openvino")
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.bin", "model.xml"]
+    exported = load_export(out, threads=2)
+    assert exported.engine == "OpenVINO"
+    _assert_parity(detector, exported)
+
+
+def test_export_json_documents_the_graph(onnx_export):
+    detector, out = onnx_export
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["input"]["name"] == "image" and doc["input"]["shape"] == ["batch", 3, SIZE, SIZE]
+    assert [o["name"] for o in doc["outputs"]] == ["anomaly_map", "score"]
+    assert doc["input"]["mean"] == list(detector.backbone.mean)
+    assert doc["threshold"] == pytest.approx(detector.threshold)
+    assert doc["model"] == detector.config.to_dict()
+    assert doc["backbone"]["weights_source"] == detector.backbone.weights_source
+
+
+def test_predict_with_a_changeable_threshold(onnx_export, tmp_path):
+    detector, out = onnx_export
+    exported = load_export(out)
+    paths = []
+    for i, mode in enumerate(("RGB", "L", "RGBA")):
+        rng = np.random.default_rng(i)
+        image = Image.fromarray(rng.integers(0, 255, (80, 90, 3), dtype=np.uint8)).convert(mode)
+        image.save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    pred = exported.predict(paths)
+    ref = detector.predict(paths)
+    np.testing.assert_allclose(pred.scores, ref.scores, atol=ATOL, rtol=0)
+    assert pred.threshold == pytest.approx(detector.threshold)
+    assert exported.predict(paths, threshold=-1.0).is_anomalous.all()
+    exported.threshold = 2.0  # maps lie in [0, 1): nothing reaches it
+    assert not exported.predict(paths).is_anomalous.any()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "I;16"])
+def test_numpy_preprocessing_equals_the_torch_one(mode):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (70, 50), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 255, (70, 50, 4), dtype=np.uint8), "RGBA").convert(mode)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = preprocess(image, SIZE, mean, std).numpy()
+    got = preprocess_image(image, SIZE, mean, std)
+    assert got.dtype == np.float32 and got.shape == (3, SIZE, SIZE)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_zip_bytes_hold_a_loadable_export(onnx_export, tmp_path):
+    detector, _ = onnx_export
+    data = export_zip_bytes(detector)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["export.json", "model.onnx"]
+        archive.extractall(tmp_path)
+    _assert_parity(detector, load_export(tmp_path))
+
+
+def test_untrained_detector_is_not_exported(tmp_path):
+    detector = Detector.create(CAINNFlowConfig(image_size=SIZE), device="cpu")
+    with pytest.raises(ExportError, match="not trained"):
+        export_detector(detector, tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- hostile folders
+
+
+def _edit_json(root: Path, **changes) -> None:
+    path = root / "export.json"
+    doc = json.loads(path.read_text())
+    for key, value in changes.items():
+        target = doc
+        *parents, last = key.split("__")
+        for parent in parents:
+            target = target[int(parent)] if isinstance(target, list) else target[parent]
+        target[last] = value
+    path.write_text(json.dumps(doc))
+
+
+def _nan_threshold(root: Path) -> None:
+    path = root / "export.json"
+    doc = json.loads(path.read_text())
+    doc["threshold"] = float("nan")
+    path.write_text(json.dumps(doc))  # json writes the non-standard token NaN
+
+
+def _escaping_link(root: Path) -> None:
+    outside = root.parent / "elsewhere.onnx"
+    shutil.copy(root / "model.onnx", outside)
+    (root / "model.onnx").unlink()
+    (root / "model.onnx").symlink_to(outside)
+
+
+def _flip_a_byte(root: Path) -> None:
+    data = bytearray((root / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (root / "model.onnx").write_bytes(bytes(data))
+
+
+HOSTILE = {
+    "no export.json": (lambda r: (r / "export.json").unlink(), "export.json is missing"),
+    "no graph": (lambda r: (r / "model.onnx").unlink(), "model.onnx is missing"),
+    "not JSON": (lambda r: (r / "export.json").write_text("{not json"), "not valid JSON"),
+    "JSON list": (lambda r: (r / "export.json").write_text("[1, 2]"), "JSON object"),
+    "NaN threshold": (_nan_threshold, "non-JSON number NaN"),
+    "huge threshold": (lambda r: _edit_json(r, threshold=1e300), "finite number of sane size"),
+    "string size": (lambda r: _edit_json(r, image_size="64"), "wrong type"),
+    "bool threshold": (lambda r: _edit_json(r, threshold=True), "wrong type"),
+    "huge size": (lambda r: _edit_json(r, image_size=10**9), "must be in"),
+    "zero std": (lambda r: _edit_json(r, input__std=[0.2, 0.0, 0.2]), "must be positive"),
+    "future version": (lambda r: _edit_json(r, format_version=99), "unsupported export format version"),
+    "unknown format": (lambda r: _edit_json(r, format="tflite"), "unknown export format"),
+    "graph escapes": (lambda r: _edit_json(r, files__0__name="../model.onnx"), "files must be"),
+    "link escapes": (_escaping_link, "points outside"),
+    "wrong size": (lambda r: _edit_json(r, files__0__bytes=12), "export.json says 12"),
+    "tampered graph": (_flip_a_byte, "does not match its sha256"),
+    "missing stats": (lambda r: _edit_json(r, stats={}), "has no 'image_mean'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_export_folders_are_refused(case, onnx_export, tmp_path):
+    _, out = onnx_export
+    root = tmp_path / "export"
+    shutil.copytree(out, root)
+    damage, message = HOSTILE[case]
+    damage(root)
+    with pytest.raises(ExportError, match=message):
+        load_export(root)
+
+
+def test_cli_refuses_a_bad_folder_in_one_line(tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    code = main(["predict", "--checkpoint", str(tmp_path / "bad"), "x.png", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "export.json is missing" in err[0]
+
+
+def test_missing_engine_gives_an_install_hint(onnx_export, monkeypatch):
+    detector, out = onnx_export
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(EngineUnavailableError, match=r"pip install 'cainnflow\[deploy\]'"):
+        load_export(out)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(EngineUnavailableError, match="pip install"):
+        export_detector(detector, out.parent / "again")
+
+
+# --------------------------------------------------------------------------- end to end, no torch
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(
+        root, categories=(CATEGORY,), image_size=96, n_train=12, n_test_good=3, n_test_per_defect=2
+    )
+    ckpt = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    code = main(
+        ["train", "--data-root", str(root), "--category", CATEGORY, "--out", str(ckpt),
+         "--epochs", "2", "--image-size", str(SIZE), "--batch-size", "4", "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    return root, ckpt
+
+
+def test_export_then_evaluate_and_predict_without_torch(demo_checkpoint, tmp_path):
+    root, ckpt = demo_checkpoint
+    out = tmp_path / "deploy"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    reference = tmp_path / "ref.json"
+    common = ["--data-root", str(root), "--category", CATEGORY]
+    assert main(["evaluate", "--checkpoint", str(ckpt), *common, "--json", str(reference)]) == 0
+    exported = tmp_path / "exported.json"
+    images = sorted((root / CATEGORY / "test").rglob("*.png"))[:2]
+    # A fresh interpreter: evaluate and predict on the export must never import torch.
+    script = (
+        "import sys\n"
+        "from cainnflow.cli import main\n"
+        f"assert main(['evaluate', '--checkpoint', {str(out)!r}, *{common!r}, '--json', {str(exported)!r}]) == 0\n"
+        f"assert main(['predict', '--checkpoint', {str(out)!r}, *{list(map(str, images))!r},"
+        f" '--out', {str(tmp_path / 'pred')!r}]) == 0\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, loaded[:5]\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    ref, got = json.loads(reference.read_text()), json.loads(exported.read_text())
+    assert abs(ref["image_auroc"] - got["image_auroc"]) <= 0.005
+    assert abs(ref["pixel_auroc"] - got["pixel_auroc"]) <= 0.005
+    np.testing.assert_allclose(
+        [i["score"] for i in got["images"]], [i["score"] for i in ref["images"]], atol=ATOL
+    )
+    for image in images:
+        assert (tmp_path / "pred" / f"{image.stem}_overlay.png").exists()
+        amap = np.load(tmp_path / "pred" / f"{image.stem}_map.npy", allow_pickle=False)
+        assert amap.shape == (SIZE, SIZE) and np.isfinite(amap).all()
