@@ -69,6 +69,7 @@ __all__ = [
     "SweepProgress",
     "SweepSummary",
     "Trial",
+    "TrialOutcome",
     "TrialResult",
     "add_sweep_parser",
     "paper_table",
@@ -87,6 +88,7 @@ RAY_INSTALL_HINT = "pip install 'cainnflow[ray]' (or: pip install ray)"
 KEY_LENGTH = 16  # hex digits of the trial key
 PROGRESS_INTERVAL_S = 0.25  # the remote trainer pushes at most this often (plus phase/epoch ends)
 POLL_INTERVAL_S = 0.2  # the caller of train_remote polls the progress board this often
+WAIT_TIMEOUT_S = 1.0  # the sweep's driver wakes up this often while trials run
 CANCEL_POLL_S = 0.3  # the remote trainer checks for a cancel request this often
 CANCEL_GRACE_S = 15.0  # after a cancel, wait this long for the remote trainer to stop by itself
 EXIT_TRIALS_FAILED = 2
@@ -326,8 +328,8 @@ def _optional_float(text: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class _TrialOutcome:
-    """What a trial sends back to the process that records it."""
+class TrialOutcome:
+    """What a trial sends back to the process that records it (metrics as in :class:`TrialResult`)."""
 
     image_auroc: float | None
     pixel_auroc: float | None
@@ -341,7 +343,7 @@ class _TrialOutcome:
 
 def run_trial(
     trial: Trial, data_root: str | Path, *, device: str = "auto", threads: int | None = None
-) -> _TrialOutcome:
+) -> TrialOutcome:
     """Trains and evaluates one trial in this process.
 
     Args:
@@ -363,7 +365,7 @@ def run_trial(
     if data.has_test:
         result = detector.evaluate(data)
         image, pixel, pro, ms = result.image_auroc, result.pixel_auroc, result.aupro, result.ms_per_image
-    return _TrialOutcome(
+    return TrialOutcome(
         image_auroc=image,
         pixel_auroc=pixel,
         aupro=pro,
@@ -375,7 +377,7 @@ def run_trial(
     )
 
 
-def _trial_task(trial: Trial, data_root: str, device: str, threads: int) -> _TrialOutcome | str:
+def _trial_task(trial: Trial, data_root: str, device: str, threads: int) -> TrialOutcome | str:
     """The Ray task body: an outcome, or the one-line message of a CainnflowError."""
     try:
         return run_trial(trial, data_root, device=device, threads=threads)
@@ -441,7 +443,7 @@ def _results_csv(results: Iterable[TrialResult]) -> bytes:
 
 
 def _record(
-    out: Path, trial: Trial, outcome: _TrialOutcome, data_root: str, results: list[TrialResult]
+    out: Path, trial: Trial, outcome: TrialOutcome, data_root: str, results: list[TrialResult]
 ) -> TrialResult:
     """Writes the checkpoint, then the results table with the new row (each atomically)."""
     relative = f"{CHECKPOINT_DIR}/{trial.key}{CHECKPOINT_SUFFIX}"
@@ -728,7 +730,7 @@ def run_sweep(
     failed: list[tuple[Trial, str]] = []
     done = skipped
 
-    def finish(trial: Trial, outcome: _TrialOutcome | str) -> None:
+    def finish(trial: Trial, outcome: TrialOutcome | str) -> None:
         nonlocal done
         done += 1
         if isinstance(outcome, str):
@@ -770,7 +772,7 @@ def _run_on_ray(
     cpus: float,
     gpus: float,
     device: str,
-    finish: Callable[[Trial, _TrialOutcome | str], None],
+    finish: Callable[[Trial, TrialOutcome | str], None],
 ) -> None:
     ray = _import_ray()
     started = connect_ray(address)
@@ -781,7 +783,8 @@ def _run_on_ray(
         threads = max(1, math.floor(cpus))
         refs = {task.remote(t, data_root, device, threads): t for t in pending}
         while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
+            # A timeout, so Ctrl-C reaches Python within a second (a blocking wait would hold it).
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=WAIT_TIMEOUT_S)
             for ref in ready:
                 trial = refs.pop(ref)
                 try:
