@@ -79,7 +79,7 @@ SETTINGS: dict[str, Setting] = {
             note="paper: CAC, 2 steps per scale, lr 5e-4 (its 750 epochs cut to the default)",
         ),
         Setting("stages234", model={"out_indices": (2, 3, 4)}, note="deeper backbone stages (2, 3, 4)"),
-        Setting("long", train={"epochs": 40}, note="40 epochs"),
+        Setting("long", train={"max_steps": 1000, "epochs": None}, note="a 1000-step budget"),
     )
 }
 
@@ -137,7 +137,8 @@ def add_setting_args(parser: argparse.ArgumentParser, default_settings: Sequence
         help='a named setting, e.g. "deep:stages=2 3 4,epochs=30" (use ";" between items when a value has commas)',
     )
     parser.add_argument("--stages", type=int, nargs="+", default=None, help="backbone stages (out_indices)")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="exact epochs instead of the step budget")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer-step budget")
     parser.add_argument("--steps", type=int, default=None, help="coupling steps per scale")
     parser.add_argument("--variant", default=None, help="CA, AC, CAC or CC")
     parser.add_argument("--image-size", type=int, default=None)
@@ -168,7 +169,8 @@ def resolve_settings(args: argparse.Namespace) -> list[Setting]:
             model_over[key] = tuple(value) if key == "out_indices" else value
     if args.image_size is not None:
         model_over["image_size"] = args.image_size
-    for key, value in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)):
+    train_args = (("epochs", args.epochs), ("max_steps", args.max_steps), ("lr", args.lr))
+    for key, value in (*train_args, ("batch_size", args.batch_size)):
         if value is not None:
             train_over[key] = value
     chosen = []
