@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--save", type=Path, default=None, help="keep the trained checkpoint here")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the exports in this folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_mvtec_category(args.root, args.category)
@@ -105,6 +107,8 @@ def main() -> None:
     else:
         detector = Detector.create(CAINNFlowConfig(), device="cpu")
         detector.fit(data, TrainConfig(epochs=args.epochs))
+        if args.save:
+            detector.save(args.save)
     size = detector.config.image_size
     eager = ScoringGraph(detector.model, size).eval()
 
@@ -116,7 +120,8 @@ def main() -> None:
         return detector.score_batch(torch.from_numpy(x))
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = args.keep or tmp_dir
         exports = {}
         for fmt in ("onnx", "openvino"):
             t0 = time.perf_counter()

@@ -44,7 +44,6 @@ __all__ = [
     "ExportInfo",
     "ExportedDetector",
     "RuntimePrediction",
-    "is_export_dir",
     "load_export",
     "preprocess_image",
 ]
@@ -256,11 +255,6 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         category=_text(doc, "category") if "category" in doc else "",
         files=tuple(files),
     )
-
-
-def is_export_dir(path: str | Path) -> bool:
-    """True when ``path`` is a folder (the CLI's cue to run an export rather than a checkpoint)."""
-    return Path(path).is_dir()
 
 
 # --------------------------------------------------------------------------- preprocessing
