@@ -98,13 +98,18 @@ def test_bad_grid_is_one_clear_error(changes: dict) -> None:
         _grid(**changes).trials()
 
 
-def test_serial_sweep_writes_rows_checkpoints_and_table_and_resumes(demo_root: Path, tmp_path: Path) -> None:
+def test_no_ray_sweep_writes_rows_checkpoints_and_table_and_resumes(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # the serial path needs no Ray at all
     out = tmp_path / "sweep"
-    reports: list[SweepProgress] = []
+    argv = ["--data-root", str(demo_root), "--categories", *CATEGORIES, "--variants", "CAC"]
+    argv += ["--image-sizes", str(SIZE), "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-ray"]
+    assert run_sweep_command(_parse(argv)) == 0
+    printed = capsys.readouterr().out
+    assert "sweep: 2 trials, 0 already finished, 2 to run" in printed
+    assert "[1/2] carpet_weave" in printed and "[2/2] pill_disc" in printed and "| **mean** |" in printed
     grid = _grid(variants=("CAC",))
-    first = run_sweep(grid, out, demo_root, use_ray=False, on_progress=reports.append)
-    assert (first.total, first.ran, first.skipped, first.failed) == (2, 2, 0, [])
-    assert [(r.done, r.total) for r in reports] == [(0, 2), (1, 2), (2, 2)]
     rows = _rows(out / RESULTS_FILE)
     assert [r["category"] for r in rows] == list(CATEGORIES)
     assert set(rows[0]) == set(RESULT_COLUMNS)
@@ -127,7 +132,9 @@ def test_serial_sweep_writes_rows_checkpoints_and_table_and_resumes(demo_root: P
     assert [r["key"] for r in _rows(out / RESULTS_FILE)] == [r["key"] for r in rows]
 
     # Same arguments once more: nothing to do.
-    assert run_sweep(grid, out, demo_root, use_ray=False).ran == 0
+    reports: list[SweepProgress] = []
+    assert run_sweep(grid, out, demo_root, use_ray=False, on_progress=reports.append).ran == 0
+    assert reports == [SweepProgress(2, 2, skipped=2)]
     assert len(read_results(out / RESULTS_FILE)) == 2
 
 
@@ -156,18 +163,6 @@ def test_without_ray_the_command_says_how_to_install_it(
     with pytest.raises(RayUnavailableError, match=r"pip install .*--no-ray"):
         run_sweep_command(args)
     assert not (tmp_path / RESULTS_FILE).exists()
-
-
-def test_no_ray_command_runs_serially(
-    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)
-    argv = ["--data-root", str(demo_root), "--categories", CATEGORIES[0], "--variants", "CA"]
-    argv += ["--image-sizes", str(SIZE), "--epochs", "1", "--out", str(tmp_path), "--no-ray"]
-    assert run_sweep_command(_parse(argv)) == 0
-    out = capsys.readouterr().out
-    assert "[1/1] carpet_weave" in out and "| **mean** |" in out
-    assert len(_rows(tmp_path / RESULTS_FILE)) == 1
 
 
 def _result(category: str, variant: str, seed: int, image: float, pixel: float | None) -> TrialResult:
