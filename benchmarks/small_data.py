@@ -8,8 +8,9 @@
 
 The training set is the first ``--n-train`` images of ``train/good`` sorted by file name;
 the library then carves its validation split from them as usual. Run ``k`` uses seed
-``k`` for the flow initialisation and the batch order (``--same-seed`` repeats seed 0, which
-shows what is left of run-to-run noise at a fixed seed). Prints per run image / pixel AUROC
+``first_seed + k`` for the flow initialisation, the batch order and the validation split
+(``--same-seed`` repeats one seed, which shows what is left of run-to-run noise at a fixed
+seed). Prints per run image / pixel AUROC
 and AUPRO, then per setting the mean, the worst run and the spread (max − min).
 """
 
@@ -59,7 +60,8 @@ def main() -> None:
     p.add_argument("--demo", action="store_true", help="the category is a demo category (generated)")
     p.add_argument("--n-train", type=int, default=10)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--same-seed", action="store_true", help="every run with seed 0")
+    p.add_argument("--first-seed", type=int, default=0, help="run k uses seed first-seed + k")
+    p.add_argument("--same-seed", action="store_true", help="every run with the first seed")
     p.add_argument("--json", type=Path, default=None)
     add_setting_args(p)
     args = p.parse_args()
@@ -82,7 +84,7 @@ def main() -> None:
             f"{'run':>3} {'seed':>4} | {'img':>6} {'pixel':>6} {'aupro':>6} | {'train s':>7} {'peak GiB':>8}"
         )
         for k in range(args.runs):
-            seed = 0 if args.same_seed else k
+            seed = args.first_seed if args.same_seed else args.first_seed + k
             t0 = time.perf_counter()
             with PeakMemory() as mem:
                 detector = train_detector(setting, data, args.device, seed)
