@@ -1,0 +1,261 @@
+"""Auto-configuration from good images only: choose feature stages and smoothing by measurement.
+
+Nothing but defect-free training images is read. Some of them are held out; synthetic
+anomalies (:mod:`cainnflow.synthetic`: cut-paste, noise, warps, erased regions, colour
+blobs) are pasted into copies of the held-out images; one flow per candidate stage is trained
+on the rest; every candidate setting — a run of consecutive stages and a smoothing ``sigma`` —
+is scored on the held-out good images against the synthetic anomalies without training
+again (the flows of different stages are independent, so a subset of stages is a subset of
+flows). The best setting is then trained on all the good images. What was tried, what was
+chosen and the validation evidence are returned and stored in the checkpoint
+(``detector.info["auto"]``), with a proposed threshold: the one that best separates the
+held-out good images from the synthetic anomalies.
+
+The test split is never touched: :func:`auto_configure` takes only the training images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from threading import Event
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import DEFAULT_VAL_FRACTION, CategoryData, read_image, split_train_val
+from .detector import Detector
+from .errors import DataError, TrainingCancelled
+from .metrics import f1_optimal_threshold, image_auroc, pixel_auroc
+from .model import CAINNFlowConfig
+from .scoring import anomaly_map, image_scores
+from .synthetic import make_synthetic_anomalies
+from .training import TrainConfig, TrainProgress
+
+__all__ = ["AutoCandidate", "AutoReport", "auto_configure", "candidate_settings"]
+
+HOLDOUT_FRACTION = 0.2
+MIN_HOLDOUT = 2
+MIN_TRAIN = 4
+SYNTHETIC_PER_HOLDOUT = 6
+MIN_SYNTHETIC = 12
+SIGMAS = (2.0, 4.0, 8.0)
+MIN_RUN = 2
+"""Candidate stage sets are runs of at least this many consecutive stages."""
+
+
+@dataclass(frozen=True)
+class AutoCandidate:
+    """One setting tried and how it did on the held-out images.
+
+    Attributes:
+        stages: backbone stages used.
+        sigma: anomaly-map smoothing.
+        image_auroc: held-out good images vs synthetic anomalies.
+        pixel_auroc: pixel AUROC on the same images (synthetic masks).
+        objective: what was maximised, the mean of the two.
+    """
+
+    stages: tuple[int, ...]
+    sigma: float
+    image_auroc: float
+    pixel_auroc: float
+    objective: float
+
+
+@dataclass
+class AutoReport:
+    """What :func:`auto_configure` tried and chose (stored with the model as JSON)."""
+
+    chosen: AutoCandidate
+    candidates: list[AutoCandidate]
+    n_train: int
+    n_holdout: int
+    n_synthetic: int
+    kinds: list[str]
+    proposed_threshold: float | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": asdict(self.chosen),
+            "candidates": [asdict(c) for c in self.candidates],
+            "n_train": self.n_train,
+            "n_holdout": self.n_holdout,
+            "n_synthetic": self.n_synthetic,
+            "kinds": self.kinds,
+            "proposed_threshold": self.proposed_threshold,
+            "seconds": self.seconds,
+        }
+
+
+def candidate_settings(stages: Sequence[int]) -> list[tuple[tuple[int, ...], float]]:
+    """Every run of at least :data:`MIN_RUN` consecutive ``stages`` with every sigma."""
+    stages = tuple(stages)
+    runs = [stages[i:j] for i in range(len(stages)) for j in range(i + MIN_RUN, len(stages) + 1)] or [stages]
+    return [(run, sigma) for run in runs for sigma in SIGMAS]
+
+
+def _split_holdout(data: CategoryData, seed: int) -> tuple[list, list]:
+    n = len(data.train)
+    if n < MIN_TRAIN + MIN_HOLDOUT:
+        raise DataError(
+            f"auto-configuration needs at least {MIN_TRAIN + MIN_HOLDOUT} good training images, "
+            f"got {n}; train with the defaults instead"
+        )
+    fraction = max(HOLDOUT_FRACTION, MIN_HOLDOUT / n)
+    train, holdout = split_train_val(data.train, fraction, seed=seed + 1)
+    return list(train), list(holdout)
+
+
+@torch.no_grad()
+def _latents(detector: Detector, images: Sequence, batch_size: int = 8) -> list[torch.Tensor]:
+    """Per-stage latents of images, concatenated over batches (CPU)."""
+    chunks: list[list[torch.Tensor]] = []
+    for start in range(0, len(images), batch_size):
+        batch = detector.preprocess(images[start : start + batch_size])
+        features = detector.model.extract_features(batch)
+        chunks.append([z.cpu() for z in detector.model(features).z])
+    return [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+
+
+def _score_candidates(
+    detector: Detector,
+    latents: list[torch.Tensor],
+    stages: tuple[int, ...],
+    labels: np.ndarray,
+    masks: np.ndarray,
+) -> list[AutoCandidate]:
+    config = detector.config
+    results = []
+    for run, sigma in candidate_settings(stages):
+        z = [latents[stages.index(s)] for s in run]
+        maps = anomaly_map(z, config.image_size, sigma, config.combine)
+        scores = image_scores(maps, config.pooling).numpy()
+        img = image_auroc(labels, scores) or 0.0
+        pix = pixel_auroc(masks, maps.numpy()) or 0.0
+        results.append(AutoCandidate(run, sigma, float(img), float(pix), float((img + pix) / 2)))
+    return results
+
+
+def _best(candidates: list[AutoCandidate], default: tuple[tuple[int, ...], float]) -> AutoCandidate:
+    """Highest objective; ties (within 0.002) go to the default setting, then to fewer stages."""
+    top = max(c.objective for c in candidates)
+    close = [c for c in candidates if c.objective >= top - 0.002]
+    for c in close:
+        if (c.stages, c.sigma) == default:
+            return c
+    return max(close, key=lambda c: (c.objective, -len(c.stages)))
+
+
+def auto_configure(
+    data: CategoryData,
+    config: CAINNFlowConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    candidate_stages: Sequence[int] | None = None,
+    weights: str = "auto",
+    device: str | torch.device = "auto",
+    callback: Callable[[TrainProgress | str], None] | None = None,
+    cancel: Event | None = None,
+) -> tuple[Detector, AutoReport]:
+    """Chooses stages and smoothing on synthetic anomalies in held-out good images, then trains.
+
+    Args:
+        data: the category; only ``data.train`` (good images) is read.
+        config: the starting configuration (backbone, variant, steps, image size...).
+        train_config: optimisation settings for both trainings.
+        candidate_stages: stages to choose runs from (default: the backbone's default stages
+            plus the next deeper one, e.g. 1-4 for the CNNs).
+        weights: backbone weights, as :meth:`Detector.create` takes them.
+        device: where to train.
+        callback: training progress, and one line of text at each phase.
+        cancel: stops either training within one batch.
+
+    Returns:
+        The trained detector with the chosen setting (``info["auto"]`` holds the report), and
+        the report.
+
+    Raises:
+        DataError: too few good images to hold some out.
+        TrainingCancelled: cancelled.
+    """
+    start = time.perf_counter()
+    config = config or CAINNFlowConfig()
+    train_config = train_config or TrainConfig()
+    say = callback if callback is not None else (lambda _: None)
+    train, holdout = _split_holdout(data, train_config.seed)
+
+    probe = Detector.create(replace(config, out_indices=None), weights=weights, device=device)
+    default_stages = probe.config.out_indices or ()
+    if candidate_stages is None:
+        deeper = (max(default_stages) + 1,) if probe.backbone.kind == "cnn" else ()
+        candidate_stages = tuple(default_stages) + deeper
+    stages = tuple(sorted(set(int(s) for s in candidate_stages)))
+    default = (tuple(default_stages), config.sigma)
+
+    say(f"training one flow per stage {stages} on {len(train)} good images ({len(holdout)} held out)")
+    selector = Detector.create(replace(config, out_indices=stages), weights=weights, device=device)
+    selector.fit(replace(data, train=tuple(train), test=()), train_config, callback=callback, cancel=cancel)
+    if cancel is not None and cancel.is_set():
+        raise TrainingCancelled("auto-configuration cancelled")
+
+    say("pasting synthetic anomalies into the held-out images")
+    good_images = [read_image(s.path) for s in holdout]
+    n_synthetic = max(MIN_SYNTHETIC, SYNTHETIC_PER_HOLDOUT * len(holdout))
+    samples = make_synthetic_anomalies(good_images, n_synthetic, seed=train_config.seed)
+    images = [*good_images, *(s.image for s in samples)]
+    labels = np.array([0] * len(good_images) + [1] * len(samples))
+    size = config.image_size
+    masks = np.stack(
+        [np.zeros((size, size), bool)] * len(good_images) + [_resize_mask(s.mask, size) for s in samples]
+    )
+    say(f"scoring {len(candidate_settings(stages))} settings on {len(images)} held-out images")
+    latents = _latents(selector, images)
+    candidates = _score_candidates(selector, latents, stages, labels, masks)
+    chosen = _best(candidates, default)
+
+    say(f"training the chosen setting (stages {chosen.stages}, sigma {chosen.sigma:g}) on all good images")
+    final = Detector.create(
+        replace(config, out_indices=chosen.stages, sigma=chosen.sigma), weights=weights, device=device
+    )
+    final.fit(replace(data, test=()), train_config, callback=callback, cancel=cancel)
+    proposed = _propose_threshold(final, data, train_config, [s.image for s in samples])
+    report = AutoReport(
+        chosen=chosen,
+        candidates=candidates,
+        n_train=len(train),
+        n_holdout=len(holdout),
+        n_synthetic=len(samples),
+        kinds=sorted({s.kind for s in samples}),
+        proposed_threshold=proposed,
+        seconds=time.perf_counter() - start,
+    )
+    final.info["auto"] = report.to_dict()
+    final.info["category"] = data.name
+    return final, report
+
+
+def _propose_threshold(
+    detector: Detector, data: CategoryData, train_config: TrainConfig, anomalies: Sequence
+) -> float | None:
+    """F1-optimal threshold between the detector's own validation images and synthetic anomalies.
+
+    The validation images are the ones :meth:`Detector.fit` carved out and did not train on.
+    """
+    _, val = split_train_val(data.train, DEFAULT_VAL_FRACTION, seed=train_config.seed)
+    if not val or not anomalies:
+        return None
+    scores = detector.predict([*(s.path for s in val), *anomalies]).scores.astype(np.float64)
+    labels = np.array([0] * len(val) + [1] * len(anomalies))
+    threshold, _ = f1_optimal_threshold(labels, scores)
+    return float(threshold)
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, mode="L")
+    return np.asarray(image.resize((size, size), Image.Resampling.NEAREST)) > 0
