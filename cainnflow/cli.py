@@ -59,6 +59,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=int, default=None, help="train exactly this many epochs instead")
     train.add_argument(
+        "--auto",
+        action="store_true",
+        help="choose stages and smoothing on synthetic anomalies pasted into held-out good images "
+        "(never the test split), then train the choice on all good images",
+    )
+    train.add_argument(
         "--stages",
         type=int,
         nargs="+",
@@ -124,6 +130,12 @@ def _progress_printer(quiet: bool):
     def callback(p) -> None:
         if quiet:
             return
+        if isinstance(p, str):  # a phase of auto-configuration
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            print(f"auto: {p}", file=sys.stderr)
+            return
         total = p.steps if p.phase == "features" else p.epochs * p.steps
         if p.phase not in bars and p.phase != "done":
             for bar in bars.values():
@@ -180,7 +192,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"device {detector.device}",
         file=sys.stderr,
     )
-    history = detector.fit(data, train_config, callback=_progress_printer(args.quiet))
+    if args.auto:
+        from .autoconfig import auto_configure
+
+        detector, report = auto_configure(
+            data,
+            config,
+            train_config,
+            candidate_stages=args.stages,
+            weights=args.weights,
+            device=args.device,
+            callback=_progress_printer(args.quiet),
+        )
+        history = detector.history
+        best = report.chosen
+        print(
+            f"auto: chose stages {' '.join(map(str, best.stages))}, sigma {best.sigma:g} "
+            f"(held-out good vs synthetic anomalies: image AUROC {best.image_auroc:.3f}, "
+            f"pixel AUROC {best.pixel_auroc:.3f}; {len(report.candidates)} settings tried, "
+            f"proposed threshold {_fmt(report.proposed_threshold)})",
+            file=sys.stderr,
+        )
+    else:
+        history = detector.fit(data, train_config, callback=_progress_printer(args.quiet))
     detector.info["data_root_name"] = Path(args.data_root).name
     detector.save(args.out)
     val = "n/a (no validation images)" if history.best_val_loss is None else f"{history.best_val_loss:.4f}"
