@@ -45,3 +45,25 @@ def test_channel_attention_uses_shared_mlp_on_avg_and_max():
 def test_spatial_attention_kernel_is_7x7_on_two_maps():
     sa = SpatialAttention()
     assert sa.conv.in_channels == 2 and sa.conv.kernel_size == (7, 7)
+
+
+def test_trained_gates_vary_across_channels_and_positions(tmp_path):
+    """After training on real features no CBAM gate is a constant (a dead channel MLP gives 0.5)."""
+    from cainnflow.data import load_mvtec_category
+    from cainnflow.demo_data import make_demo_dataset
+    from cainnflow.detector import Detector
+    from cainnflow.model import CAINNFlowConfig
+    from cainnflow.training import TrainConfig
+
+    make_demo_dataset(
+        tmp_path, categories=("metal_plate",), image_size=96, n_train=10, n_test_good=1, n_test_per_defect=1
+    )
+    data = load_mvtec_category(tmp_path, "metal_plate")
+    det = Detector.create(CAINNFlowConfig(image_size=64), device="cpu")
+    det.fit(data, TrainConfig(max_steps=60, min_steps=60, batch_size=4))
+    features = det.model.extract_features(det.preprocess([s.path for s in data.train[:2]]))
+    maps = det.model.attention_maps(features)
+    assert len(maps) == 2 * det.model.num_scales  # two GLOW subnets per scale, one step
+    for m in maps:
+        assert float(m.channel.std(dim=1).min()) > 1e-3, f"constant channel gate at scale {m.scale}"
+        assert float(m.spatial.flatten(1).std(dim=1).min()) > 1e-3, f"constant spatial gate at scale {m.scale}"
