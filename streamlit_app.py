@@ -4,6 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import warmup  # no torch: starts generating the demo data while the rest imports
+
 ROOT = Path(__file__).resolve().parent
 PAGES = (  # (file, title, icon)
     ("pages/train.py", "Train / load", ":material/model_training:"),
@@ -23,6 +25,7 @@ pages = [
     if (ROOT / path).exists()
 ]
 navigation = st.navigation(pages)  # first, so the page list shows at once
+warmup.start()
 with st.spinner("Starting CAINNFlow (loading PyTorch, first visit only)…"):
     from app.sidebar import render_sidebar  # imports torch: seconds on the first run only
 

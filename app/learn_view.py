@@ -21,8 +21,9 @@ from cainnflow.toy import (
     polygon_area,
 )
 
-from . import state
-from .latent_view import LatentAnalysis, heatmap_figure, scale_label
+from . import figures, state
+from .figures import heatmap_figure
+from .latent_view import LatentAnalysis, scale_label
 
 __all__ = [
     "attention_panel",
@@ -39,6 +40,7 @@ TOY_LIM = 3.0
 TOY_STEP_CHOICES = (25, 100, 200, 500)
 TOY_DEFAULT_STEPS = 200
 PROGRESS_EVERY = 5
+ANIMATION_CHUNK = 25  # toy steps between redraws while it trains
 FIG_HEIGHT = 330
 COUPLING_Y_LIMIT = 8.0
 MARGIN = {"l": 5, "r": 5, "t": 35, "b": 5}
@@ -89,14 +91,45 @@ def _scatter(points: np.ndarray, colors: np.ndarray, title: str, circles: bool =
                 type="circle", x0=-r, y0=-r, x1=r, y1=r, line={"color": "gray", "dash": "dot", "width": 1}
             )
     fig.update_layout(
-        title=title,
-        height=FIG_HEIGHT,
-        margin=MARGIN,
         showlegend=False,
         xaxis={"range": [-TOY_LIM - 0.5, TOY_LIM + 0.5], "zeroline": False},
         yaxis={"range": [-TOY_LIM - 0.5, TOY_LIM + 0.5], "scaleanchor": "x", "zeroline": False},
     )
-    return fig
+    return figures.style(fig, title, FIG_HEIGHT)
+
+
+def _draw_toy(toy: ToySession, slots: list, loss_slot) -> None:
+    """Data, latents, samples, density and loss of the toy flow, drawn into placeholders."""
+    colors = toy.data[:, 0]  # colour by the first data coordinate, so points can be followed into z
+    z, _ = toy.flow.forward(toy.data)
+    z_samples = torch.randn(TOY_SAMPLES, 2, generator=torch.Generator().manual_seed(0)).numpy()
+    samples = toy.flow.inverse(z_samples)
+    clip = TOY_LIM + 0.4
+    slots[0].plotly_chart(_scatter(toy.data, colors, "data x"), config=figures.CONFIG)
+    slots[1].plotly_chart(
+        _scatter(np.clip(z, -clip, clip), colors, "z = f(x), should look Gaussian", circles=True),
+        config=figures.CONFIG,
+    )
+    slots[2].plotly_chart(
+        _scatter(np.clip(samples, -clip, clip), z_samples[:, 0], "x = f⁻¹(z), z ~ N(0, I)"),
+        config=figures.CONFIG,
+    )
+    xs, ys, density = toy.flow.density_grid(lim=TOY_LIM, resolution=70)
+    fig = go.Figure(go.Heatmap(x=xs, y=ys, z=density, colorscale="Viridis", showscale=False))
+    fig.update_layout(yaxis={"scaleanchor": "x"})
+    slots[3].plotly_chart(figures.style(fig, "learned density p(x)", FIG_HEIGHT), config=figures.CONFIG)
+    trained = len(toy.step_losses)
+    if trained:
+        loss_fig = go.Figure(go.Scatter(y=toy.step_losses, mode="lines", line={"width": 1.5}))
+        loss_fig.update_layout(xaxis_title="step")
+        loss_slot.plotly_chart(
+            figures.style(loss_fig, f"training loss (NLL, nats) · {trained} steps", 220),
+            config=figures.CONFIG,
+        )
+    else:
+        loss_slot.caption(
+            "Untrained: the flow starts as the identity (its last convolutions are zero), so z = x."
+        )
 
 
 @st.fragment
@@ -118,51 +151,27 @@ def toy_flow_panel() -> None:
     )
     train = c4.button(f"Train {n_steps} steps", type="primary", icon=":material/play_arrow:")
     st.button("Reset the toy flow", on_click=_reset_toy, icon=":material/restart_alt:")
+    cols = st.columns(4)
+    slots = [col.empty() for col in cols]
+    loss_slot = st.empty()
     if train:
         bar = st.progress(0.0, text="Training…")
+        done = 0
+        while done < n_steps:  # train in chunks and redraw after each: the plots move as it learns
+            chunk = min(ANIMATION_CHUNK, n_steps - done)
 
-        def progress(i: int, loss: float) -> None:
-            toy.step_losses.append(loss)
-            if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == n_steps:
-                bar.progress((i + 1) / n_steps, text=f"step {i + 1}/{n_steps} · NLL {loss:.3f} nats")
+            def progress(i: int, loss: float, offset: int = done) -> None:
+                toy.step_losses.append(loss)
+                step = offset + i + 1
+                if step % PROGRESS_EVERY == 0 or step == n_steps:
+                    bar.progress(step / n_steps, text=f"step {step}/{n_steps} · NLL {loss:.3f} nats")
 
-        toy.flow.train_steps(toy.data, n_steps, callback=progress)
+            toy.flow.train_steps(toy.data, chunk, callback=progress)
+            done += chunk
+            _draw_toy(toy, slots, loss_slot)
         bar.empty()
-
-    trained = len(toy.step_losses)
-    colors = toy.data[:, 0]  # colour by the first data coordinate, so points can be followed into z
-    z, _ = toy.flow.forward(toy.data)
-    z_samples = torch.randn(TOY_SAMPLES, 2, generator=torch.Generator().manual_seed(0)).numpy()
-    samples = toy.flow.inverse(z_samples)
-    cols = st.columns(4)
-    cols[0].plotly_chart(_scatter(toy.data, colors, "data x"), key="cf_learn_toy_x")
-    cols[1].plotly_chart(
-        _scatter(
-            np.clip(z, -TOY_LIM - 0.4, TOY_LIM + 0.4), colors, "z = f(x) (should look Gaussian)", circles=True
-        ),
-        key="cf_learn_toy_z",
-    )
-    cols[2].plotly_chart(
-        _scatter(np.clip(samples, -TOY_LIM - 0.4, TOY_LIM + 0.4), z_samples[:, 0], "x = f⁻¹(z), z ~ N(0, I)"),
-        key="cf_learn_toy_samples",
-    )
-    xs, ys, density = toy.flow.density_grid(lim=TOY_LIM, resolution=70)
-    fig = go.Figure(go.Heatmap(x=xs, y=ys, z=density, colorscale="Viridis", showscale=False))
-    fig.update_layout(
-        title="learned density p(x)", height=FIG_HEIGHT, margin=MARGIN, yaxis={"scaleanchor": "x"}
-    )
-    cols[3].plotly_chart(fig, key="cf_learn_toy_density")
-    if trained:
-        loss_fig = go.Figure(go.Scatter(y=toy.step_losses, mode="lines", line={"width": 1.5}))
-        loss_fig.update_layout(
-            height=220,
-            margin=MARGIN,
-            title=f"training loss (NLL, nats) · {trained} steps",
-            xaxis_title="step",
-        )
-        st.plotly_chart(loss_fig, key="cf_learn_toy_loss")
     else:
-        st.caption("Untrained: the flow starts as the identity (its last convolutions are zero), so z = x.")
+        _draw_toy(toy, slots, loss_slot)
     st.caption(
         f"{toy.flow.steps} GLOW coupling blocks with {variant} subnets (1×1 kernels on a single position). "
         "Colours follow each data point into z; the samples on the third plot are coloured by their z."
@@ -242,6 +251,7 @@ def coupling_panel() -> None:
     fig.update_layout(
         height=520,
         margin=MARGIN,
+        modebar={"orientation": "v"},
         showlegend=False,
         title="grid before (gray) and after (blue) the coupling; probe square in orange",
         xaxis={"range": [-2.4, 2.4], "title": "x₁ / v₁", "constrain": "domain"},
@@ -326,6 +336,7 @@ def attention_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
         title=f"channel gate M_c over {channel.size} hidden channels",
         height=300,
         margin=MARGIN,
+        modebar={"orientation": "v"},
         yaxis={"range": [0, 1], "title": "gate"},
         xaxis_title="channel",
     )

@@ -7,19 +7,17 @@ threshold), so each session builds its own from cached bytes.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import streamlit as st
 
 from cainnflow.data import CategoryData, list_categories, load_custom_folder, load_mvtec_category
-from cainnflow.demo_data import DEMO_CATEGORIES, make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.device import describe_device, resolve_device
 from cainnflow.errors import DataError
 
-from . import hosting
+from . import hosting, warmup
 
 __all__ = [
     "CHECKPOINT_SUFFIX",
@@ -38,8 +36,8 @@ __all__ = [
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_CHECKPOINT = ASSETS / "demo_carpet_weave.safetensors"
-DEMO_CHECKPOINT_CATEGORY = "carpet_weave"
-HOME_ENV = "CAINNFLOW_HOME"
+DEMO_CHECKPOINT_CATEGORY = warmup.DEMO_CATEGORY
+HOME_ENV = warmup.HOME_ENV
 CHECKPOINT_SUFFIX = ".safetensors"
 MAX_NAME_CHARS = 80
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -47,10 +45,8 @@ _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def app_home() -> Path:
-    """Folder for generated data and saved checkpoints (``$CAINNFLOW_HOME``, else ~/.cache/cainnflow)."""
-    home = Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "cainnflow")
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """Folder for generated data and sessions (``$CAINNFLOW_HOME``, else ~/.cache/cainnflow)."""
+    return warmup.app_home()
 
 
 def sessions_dir() -> Path:
@@ -81,14 +77,10 @@ def demo_root() -> Path:
     return path
 
 
-@st.cache_resource(show_spinner="Generating the synthetic demo category (first use only, a few seconds)…")
 def demo_category_root(category: str) -> Path:
     """The demo root with ``category`` generated (only that one: the others wait until asked for)."""
-    return make_demo_dataset(demo_root(), categories=[category])
-
-
-def demo_categories() -> tuple[str, ...]:
-    return DEMO_CATEGORIES
+    with st.spinner(f"Generating the synthetic demo category {category} (first use only, a few seconds)…"):
+        return warmup.demo_category_root(category)
 
 
 @st.cache_data(show_spinner=False, ttl=60)

@@ -29,14 +29,14 @@ DEFAULT_BATCH_SIZE = 16
 MAX_ASSET_BYTES = 3 * 1024 * 1024
 
 
-def build_demo_detector(category: str, epochs: int, device: str) -> tuple[Detector, float]:
-    """Trains the demo detector; returns it and the training seconds."""
-    root = make_demo_dataset(app_home() / "demo")
+def build_demo_detector(category: str, epochs: int | None, device: str) -> tuple[Detector, float]:
+    """Trains the demo detector (``epochs`` None: the library's step budget); returns it and the seconds."""
+    root = make_demo_dataset(app_home() / "demo", categories=[category])
     data = load_mvtec_category(root, category)
     detector = Detector.create(CAINNFlowConfig(), weights="auto", device=device)
     start = time.perf_counter()
     detector.fit(data, TrainConfig(epochs=epochs, batch_size=DEFAULT_BATCH_SIZE))
-    detector.info["dataset"] = "demo"
+    detector.info["dataset"] = {"source": "demo", "root": "", "category": category}  # app.state.DataRef
     return detector, time.perf_counter() - start
 
 

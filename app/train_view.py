@@ -46,6 +46,7 @@ CNN_IMAGE_SIZES = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 BATCH_SIZES = (4, 8, 16, 32, 64)
 KEEP = "session"  # widget values survive page switches
 K_RAY_ADDRESS = "train_ray_address"  # a Ray cluster to train on (not offered on a hosted server)
+BUDGET_STEPS = getattr(TrainConfig, "max_steps", None)
 DATA_UPLOAD_TYPES = ("zip", *display.UPLOAD_IMAGE_TYPES)
 MAX_DATA_UPLOAD_FILES = 500
 UPLOAD_ID_BYTES = 9
@@ -147,8 +148,7 @@ def store_upload(files: list, name: str) -> state.DataRef:
 
 def _place_zip(staging: Path, target: Path) -> None:
     """Moves an extracted zip into the MVTec layout at ``target`` (one category)."""
-    roots = [p.parent.parent for p in staging.rglob("train") if (p / "good").is_dir()]
-    roots = [r for r in roots if (r / "train" / "good").is_dir()]
+    roots = [p.parent for p in staging.rglob("train") if (p / "good").is_dir()]
     if len(roots) > 1:
         raise DataError("the zip holds several categories (train/good folders); upload one at a time")
     if roots:
@@ -307,7 +307,17 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
     steps = c1.number_input(
         "Steps per scale", 1, 8, CAINNFlowConfig.steps, key="train_steps", persist_state=KEEP
     )
-    epochs = c2.number_input("Epochs", 1, 500, TrainConfig.epochs, key="train_epochs", persist_state=KEEP)
+    epochs = c2.number_input(
+        "Epochs (empty: step budget)",
+        1,
+        500,
+        TrainConfig.epochs,
+        key="train_epochs",
+        persist_state=KEEP,
+        placeholder="auto",
+        help=f"Empty: train up to {BUDGET_STEPS} optimizer steps with early stopping on the validation loss "
+        "(the same length for 10 or 200 images). A number: exactly that many passes over the images.",
+    )
     if spec.kind == "cnn":
         size = c3.select_slider(
             "Image size",
@@ -358,7 +368,8 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
     except (ValueError, CainnflowError) as exc:
         st.error(str(exc))
         config = None
-    return config, TrainConfig(epochs=int(epochs), batch_size=int(batch)), random
+    optim = TrainConfig(epochs=None if epochs is None else int(epochs), batch_size=int(batch))
+    return config, optim, random
 
 
 # --------------------------------------------------------------------------- training

@@ -1,11 +1,17 @@
-"""Fixtures shared by the AppTest modules: an app home per module and the pages/ workaround.
+"""Shared by the AppTest modules: an app home per module, the pages/ workaround, and a corpus
+of hostile checkpoints.
 
-Import them into a test module (``from tests.app_support import ...``); they are autouse there.
+Import the fixtures into a test module (``from tests.app_support import ...``); they are
+autouse there.
 """
 
 from __future__ import annotations
 
+import json
+import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.runtime.pages_manager import PagesManager
@@ -41,3 +47,70 @@ def navigation_not_pages_folder(monkeypatch: pytest.MonkeyPatch) -> None:
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+# --------------------------------------------------------------------------- hostile checkpoints
+
+
+METADATA_KEY = "cainnflow"
+DEEP_LEVELS = 200
+
+
+def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
+    (length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + length]), data[8 + length :]
+
+
+def _join(header: dict[str, Any], body: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+def _with_document(data: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
+    header, body = _split(data)
+    document = json.loads(header["__metadata__"][METADATA_KEY])
+    change(document)
+    header["__metadata__"][METADATA_KEY] = json.dumps(document)  # NaN is written as NaN
+    return _join(header, body)
+
+
+def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(document: dict[str, Any]) -> None:
+        target = document
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = value
+
+    return change
+
+
+def _deep(levels: int) -> Any:
+    value: Any = 0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def hostile_corpus(good: bytes) -> dict[str, bytes]:
+    """File name → bytes of a checkpoint that must be refused with one line."""
+    fields: dict[str, tuple[tuple[str, ...], Any]] = {
+        "image_size_8192": (("model", "image_size"), 8192),
+        "steps_10000": (("model", "steps"), 10_000),
+        "sigma_1e5": (("model", "sigma"), 1e5),
+        "hidden_ratio_1e5": (("model", "hidden_ratio"), 1e5),
+        "reduction_0": (("model", "reduction"), 0),
+        "image_size_string": (("model", "image_size"), "big"),
+        "backbone_number": (("model", "backbone"), 123),
+        "threshold_abc": (("threshold",), "abc"),
+        "threshold_nan": (("threshold",), float("nan")),
+        "stats_nan": (("stats", "image_std"), float("nan")),
+        "stats_string": (("stats",), "abc"),
+        "history_garbage": (("history",), {"epochs": "x"}),
+        "deep_info": (("info",), _deep(DEEP_LEVELS)),
+    }
+    corpus = {f"{name}.safetensors": _with_document(good, _set(*spec)) for name, spec in fields.items()}
+    header, body = _split(good)
+    header["__metadata__"] = "not a dict"
+    corpus["metadata_string.safetensors"] = _join(header, body)
+    return corpus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def png_bytes(seed: int = 0, size: int = 96) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def session_folder(at: AppTest) -> Path:
+    return Path(os.environ["CAINNFLOW_HOME"]) / "sessions" / at.session_state[state.TOKEN]
 
 
 def visit_all_pages(at: AppTest) -> None:
@@ -91,7 +96,7 @@ def test_bad_checkpoints_keep_the_current_model() -> None:
         "truncated.safetensors": DEMO_CHECKPOINT.read_bytes()[:4096],
     }
     for name, data in bad_files.items():
-        at.file_uploader(key="train_ckpt_upload").set_value((name, data, "application/octet-stream")).run()
+        at.file_uploader(key=state.K_CKPT_UPLOAD).set_value((name, data, "application/octet-stream")).run()
         assert not at.exception, at.exception
         errors = [e.value for e in at.error]
         assert any(f"Could not load {name}" in e and "current model was kept" in e for e in errors), errors
@@ -99,18 +104,25 @@ def test_bad_checkpoints_keep_the_current_model() -> None:
 
 
 @pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="assets/demo_carpet_weave.safetensors is missing")
-def test_save_to_folder_and_load_back(home: Path) -> None:  # noqa: F811 - the fixture
+def test_save_copies_never_overwrite_and_load_back() -> None:
     at = open_app()
     load_demo(at)
-    at.button(key="train_save").click().run()
-    assert not at.exception, at.exception
-    saved = list((home / "checkpoints").glob("*.safetensors"))
-    assert saved, "nothing saved"
-    at.selectbox(key="train_saved_ckpt").set_value(saved[0]).run()
+    folder = session_folder(at)
+    names = []
+    for typed in ("run.1", "run.2", "run.2"):
+        at.text_input(key=state.K_SAVE_NAME).set_value(typed).run()
+        at.button(key="train_save").click().run()
+        assert not at.exception, at.exception
+        names.append(sorted(p.name for p in folder.glob("run*.safetensors")))
+    assert names[-1] == ["run.1.safetensors", "run.2-2.safetensors", "run.2.safetensors"], names
+    at.selectbox(key=state.K_SAVED_CKPT).set_value("run.1.safetensors").run()
     at.button(key="train_load_saved").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[state.MODEL].origin == f"loaded {saved[0].name}"
-    assert at.session_state[state.MODEL].version == 2
+    entry = at.session_state[state.MODEL]
+    assert entry.origin == "loaded run.1.safetensors" and entry.version == 2
+    # The sidebar and the Current model panel show the loaded model in the same render.
+    assert any("loaded run.1.safetensors" in m.value for m in at.sidebar.markdown)
+    assert any("loaded run.1.safetensors" in m.value for m in at.main.markdown)
 
 
 def test_train_tiny_model_then_inspect_uploads() -> None:
@@ -132,7 +144,16 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     at.run()  # the next interaction adopts the model, exactly once
     assert not at.exception, at.exception
     entry = at.session_state[state.MODEL]
-    assert entry.detector is job.detector and entry.origin == "trained on demo/carpet_weave"
+    assert entry.detector is job.detector and entry.origin == "trained on demo / carpet_weave"
+    assert entry.path is not None and entry.path.parent == session_folder(at)  # saved automatically
+    assert entry.detector.info["dataset"] == {
+        "source": "demo",
+        "root": "",
+        "category": "carpet_weave",
+        "test_good": "",
+        "defect": "",
+        "masks": "",
+    }
     assert entry.detector.config.image_size == 64
     assert any("finished" in s.value for s in at.success)
     at.run()
@@ -143,14 +164,14 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     at.multiselect(key="inspect_pick_demo_" + at.session_state[state.DATA].root + "_carpet_weave").set_value(
         []
     )
-    at.file_uploader(key="inspect_uploads").set_value(
+    at.file_uploader(key="inspect_uploads_0").set_value(
         [("upload.png", png_bytes(), "image/png"), ("broken.png", b"not an image", "image/png")]
     )
     at.run()
     assert not at.exception, at.exception
     assert any("broken.png" in w.value for w in at.warning)
     assert any("**1** image(s) scored" in m.value for m in at.markdown)
-    assert len(at.image) == 2  # input and overlay of the one readable upload
+    assert len(at.image) == 3  # input, overlay and colour bar of the one readable upload
     # Moving a slider re-renders from the per-session cache (no new scoring).
     cache_size = len(at.session_state["cf_score_cache"])
     at.slider(key="inspect_alpha").set_value(0.8).run()

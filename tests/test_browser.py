@@ -1,11 +1,16 @@
 """The running app in headless Chromium: train on the demo data, then inspect an upload.
 
-Screenshots of every step go to ``test-artifacts/browser/`` (ignored by git).
+Screenshots of every step go to ``test-artifacts/browser/`` (ignored by git); with
+``CAINNFLOW_SCREENSHOTS=docs/screenshots`` the named views are also written there (the
+README's pictures).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +35,7 @@ SERVER_START_TIMEOUT_S = 60
 TRAIN_TIMEOUT_MS = 150_000
 STEP_TIMEOUT_MS = 60_000
 VIEWPORT = {"width": 1400, "height": 1700}
+CLOSED_JOB_TIMEOUT_S = 90  # the job's grace period after its session ends is 15 s
 EXCEPTION = '[data-testid="stException"]'
 
 
@@ -62,10 +68,31 @@ def wait_idle(page, settle_ms: int = 600) -> None:
     page.wait_for_timeout(200)
 
 
+SCREENSHOTS_ENV = "CAINNFLOW_SCREENSHOTS"
+DOC_SHOTS = {  # step screenshot -> name in the docs folder
+    "03_trained": "train_load",
+    "04_inspect_upload": "inspect_upload",
+    "06_inspect_demo": "inspect",
+    "07_evaluate": "evaluate",
+    "08_latent": "latent",
+    "09_inverse_generation": "latent_inverse",
+    "10_learn": "learn",
+    "11_restored_after_reload": "restored_after_reload",
+    "12_mismatch_warning": "mismatch_warning",
+    "13_batch": "inspect_batch",
+    "14_upload_data": "train_upload",
+}
+
+
 def shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    docs = os.environ.get(SCREENSHOTS_ENV)
+    if docs and name in DOC_SHOTS:
+        target = ROOT / docs / f"{DOC_SHOTS[name]}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
     return path
 
 
@@ -104,7 +131,7 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             size.focus()
             size.press("Home")
             wait_idle(page)
-            for label, value in (("Steps per scale", "1"), ("Epochs", "2")):
+            for label, value in (("Steps per scale", "1"), ("Epochs (empty: step budget)", "2")):
                 field = page.get_by_label(label, exact=True)
                 field.fill(value)
                 field.press("Enter")
@@ -115,7 +142,7 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             shot(page, "02_training")
             expect(page.get_by_text("finished in", exact=False)).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
             wait_idle(page)
-            expect(page.get_by_text("trained on demo/carpet_weave").first).to_be_visible()
+            expect(page.get_by_text("trained on demo / carpet_weave").first).to_be_visible()
             expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
             expect(page.locator('[data-testid="stTable"]').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
             page.wait_for_timeout(1000)  # let the chart draw
@@ -189,5 +216,118 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             page.wait_for_timeout(1000)
             assert_no_exception(page, "learn page after toy training")
             shot(page, "10_learn")
+
+            # A reload keeps model and data (the session token is in the URL); loading a saved
+            # checkpoint then refreshes the sidebar and the Current model panel at once.
+            open_page(page, "Train / load")
+            page.reload()
+            page.get_by_role("heading", name="Train / load").wait_for(timeout=STEP_TIMEOUT_MS)
+            wait_idle(page)
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            expect(sidebar.get_by_text("demo checkpoint (carpet_weave)")).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            saved = page.get_by_label("This session's checkpoints")
+            saved.click()
+            page.get_by_role("option", name="cainnflow_carpet_weave", exact=False).first.click()
+            wait_idle(page)
+            page.get_by_role("button", name="Load", exact=True).click()
+            wait_idle(page)
+            expect(sidebar.get_by_text("loaded cainnflow_carpet_weave", exact=False)).to_be_visible()
+            expect(page.get_by_text("No model yet", exact=False)).to_have_count(0)
+            assert_no_exception(page, "train page after reload and load")
+            shot(page, "11_restored_after_reload")
+
+            # Other data than the model's: Inspect warns.
+            page.get_by_label("Demo category").click()
+            page.get_by_role("option", name="pill").click()
+            wait_idle(page)
+            open_page(page, "Inspect")
+            expect(page.get_by_text("but the current data is", exact=False).first).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            assert_no_exception(page, "inspect page with mismatched data")
+            shot(page, "12_mismatch_warning")
+
+            # Batch: a zip of images -> table, CSV and heatmaps.
+            page.get_by_role("tab", name="Batch", exact=False).click()
+            demo = home / "demo" / "carpet_weave" / "test"
+            archive = home / "batch.zip"
+            with zipfile.ZipFile(archive, "w") as zf:
+                for path in sorted(demo.glob("*/000.png"))[:4]:
+                    zf.write(path, f"{path.parent.name}_{path.name}")
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(str(archive))
+            page.get_by_role("button", name="Score 4 image(s)").click()
+            expect(page.get_by_role("button", name="CSV report")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            wait_idle(page)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="CSV report").click()
+            csv = Path(download.value.path()).read_text().splitlines()
+            assert csv[0].startswith("image,score") and len(csv) == 5, csv
+            assert_no_exception(page, "batch inspection")
+            shot(page, "13_batch")
+
+            # Train on uploaded images: the data panel takes a zip.
+            open_page(page, "Train / load")
+            page.get_by_text("Upload images", exact=True).first.click()
+            wait_idle(page)
+            good = home / "good.zip"
+            with zipfile.ZipFile(good, "w") as zf:
+                for path in sorted((home / "demo" / "carpet_weave" / "train" / "good").glob("*.png"))[:6]:
+                    zf.write(path, f"parts/{path.name}")
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(good))
+            wait_idle(page)
+            page.get_by_role("button", name="Use the uploaded images").click()
+            expect(page.get_by_text("Current data: upload / my_data", exact=False)).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            assert_no_exception(page, "train page with uploaded data")
+            shot(page, "14_upload_data")
+        finally:
+            browser.close()
+
+
+def _slots_in_use(page) -> int:
+    text = page.get_by_text("training slot(s) in use", exact=False).first.inner_text()
+    return int(text.split("Server: ")[1].split(" of ")[0])
+
+
+def test_a_closed_tabs_training_stops(chromium: str, server: tuple[str, Path]) -> None:
+    """Streamlit reports the closed tab's session inactive; the job's watchdog cancels it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport=VIEWPORT)
+            tab.goto(url, timeout=STEP_TIMEOUT_MS)
+            expect(tab.get_by_text("Current data: demo / carpet_weave", exact=False)).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            wait_idle(tab)
+            size = tab.get_by_role("slider", name="Image size")
+            size.focus()
+            size.press("Home")
+            wait_idle(tab)
+            field = tab.get_by_label("Epochs (empty: step budget)", exact=True)
+            field.fill("500")
+            field.press("Enter")
+            wait_idle(tab)
+            tab.get_by_role("button", name="Train", exact=True).click()
+            expect(tab.get_by_role("button", name="Cancel training")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            other = browser.new_page(viewport=VIEWPORT)
+            other.goto(url, timeout=STEP_TIMEOUT_MS)
+            other.get_by_role("heading", name="Train / load").wait_for(timeout=STEP_TIMEOUT_MS)
+            wait_idle(other)
+            assert _slots_in_use(other) >= 1
+            tab.close()
+            deadline = time.monotonic() + CLOSED_JOB_TIMEOUT_S
+            while _slots_in_use(other) > 0 and time.monotonic() < deadline:
+                other.wait_for_timeout(2000)
+                other.reload()
+                other.get_by_role("heading", name="Train / load").wait_for(timeout=STEP_TIMEOUT_MS)
+                wait_idle(other)
+            assert _slots_in_use(other) == 0, "the closed tab's training job still runs"
         finally:
             browser.close()
