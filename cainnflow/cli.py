@@ -1,4 +1,4 @@
-"""Command line: ``python -m cainnflow {make-demo-data,train,evaluate,predict,export}``.
+"""Command line: ``python -m cainnflow {make-demo-data,train,evaluate,predict,export,sweep}``.
 
 Bad arguments and bad files end with a non-zero exit code and one clear line on stderr,
 never a traceback.
@@ -82,6 +82,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     _add_scoring_commands(sub)
+    from .sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -327,6 +330,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep_command
+
+    return run_sweep_command(args)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .export import export_detector
@@ -349,6 +358,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "predict": _cmd_predict,
     "export": _cmd_export,
+    "sweep": _cmd_sweep,
 }
 
 
