@@ -304,3 +304,22 @@ def test_export_then_evaluate_and_predict_without_torch(demo_checkpoint, tmp_pat
         assert (tmp_path / "pred" / f"{image.stem}_overlay.png").exists()
         amap = np.load(tmp_path / "pred" / f"{image.stem}_map.npy", allow_pickle=False)
         assert amap.shape == (SIZE, SIZE) and np.isfinite(amap).all()
+
+
+def _export_page(checkpoint: str) -> None:
+    from app.export_view import render_export
+    from cainnflow.detector import Detector
+
+    render_export(Detector.load(checkpoint, device="cpu"))
+
+
+def test_app_export_view_offers_a_zip(onnx_export, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    detector, _ = onnx_export
+    checkpoint = detector.save(tmp_path / "model.safetensors")
+    at = AppTest.from_function(_export_page, args=(str(checkpoint),), default_timeout=300).run()
+    assert not at.exception
+    at.button(key="export_view_button").click().run()
+    assert not at.exception
+    assert at.get("download_button"), "no download offered after exporting"
