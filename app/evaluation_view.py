@@ -15,15 +15,16 @@ import pandas as pd
 import streamlit as st
 
 from cainnflow.data import read_image
-from cainnflow.detector import DEFAULT_THRESHOLD_PERCENTILE
+from cainnflow.detector import DEFAULT_THRESHOLD_PERCENTILE, Detector
 from cainnflow.errors import CainnflowError
 from cainnflow.evaluation import EvaluationResult
 from cainnflow.metrics import confusion_at, misclassified_first, percentile_threshold
 
-from . import figures, state
+from . import figures, loaders, state
 from .display import render_overlay
 
 __all__ = [
+    "compare_panel",
     "evaluation_for",
     "render_curves",
     "render_metrics",
@@ -38,6 +39,7 @@ THRESHOLD_OWNER = "cf_eval_threshold_owner"
 CALIBRATED = "cf_eval_calibrated"  # {model version: threshold from validation normals}
 GOOD_PERCENTILE = "cf_eval_good_percentile"
 N_EXAMPLES = "cf_eval_n_examples"
+COMPARE = "cf_eval_compare"  # (owner, other name, EvaluationResult) of the last comparison
 
 SLIDER_STEPS = 1000
 EXAMPLE_COLUMNS = 4
@@ -343,3 +345,62 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     st.caption(
         f"Model's saved threshold: {figures.format_value(saved)} · calibrated: {figures.format_value(calibrated)} · shown: {threshold:.4f}"
     )
+
+
+# --------------------------------------------------------------------------- comparing two checkpoints
+
+
+def _metric_rows(result: EvaluationResult) -> dict[str, str]:
+    return {
+        "Image AUROC": figures.format_value(result.image_auroc),
+        "Pixel AUROC": figures.format_value(result.pixel_auroc, NA_NO_MASKS),
+        "AUPRO (FPR ≤ 0.3)": figures.format_value(result.aupro, NA_NO_MASKS),
+        "Best F1 on test": figures.format_value(result.f1),
+        "Threshold": figures.format_value(result.threshold),
+    }
+
+
+def _other_checkpoint() -> tuple[str, bytes | Path] | None:
+    saved = sorted(p.name for p in state.session_dir().glob(f"*{loaders.CHECKPOINT_SUFFIX}"))
+    c1, c2 = st.columns(2)
+    choice = c1.selectbox("One of this session's checkpoints", ["—", *saved], key="cf_eval_compare_saved")
+    upload = c2.file_uploader("or upload one", type=["safetensors"], key="cf_eval_compare_upload")
+    if upload is not None:
+        return upload.name, upload.getvalue()
+    if choice != "—":
+        return choice, state.session_dir() / choice
+    return None
+
+
+def compare_panel(entry: state.ModelEntry, data: state.DataEntry, result: EvaluationResult) -> None:
+    """The current model against another checkpoint on the same test split: ROC overlay, metrics side by side."""
+    other = _other_checkpoint()
+    owner = _owner(entry, data)
+    if other is not None and st.button("Compare on this test split", icon=":material/compare_arrows:"):
+        name, source = other
+        try:
+            with st.spinner(f"Loading and evaluating {name}…"):
+                detector = Detector.load(source, device=str(entry.detector.device))
+                other_result = detector.evaluate(data.data)
+        except CainnflowError as exc:
+            st.error(f"Could not compare with {name}: {exc}")
+            return
+        st.session_state[COMPARE] = (owner, name, other_result)
+    stored = st.session_state.get(COMPARE)
+    if stored is None or stored[0] != owner:
+        st.caption("Pick a checkpoint to score the same test images with it.")
+        return
+    _, name, other_result = stored
+    current_name = entry.path.name if entry.path else entry.origin
+    table = pd.DataFrame(
+        {f"current: {current_name}": _metric_rows(result), f"other: {name}": _metric_rows(other_result)}
+    )
+    left, right = st.columns([1, 2])
+    left.table(table)
+    curves = [
+        figures.RocCurve(label, r.image_roc.fpr, r.image_roc.tpr, r.image_auroc)
+        for label, r in (("current", result), ("other", other_result))
+        if r.image_roc is not None
+    ]
+    if curves:
+        right.plotly_chart(figures.roc_figure(curves, "Image ROC, both models"), config=figures.CONFIG)

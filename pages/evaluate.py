@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from app import display, state
 from app import evaluation_view as view
-from app import state
 
 st.title("Evaluate & threshold")
 st.caption(
@@ -12,6 +12,7 @@ st.caption(
 )
 entry = state.require_model()
 data = view.require_test_data()
+display.mismatch_warning()
 result = view.evaluation_for(entry, data)
 if result is None:
     st.stop()
@@ -23,3 +24,5 @@ st.subheader("Per defect type")
 view.render_per_defect(result)
 st.subheader("Threshold")
 view.threshold_explorer(entry, data, result)
+st.subheader("Compare with another checkpoint")
+view.compare_panel(entry, data, result)

@@ -153,3 +153,26 @@ def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     assert not at.exception, at.exception
     at.number_input(key="cf_learn_channels").set_value(32).run()
     assert not at.exception, at.exception
+
+
+def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, CategoryData, Path]) -> None:
+    detector, data, _ = tiny
+    at = open_page("pages/evaluate.py", tiny)
+    button(at, "Evaluate on test split").click().run()
+    other = Detector.create(
+        CAINNFlowConfig(image_size=IMAGE_SIZE, steps=1, variant="CC"), weights="auto", device="cpu"
+    )
+    other.fit(data, TrainConfig(epochs=1, batch_size=8))
+    at.file_uploader(key="cf_eval_compare_upload").set_value(
+        ("other.safetensors", other.to_bytes(), "application/octet-stream")
+    ).run()
+    button(at, "Compare on this test split").click().run()
+    assert not at.exception, at.exception
+    _, name, result = at.session_state[evaluation_view.COMPARE]
+    assert name == "other.safetensors" and result.n_test == len(data.test)
+    table = at.table[-1].value
+    assert list(table.columns) == ["current: test model", "other: other.safetensors"]
+    assert table.loc["Image AUROC"].tolist() == [
+        f"{at.session_state[state.EVALUATION].image_auroc:.3f}",
+        f"{result.image_auroc:.3f}",
+    ]
