@@ -30,6 +30,7 @@ __all__ = [
     "load_demo_detector",
     "mvtec_categories",
     "open_data",
+    "safe_name",
     "sessions_dir",
     "unique_checkpoint_path",
 ]
@@ -56,12 +57,17 @@ def sessions_dir() -> Path:
     return path
 
 
+def safe_name(text: str, default: str) -> str:
+    """``text`` as a file name: letters, digits, ``._-`` only, at most MAX_NAME_CHARS, never empty."""
+    return _UNSAFE_NAME.sub("_", text.strip()).strip("._")[:MAX_NAME_CHARS] or default
+
+
 def unique_checkpoint_path(folder: Path, name: str) -> Path:
     """``folder/<name>.safetensors``, made safe, never an existing file (``run.1`` ≠ ``run.2``)."""
     stem = name.strip()
     if stem.lower().endswith(CHECKPOINT_SUFFIX):
         stem = stem[: -len(CHECKPOINT_SUFFIX)]
-    stem = _UNSAFE_NAME.sub("_", stem).strip("._")[:MAX_NAME_CHARS] or "model"
+    stem = safe_name(stem, "model")
     target = folder / f"{stem}{CHECKPOINT_SUFFIX}"
     n = 2
     while target.exists():

@@ -123,7 +123,7 @@ def store_upload(files: list, name: str) -> state.DataRef:
     """
     if len(files) > MAX_DATA_UPLOAD_FILES:
         raise DataError(f"{len(files)} files; at most {MAX_DATA_UPLOAD_FILES} at once (or one zip)")
-    category = loaders.unique_checkpoint_path(Path("/nonexistent"), name).stem or "my_data"
+    category = loaders.safe_name(name, "my_data")
     upload_id = secrets.token_urlsafe(UPLOAD_ID_BYTES)
     folder = state.session_dir() / "uploads" / upload_id
     target = folder / category
