@@ -2,32 +2,35 @@
 
 import streamlit as st
 
+from app import display, state
 from app import latent_view as view
-from app import state
 
 st.title("Latent space")
 st.caption(
     "The flow maps each scale's backbone features to a latent z of the same shape, trained so that "
     "z ~ N(0, I) for normal images. Anomalous positions land far from the origin; the anomaly map is "
-    "built from each position's negative log-likelihood ½‖z‖²/C on every scale."
+    "built from each position's ‖z‖²/C on every scale."
 )
 entry = state.require_model()
-item = view.pick_image("cf_latent_image")
-if item is None:
-    st.stop()
-analysis = view.analyse(entry, item)
-if analysis is None:
-    st.stop()
-
+display.mismatch_warning()
 per_scale, inverse, sampling = st.tabs(["Latents per scale", "Inverse generation", "Sampling z ~ N(0, T²I)"])
 with per_scale:
-    view.per_scale_panel(entry, analysis)
+    item = view.pick_image("cf_latent_image")  # a defective image first: its anomaly shows in z
+    analysis = view.analyse(entry, item) if item is not None else None
+    if analysis is not None:
+        view.per_scale_panel(entry, analysis)
 with inverse:
     st.markdown(
-        "Disturb z at chosen places, run the flow **backwards** (it is exactly invertible) and forward the "
-        "generated features again: the anomaly appears where the noise went in. Clearest on a **good** "
-        "image (pick one above): the image score rises only when the new anomaly outscores the old maximum."
+        "Disturb z at chosen places, run the flow **backwards** (it is exactly invertible) and see the "
+        "generated features and their anomaly map. It starts on a **good** image, where the new anomaly is "
+        "the only one."
     )
-    view.inverse_panel(entry, analysis)
+    good_item = view.pick_image("cf_latent_inv_image", prefer_label=0)
+    good_analysis = view.analyse(entry, good_item) if good_item is not None else None
+    if good_analysis is not None:
+        view.inverse_panel(entry, good_analysis)
 with sampling:
-    view.sampling_panel(entry, analysis)
+    if analysis is not None:
+        view.sampling_panel(entry, analysis)
+    else:
+        st.info("Choose an image in the first tab: its features give the colours of the samples.")
