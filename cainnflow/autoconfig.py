@@ -42,6 +42,7 @@ MIN_TRAIN = 4
 SYNTHETIC_PER_HOLDOUT = 6
 MIN_SYNTHETIC = 12
 SIGMAS = (2.0, 4.0, 8.0)
+CNN_CANDIDATE_STAGES = (1, 2, 3, 4)
 MIN_RUN = 2
 """Candidate stage sets are runs of at least this many consecutive stages."""
 
@@ -167,8 +168,8 @@ def auto_configure(
         data: the category; only ``data.train`` (good images) is read.
         config: the starting configuration (backbone, variant, steps, image size...).
         train_config: optimisation settings for both trainings.
-        candidate_stages: stages to choose runs from (default: the backbone's default stages
-            plus the next deeper one, e.g. 1-4 for the CNNs).
+        candidate_stages: stages to choose runs from (default: stages 1-4, strides 4-32, for
+            the CNNs; the backbone's default for ViTs).
         weights: backbone weights, as :meth:`Detector.create` takes them.
         device: where to train.
         callback: training progress, and one line of text at each phase.
@@ -191,8 +192,9 @@ def auto_configure(
     probe = Detector.create(replace(config, out_indices=None), weights=weights, device=device)
     default_stages = probe.config.out_indices or ()
     if candidate_stages is None:
-        deeper = (max(default_stages) + 1,) if probe.backbone.kind == "cnn" else ()
-        candidate_stages = tuple(default_stages) + deeper
+        # CNNs: strides 4 to 32 (timm's stages 1-4), whatever the backbone's default; ViTs: as is.
+        cnn_stages = CNN_CANDIDATE_STAGES if probe.backbone.kind == "cnn" else ()
+        candidate_stages = tuple(default_stages) + cnn_stages
     stages = tuple(sorted(set(int(s) for s in candidate_stages)))
     default = (tuple(default_stages), config.sigma)
 
