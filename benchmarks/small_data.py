@@ -89,6 +89,9 @@ def main() -> None:
             with PeakMemory() as mem:
                 detector = train_detector(setting, data, args.device, seed)
             train_s = time.perf_counter() - t0
+            if k == 0:
+                cfg = detector.config
+                print(f"    (stages {cfg.out_indices}, {cfg.image_size} px, {cfg.variant} x{cfg.steps})")
             result = detector.evaluate(data)
             row = {
                 "setting": setting.name,
@@ -100,6 +103,7 @@ def main() -> None:
                 "train_s": train_s,
                 "peak_gib": mem.peak,
                 "best_epoch": detector.history.best_epoch if detector.history else None,
+                "out_indices": list(detector.config.out_indices or ()),
             }
             rows.append(row)
             print(
