@@ -127,11 +127,3 @@ def _positions(features: np.ndarray | Tensor) -> np.ndarray:
     if arr.ndim != 3:
         raise ValueError(f"expected a feature map (C, H, W), got shape {arr.shape}")
     return arr.reshape(arr.shape[0], -1).T.astype(np.float64)
-
-
-def _positions(features: np.ndarray | Tensor) -> np.ndarray:
-    """(C, H, W) → (H·W, C) float64."""
-    arr = features.detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)
-    if arr.ndim != 3:
-        raise ValueError(f"expected a feature map (C, H, W), got shape {arr.shape}")
-    return arr.reshape(arr.shape[0], -1).T.astype(np.float64)
