@@ -321,7 +321,9 @@ def _batch_inputs(mode: str) -> list[tuple[str, bytes | Path]] | None:
             staging = state.session_dir() / "batch" / secrets.token_urlsafe(6)
             try:
                 written = hosting.extract_zip(file.getvalue(), staging)
-                named.extend((p.name, hosting.decode_upload(p.read_bytes(), p.name)) for p in sorted(written))
+                named.extend(
+                    (p.name, p.read_bytes()) for p in sorted(written)
+                )  # unreadable: reported per image
             except CainnflowError as exc:
                 st.error(f"{file.name}: {exc}")
             finally:

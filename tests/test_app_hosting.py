@@ -244,13 +244,13 @@ def test_scoring_other_data_than_the_models_warns() -> None:
     at.switch_page("pages/inspect.py").run()
     assert not [w for w in at.warning if "trained on" in w.value]
     at.switch_page("pages/train.py").run()
-    at.selectbox(key=state.K_DEMO_CATEGORY).set_value("pill").run()
+    at.selectbox(key=state.K_DEMO_CATEGORY).set_value("metal_plate").run()
     assert not at.exception, at.exception
-    assert at.session_state[state.DATA].ref.category == "pill"
+    assert at.session_state[state.DATA].ref.category == "metal_plate"
     assert button(at, "Open the model's data: demo / carpet_weave")
     at.switch_page("pages/inspect.py").run()
     warnings = [w.value for w in at.warning if "trained on" in w.value]
-    assert warnings and "demo / carpet_weave" in warnings[0] and "demo / pill" in warnings[0]
+    assert warnings and "demo / carpet_weave" in warnings[0] and "demo / metal_plate" in warnings[0]
     at.switch_page("pages/train.py").run()
     button(at, "Open the model's data").click().run()
     assert at.session_state[state.DATA].ref.category == "carpet_weave"

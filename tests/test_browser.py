@@ -240,7 +240,7 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
 
             # Other data than the model's: Inspect warns.
             page.get_by_label("Demo category").click()
-            page.get_by_role("option", name="pill").click()
+            page.get_by_role("option", name="metal_plate").click()
             wait_idle(page)
             open_page(page, "Inspect")
             expect(page.get_by_text("but the current data is", exact=False).first).to_be_visible(
