@@ -2,12 +2,15 @@
 
 Imports neither torch nor streamlit: the router calls :func:`start` before it imports the
 rest of the app (PyTorch takes seconds to import), so generating the demo category the
-ready demo checkpoint was trained on overlaps with that import and with the first render.
+ready demo checkpoint was trained on (in its own process) overlaps with that import and
+with the first render.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,8 +22,8 @@ HOME_ENV = "CAINNFLOW_HOME"
 DEMO_CATEGORY = "carpet_weave"  # the category of assets/demo_carpet_weave.safetensors
 
 _lock = threading.Lock()
-_threads: dict[tuple[str, str], threading.Thread] = {}
-_errors: dict[tuple[str, str], BaseException] = {}
+_processes: dict[tuple[str, str], subprocess.Popen] = {}
+_GENERATE = "import sys; from cainnflow.demo_data import make_demo_dataset as m; m(sys.argv[1], categories=[sys.argv[2]])"
 
 
 def app_home() -> Path:
@@ -30,39 +33,35 @@ def app_home() -> Path:
     return home
 
 
-def _generate(root: Path, category: str, key: tuple[str, str]) -> None:
-    try:
-        make_demo_dataset(root, categories=[category])
-    except BaseException as exc:  # re-raised in the caller's thread by demo_category_root
-        _errors[key] = exc
+def start(category: str = DEMO_CATEGORY) -> None:
+    """Starts generating a demo category in a separate process (once per process and home).
 
-
-def _thread(category: str) -> threading.Thread:
+    A process, not a thread: it runs beside the app's PyTorch import instead of competing
+    with it for the interpreter lock.
+    """
     root = app_home() / "demo"
     key = (str(root), category)
     with _lock:
-        thread = _threads.get(key)
-        if thread is None or (not thread.is_alive() and key in _errors):
-            _errors.pop(key, None)
-            thread = threading.Thread(
-                target=_generate, args=(root, category, key), name=f"cainnflow-demo-{category}", daemon=True
-            )
-            _threads[key] = thread
-            thread.start()
-    return thread
-
-
-def start(category: str = DEMO_CATEGORY) -> None:
-    """Starts generating a demo category in the background (once per process and home)."""
-    _thread(category)
+        if key in _processes:
+            return
+        _processes[key] = subprocess.Popen(
+            [sys.executable, "-c", _GENERATE, str(root), category],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def demo_category_root(category: str) -> Path:
-    """The demo root with ``category`` generated; waits for (or starts) its generation."""
-    thread = _thread(category)
-    thread.join()
+    """The demo root with ``category`` generated; waits for a started generation, then makes sure.
+
+    ``make_demo_dataset`` is idempotent (a complete category is skipped), so the final call
+    only checks the marker when the background process finished, and generates otherwise.
+    """
     root = app_home() / "demo"
-    error = _errors.get((str(root), category))
-    if error is not None:
-        raise error
-    return root
+    with _lock:
+        process = _processes.get((str(root), category))
+    if process is not None:
+        process.wait()
+    with _lock:
+        return make_demo_dataset(root, categories=[category])
