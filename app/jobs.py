@@ -125,6 +125,7 @@ class JobSnapshot:
     started: float
     finished: float | None
     label: str
+    note: str | None = None
 
     @property
     def running(self) -> bool:
@@ -149,6 +150,8 @@ class TrainingJob:
             is connected.
         address: a Ray cluster to train on (:func:`cainnflow.sweep.train_remote`: progress
             streams back, the checkpoint becomes the detector); None trains in this process.
+        auto: choose stages and smoothing first (:func:`cainnflow.autoconfig.auto_configure`);
+            its phases show as the snapshot's ``note``.
     """
 
     data: CategoryData
@@ -163,12 +166,14 @@ class TrainingJob:
     grace_s: float = SESSION_GRACE_S
     token: str = ""
     address: str | None = None
+    auto: bool = False
     detector: Detector | None = None
     saved_path: Path | None = None
     _state: str = "running"
     _progress: TrainProgress | None = None
     _epoch_losses: list[tuple[int, float, float | None]] = field(default_factory=list)
     _error: str | None = None
+    _note: str | None = None
     _started: float = field(default_factory=time.time)
     _finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -210,7 +215,13 @@ class TrainingJob:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _on_progress(self, progress: TrainProgress) -> None:
+    def _on_progress(self, progress: TrainProgress | str) -> None:
+        if isinstance(progress, str):  # a phase of auto-configuration
+            with self._lock:
+                self._note = progress
+                self._progress = None
+                self._epoch_losses = []
+            return
         with self._lock:
             if (
                 progress.phase == "train"
@@ -246,6 +257,19 @@ class TrainingJob:
         try:
             if self.address:
                 detector = self._train_remote()
+                history = detector.history
+            elif self.auto:
+                from cainnflow.autoconfig import auto_configure
+
+                detector, _ = auto_configure(
+                    self.data,
+                    self.config,
+                    self.train_config,
+                    weights=str(self.weights),
+                    device=self.device,
+                    callback=self._on_progress,
+                    cancel=self._cancel,
+                )
                 history = detector.history
             else:
                 detector = Detector.create(self.config, weights=self.weights, device=self.device)
@@ -314,4 +338,5 @@ class TrainingJob:
                 started=self._started,
                 finished=self._finished,
                 label=self.label,
+                note=self._note,
             )

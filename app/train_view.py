@@ -47,6 +47,8 @@ BATCH_SIZES = (4, 8, 16, 32, 64)
 KEEP = "session"  # widget values survive page switches
 K_RAY_ADDRESS = "train_ray_address"  # a Ray cluster to train on (not offered on a hosted server)
 BUDGET_STEPS = getattr(TrainConfig, "max_steps", None)
+CNN_STAGE_CHOICES = (1, 2, 3, 4)
+K_AUTO = "train_auto"
 DATA_UPLOAD_TYPES = ("zip", *display.UPLOAD_IMAGE_TYPES)
 MAX_DATA_UPLOAD_FILES = 500
 UPLOAD_ID_BYTES = 9
@@ -330,6 +332,27 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
         size = spec.default_image_size
         c3.markdown(f"Image size  \n**{size} px** (fixed for this ViT)")
     batch = c4.select_slider("Batch size", BATCH_SIZES, value=16, key="train_batch", persist_state=KEEP)
+    stages = None
+    with st.expander("Feature stages · choose settings for me", icon=":material/auto_awesome:"):
+        if spec.kind == "cnn":
+            picked = st.multiselect(
+                "Backbone stages (strides 4, 8, 16, 32)",
+                CNN_STAGE_CHOICES,
+                default=list(spec.out_indices),
+                key=f"train_stages_{backbone}",
+                persist_state=KEEP,
+                help="Fine stages give sharp maps of local defects; the stride-32 stage sees the whole "
+                "object, so a part missing or out of place reaches the score.",
+            )
+            stages = tuple(sorted(picked)) or None
+        st.checkbox(
+            "Choose stages and smoothing for me",
+            key=K_AUTO,
+            persist_state=KEEP,
+            help="Holds out some good images, pastes synthetic defects into them (cut-paste, noise, warps, "
+            "erased regions, colour blobs), tries every run of stages × smoothing and trains the best on all "
+            "good images. Never looks at test images. Takes about two trainings.",
+        )
     random = False
     with st.expander("Device", icon=":material/tune:"):
         device = st.selectbox("Device", DEVICE_CHOICES, key=state.DEVICE_CHOICE, persist_state=KEEP)
@@ -364,7 +387,9 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
             f"ImageNet weights for {backbone} are not on this machine; training will try to download them."
         )
     try:
-        config = CAINNFlowConfig(backbone=backbone, image_size=int(size), variant=variant, steps=int(steps))
+        config = CAINNFlowConfig(
+            backbone=backbone, image_size=int(size), variant=variant, steps=int(steps), out_indices=stages
+        )
     except (ValueError, CainnflowError) as exc:
         st.error(str(exc))
         config = None
@@ -393,11 +418,38 @@ def _start_training(
         dataset=data.ref.to_dict(),
         save_dir=state.session_dir(),
         address=_ray_address(),
+        auto=bool(st.session_state.get(K_AUTO)) and _ray_address() is None,
     )
     try:
         st.session_state[state.TRAIN_JOB] = jobs.start_job(state.session_token(), job)
     except CainnflowError as exc:
         notify("error", f"Training not started: {exc}")
+
+
+def _auto_summary(auto: dict) -> None:
+    """What "choose settings for me" tried and chose, on held-out good images + synthetic defects."""
+    chosen = auto["chosen"]
+    proposed = auto.get("proposed_threshold")
+    st.info(
+        f"Chose stages {', '.join(map(str, chosen['stages']))} and smoothing σ = {chosen['sigma']:g}: on "
+        f"{auto.get('n_holdout', '?')} held-out good images and {auto.get('n_synthetic', '?')} synthetic "
+        f"defects they gave image AUROC {chosen['image_auroc']:.3f}, pixel AUROC {chosen['pixel_auroc']:.3f}."
+        + (f" Proposed threshold {proposed:.4g} (Evaluate page)." if proposed is not None else ""),
+        icon=":material/auto_awesome:",
+    )
+    with st.expander(f"All {len(auto.get('candidates', []))} settings tried"):
+        st.dataframe(
+            [
+                {
+                    "stages": " ".join(map(str, c["stages"])),
+                    "σ": c["sigma"],
+                    "image AUROC": round(c["image_auroc"], 4),
+                    "pixel AUROC": round(c["pixel_auroc"], 4),
+                }
+                for c in auto.get("candidates", [])
+            ],
+            hide_index=True,
+        )
 
 
 def _adopt_cancelled(job: TrainingJob) -> None:
@@ -415,6 +467,8 @@ def _progress_panel(polling: bool) -> None:
     snap = job.snapshot()
     progress = snap.progress
     if snap.running:
+        if snap.note:
+            st.caption(f"Choosing settings: {snap.note}")
         if progress is None:
             st.progress(0.0, text=f"Preparing {snap.label}: building the backbone…")
         elif progress.phase == "features":
@@ -443,6 +497,9 @@ def _progress_panel(polling: bool) -> None:
             + saved,
             icon=":material/check:",
         )
+        auto = (job.detector.info.get("auto") if job.detector is not None else None) or {}
+        if auto.get("chosen"):
+            _auto_summary(auto)
     elif snap.state == "failed":
         st.error(f"Training failed: {snap.error}")
     elif snap.state == "cancelled":
