@@ -34,9 +34,11 @@ class ChannelAttention(nn.Module):
             ``C // r``, but at least :data:`MIN_HIDDEN` (and at most ``C``).
     """
 
-    def __init__(self, channels: int, reduction: int = DEFAULT_REDUCTION) -> None:
+    def __init__(
+        self, channels: int, reduction: int = DEFAULT_REDUCTION, min_hidden: int = MIN_HIDDEN
+    ) -> None:
         super().__init__()
-        hidden = min(channels, max(MIN_HIDDEN, channels // reduction))
+        hidden = min(channels, max(min_hidden, channels // reduction))
         # The shared MLP W_1(ReLU(W_0(.))) as 1x1 convolutions on (N, C, 1, 1) descriptors.
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, kernel_size=1, bias=False),
@@ -89,9 +91,10 @@ class CBAM(nn.Module):
         channels: int,
         reduction: int = DEFAULT_REDUCTION,
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
+        min_hidden: int = MIN_HIDDEN,
     ) -> None:
         super().__init__()
-        self.channel_attention = ChannelAttention(channels, reduction)
+        self.channel_attention = ChannelAttention(channels, reduction, min_hidden)
         self.spatial_attention = SpatialAttention(spatial_kernel_size)
         self.record = False
         self.last_channel_gate: Tensor | None = None

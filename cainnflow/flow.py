@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .attention import MIN_HIDDEN
 from .subnet import SubnetVariant, create_subnet
 
 __all__ = ["COUPLINGS", "CouplingType", "FeatureStandardizer", "build_flow"]
@@ -85,6 +86,7 @@ def build_flow(
     variant: SubnetVariant = "CAC",
     hidden_ratio: float = 1.0,
     reduction: int = 16,
+    attention_min_hidden: int = MIN_HIDDEN,
     clamp: float = 2.0,
     coupling: CouplingType = "glow",
     kernel_size: int = 3,
@@ -99,6 +101,7 @@ def build_flow(
         variant: subnet arrangement (``CA``, ``AC``, ``CAC``, ``CC``).
         hidden_ratio: subnet hidden width as a multiple of its input channels.
         reduction: CBAM reduction ratio ``r``.
+        attention_min_hidden: floor on CBAM's channel-MLP hidden width.
         clamp: soft clamp of the log-scale ``s`` (|s| < clamp).
         coupling: ``"glow"`` (paper Eq. 1) or ``"allinone"``.
         kernel_size: subnet convolution size (3 in the paper).
@@ -115,7 +118,13 @@ def build_flow(
         raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
     if channels < 2:
         raise ValueError(f"a coupling flow needs at least 2 channels, got {channels}")
-    subnet = create_subnet(variant, hidden_ratio=hidden_ratio, reduction=reduction, kernel_size=kernel_size)
+    subnet = create_subnet(
+        variant,
+        hidden_ratio=hidden_ratio,
+        reduction=reduction,
+        kernel_size=kernel_size,
+        min_hidden=attention_min_hidden,
+    )
     flow = Ff.SequenceINN(channels, height, width)
     if standardize:
         flow.append(FeatureStandardizer)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .attention import CBAM
+from .attention import CBAM, MIN_HIDDEN
 from .backbone import FeatureExtractor
 from .flow import COUPLINGS, CouplingType, FeatureStandardizer, build_flow
 from .registry import DEFAULT_BACKBONE
@@ -41,6 +41,7 @@ CONFIG_BOUNDS: dict[str, tuple[float, float]] = {
     "steps": (1, 8),
     "hidden_ratio": (0.0, 8.0),
     "reduction": (1, 1024),
+    "attention_min_hidden": (1, 1024),
     "clamp": (0.0, 20.0),
     "sigma": (0.0, 64.0),
     "seed": (0, 2**31 - 1),
@@ -73,6 +74,8 @@ class CAINNFlowConfig:
             ResNet18). The default, 1, was chosen by measurement (benchmarks/README.md).
         hidden_ratio: subnet hidden width relative to its input channels.
         reduction: CBAM channel-attention reduction ratio ``r``.
+        attention_min_hidden: floor on CBAM's channel-MLP hidden width (checkpoints written
+            before the floor existed load with 1, the width they were trained with).
         clamp: soft clamp on the coupling log-scales.
         coupling: ``"glow"`` (paper Eq. 1, both halves) or ``"allinone"`` (FastFlow-style).
         sigma: Gaussian smoothing of the anomaly map, in input pixels (0 = none).
@@ -90,6 +93,7 @@ class CAINNFlowConfig:
     steps: int = 1
     hidden_ratio: float = 1.0
     reduction: int = 16
+    attention_min_hidden: int = MIN_HIDDEN
     clamp: float = 2.0
     coupling: CouplingType = "glow"
     sigma: float = 4.0
@@ -99,7 +103,7 @@ class CAINNFlowConfig:
 
     def __post_init__(self) -> None:
         _check_type("backbone", self.backbone, str)
-        for name in ("image_size", "steps", "reduction", "seed"):
+        for name in ("image_size", "steps", "reduction", "attention_min_hidden", "seed"):
             _check_type(name, getattr(self, name), int)
         for name in ("hidden_ratio", "clamp", "sigma"):
             _check_type(name, getattr(self, name), float)
@@ -141,6 +145,8 @@ class CAINNFlowConfig:
         kwargs = {k: v for k, v in data.items() if k in known}
         # Checkpoints written before ``combine`` existed were calibrated on plain NLL maps.
         kwargs.setdefault("combine", "nll")
+        # ... and before the CBAM hidden-width floor, with C // r units (at least 1).
+        kwargs.setdefault("attention_min_hidden", 1)
         if kwargs.get("out_indices") is not None:
             kwargs["out_indices"] = tuple(kwargs["out_indices"])
         return cls(**kwargs)
@@ -203,6 +209,7 @@ class CAINNFlow(nn.Module):
                 variant=config.variant,
                 hidden_ratio=config.hidden_ratio,
                 reduction=config.reduction,
+                attention_min_hidden=config.attention_min_hidden,
                 clamp=config.clamp,
                 coupling=config.coupling,
                 seed=config.seed + i,

@@ -30,7 +30,7 @@ from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-from .attention import CBAM, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
+from .attention import CBAM, DEFAULT_REDUCTION, MIN_HIDDEN, SPATIAL_KERNEL_SIZE
 
 __all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet", "subnet_parameter_counts"]
 
@@ -57,6 +57,7 @@ class CouplingSubnet(nn.Module):
         reduction: CBAM channel-MLP reduction ratio ``r``.
         kernel_size: convolution size (3 in the paper).
         spatial_kernel_size: CBAM spatial-attention convolution size (7 in the paper).
+        min_hidden: floor on CBAM's channel-MLP hidden width (see :data:`cainnflow.attention.MIN_HIDDEN`).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class CouplingSubnet(nn.Module):
         reduction: int = DEFAULT_REDUCTION,
         kernel_size: int = 3,
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
+        min_hidden: int = MIN_HIDDEN,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -78,14 +80,20 @@ class CouplingSubnet(nn.Module):
         if variant == "CA":
             # A zero conv gives zero coefficients; the CBAM gates (0.5 at zero input) still
             # pass gradients back to it.
-            layers = [_conv(c_in, c_out, kernel_size, zero=True), CBAM(c_out, reduction, spatial_kernel_size)]
+            layers = [
+                _conv(c_in, c_out, kernel_size, zero=True),
+                CBAM(c_out, reduction, spatial_kernel_size, min_hidden),
+            ]
         elif variant == "AC":
-            layers = [CBAM(c_in, reduction, spatial_kernel_size), _conv(c_in, c_out, kernel_size, zero=True)]
+            layers = [
+                CBAM(c_in, reduction, spatial_kernel_size, min_hidden),
+                _conv(c_in, c_out, kernel_size, zero=True),
+            ]
         elif variant == "CAC":
             layers = [
                 _conv(c_in, hidden, kernel_size),
                 nn.ReLU(inplace=True),
-                CBAM(hidden, reduction, spatial_kernel_size),
+                CBAM(hidden, reduction, spatial_kernel_size, min_hidden),
                 _conv(hidden, c_out, kernel_size, zero=True),
             ]
         else:  # CC
@@ -110,13 +118,16 @@ def create_subnet(
     hidden_ratio: float = 1.0,
     reduction: int = DEFAULT_REDUCTION,
     kernel_size: int = 3,
+    min_hidden: int = MIN_HIDDEN,
 ) -> Callable[[int, int], nn.Module]:
     """Returns a FrEIA subnet constructor ``(c_in, c_out) -> CouplingSubnet``."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown subnet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
     def constructor(c_in: int, c_out: int) -> nn.Module:
-        return CouplingSubnet(c_in, c_out, variant, hidden_ratio, reduction, kernel_size)
+        return CouplingSubnet(
+            c_in, c_out, variant, hidden_ratio, reduction, kernel_size, min_hidden=min_hidden
+        )
 
     return constructor
 

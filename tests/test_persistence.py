@@ -156,13 +156,39 @@ def test_malformed_headers_are_refused(metadata):
     assert "\n" not in str(info.value)
 
 
-def test_format_1_checkpoints_still_load():
-    """The shipped demo checkpoint predates the standardiser moving into the flows."""
-    from pathlib import Path
+def _as_format_1(detector: Detector, path):
+    """The checkpoint a cainnflow of format 1 wrote: standardisers beside the flows, no CBAM floor."""
+    from safetensors.torch import save_file
 
-    path = Path(__file__).resolve().parents[1] / "assets" / "demo_carpet_weave.safetensors"
-    _, doc = read_checkpoint(path)
-    det = Detector.load(path, device="cpu")
-    assert det.threshold == doc["threshold"]
-    assert all(float(s.std.min()) > 0 for s in det.model.standardizers)
-    assert any(float((s.mean != 0).sum()) for s in det.model.standardizers)
+    tensors, doc = read_checkpoint(detector.to_bytes())
+    old = {}
+    for key, value in tensors.items():
+        parts = key.split(".")  # flows.<scale>.module_list.<index>.<rest>
+        index = int(parts[3])
+        if index == 0:
+            old[f"standardizers.{parts[1]}.{parts[4]}"] = value
+        else:
+            old[".".join([*parts[:3], str(index - 1), *parts[4:]])] = value
+    doc["format_version"] = 1
+    for field in ("attention_min_hidden", "combine"):
+        doc["model"].pop(field)
+    doc["model"]["combine"] = "likelihood"
+    doc.pop("backbone_weights")
+    save_file({k: v.contiguous() for k, v in old.items()}, str(path), metadata={"cainnflow": json.dumps(doc)})
+    return path
+
+
+def test_format_1_checkpoints_still_load(tmp_path):
+    """Format 1 kept the standardisers beside the flows and had no CBAM hidden-width floor."""
+    det = Detector.create(CAINNFlowConfig(image_size=SIZE, attention_min_hidden=1), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in det.model.flow_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    det.model.fit_standardizers([torch.randn(4, c, h, w) * 3 + 1 for c, h, w in det.model.feature_shapes])
+    det.calibrate_from_features([torch.randn(2, c, h, w) for c, h, w in det.model.feature_shapes])
+    path = _as_format_1(det, tmp_path / "v1.safetensors")
+    loaded = Detector.load(path, device="cpu")
+    assert loaded.config == det.config and loaded.threshold == det.threshold
+    x = torch.randn(2, 3, SIZE, SIZE)
+    torch.testing.assert_close(loaded.score_batch(x)[1], det.score_batch(x)[1])
