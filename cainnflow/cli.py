@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .device import DEVICE_CHOICES
 from .errors import CainnflowError
 
 __all__ = ["main"]
@@ -74,7 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    train.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--weights", default="auto", help="backbone weights: auto, random (tests only), or a file"
@@ -98,14 +99,14 @@ def _add_scoring_commands(sub) -> None:
     ev.add_argument("--data-root", type=Path, required=True)
     ev.add_argument("--category", required=True)
     ev.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
-    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    ev.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     ev.add_argument("--batch-size", type=int, default=8)
 
     pr = sub.add_parser("predict", help="score images and write overlays and raw maps")
     pr.add_argument("--checkpoint", type=Path, required=True, help=_CHECKPOINT_HELP)
     pr.add_argument("images", type=Path, nargs="+")
     pr.add_argument("--out", type=Path, required=True, help="output folder")
-    pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    pr.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     pr.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity of the overlays")
 
     ex = sub.add_parser("export", help="export a checkpoint's scoring graph for ONNX Runtime / OpenVINO")

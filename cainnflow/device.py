@@ -7,10 +7,12 @@ request for an accelerator that is not there is an error rather than a silent CP
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from cainnflow.errors import CainnflowError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "AUTO_DEVICE",
@@ -34,6 +36,8 @@ _VALID_TYPES = ("cpu", "cuda", "mps")
 
 def mps_available() -> bool:
     """Whether Apple's Metal (MPS) backend can be used by this torch build on this machine."""
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -53,6 +57,8 @@ def resolve_device(device: str | torch.device = AUTO_DEVICE) -> torch.device:
         CainnflowError: The name is not a device, or the requested accelerator is not
             available on this machine (no silent fallback to the CPU).
     """
+    import torch
+
     if isinstance(device, str):
         text = device.strip().lower()
         if text == AUTO_DEVICE:
@@ -106,6 +112,8 @@ def describe_device(device: str | torch.device) -> str:
     Returns:
         For example ``"CUDA: NVIDIA H200 (139 GiB)"``, ``"Apple MPS"`` or ``"CPU (2 threads)"``.
     """
+    import torch
+
     resolved = resolve_device(device)
     if resolved.type == "cuda":
         props = torch.cuda.get_device_properties(resolved)
@@ -128,6 +136,8 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
         about 40 % faster backbone there, features within 2–3 % (benchmarks/README.md);
         else ``None`` (run in float32).
     """
+    import torch
+
     resolved = resolve_device(device)
     if resolved.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
@@ -137,5 +147,7 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
 
 
 def _cpu_has_amx() -> bool:
+    import torch
+
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check is not None and check())

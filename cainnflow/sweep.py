@@ -48,6 +48,7 @@ import torch
 from . import errors
 from .data import GOOD_LABEL, GOOD_TYPE, CategoryData, Sample, load_mvtec_category
 from .detector import Detector
+from .device import DEVICE_CHOICES
 from .errors import CainnflowError, DataError, TrainingCancelled
 from .model import CAINNFlowConfig
 from .subnet import VARIANTS
@@ -1025,7 +1026,7 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help=f"default: {TrainConfig.lr:g}")
     p.add_argument("--batch-size", type=int, default=None, help=f"default: {TrainConfig.batch_size}")
     p.add_argument("--weights", default="auto", help="backbone weights: auto, random (tests only), or a file")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", type=Path, required=True, help="folder for results.csv, table.md, checkpoints/")
     p.add_argument("--address", default=None, help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
