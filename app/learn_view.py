@@ -98,26 +98,38 @@ def _scatter(points: np.ndarray, colors: np.ndarray, title: str, circles: bool =
     return figures.style(fig, title, FIG_HEIGHT)
 
 
-def _draw_toy(toy: ToySession, slots: list, loss_slot) -> None:
-    """Data, latents, samples, density and loss of the toy flow, drawn into placeholders."""
+def _draw_toy(toy: ToySession, slots: list, loss_slot, frame: int = 0) -> None:
+    """Data, latents, samples, density and loss of the toy flow, drawn into placeholders.
+
+    ``frame`` numbers the redraws of one run (the animation): each frame's charts get their own
+    keys, so redrawing a placeholder never repeats an element ID.
+    """
     colors = toy.data[:, 0]  # colour by the first data coordinate, so points can be followed into z
     z, _ = toy.flow.forward(toy.data)
     z_samples = torch.randn(TOY_SAMPLES, 2, generator=torch.Generator().manual_seed(0)).numpy()
     samples = toy.flow.inverse(z_samples)
     clip = TOY_LIM + 0.4
-    slots[0].plotly_chart(_scatter(toy.data, colors, "data x"), config=figures.CONFIG)
+    slots[0].plotly_chart(
+        _scatter(toy.data, colors, "data x"), config=figures.CONFIG, key=f"cf_toy_data_{frame}"
+    )
     slots[1].plotly_chart(
         _scatter(np.clip(z, -clip, clip), colors, "z = f(x), should look Gaussian", circles=True),
         config=figures.CONFIG,
+        key=f"cf_toy_z_{frame}",
     )
     slots[2].plotly_chart(
         _scatter(np.clip(samples, -clip, clip), z_samples[:, 0], "x = f⁻¹(z), z ~ N(0, I)"),
         config=figures.CONFIG,
+        key=f"cf_toy_samples_{frame}",
     )
     xs, ys, density = toy.flow.density_grid(lim=TOY_LIM, resolution=70)
     fig = go.Figure(go.Heatmap(x=xs, y=ys, z=density, colorscale="Viridis", showscale=False))
     fig.update_layout(yaxis={"scaleanchor": "x"})
-    slots[3].plotly_chart(figures.style(fig, "learned density p(x)", FIG_HEIGHT), config=figures.CONFIG)
+    slots[3].plotly_chart(
+        figures.style(fig, "learned density p(x)", FIG_HEIGHT),
+        config=figures.CONFIG,
+        key=f"cf_toy_density_{frame}",
+    )
     trained = len(toy.step_losses)
     if trained:
         loss_fig = go.Figure(go.Scatter(y=toy.step_losses, mode="lines", line={"width": 1.5}))
@@ -125,6 +137,7 @@ def _draw_toy(toy: ToySession, slots: list, loss_slot) -> None:
         loss_slot.plotly_chart(
             figures.style(loss_fig, f"training loss (NLL, nats) · {trained} steps", 220),
             config=figures.CONFIG,
+            key=f"cf_toy_loss_{frame}",
         )
     else:
         loss_slot.caption(
@@ -168,7 +181,7 @@ def toy_flow_panel() -> None:
 
             toy.flow.train_steps(toy.data, chunk, callback=progress)
             done += chunk
-            _draw_toy(toy, slots, loss_slot)
+            _draw_toy(toy, slots, loss_slot, frame=done)
         bar.empty()
     else:
         _draw_toy(toy, slots, loss_slot)
