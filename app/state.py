@@ -160,14 +160,15 @@ def _valid_token(token: object) -> bool:
 def session_token() -> str:
     """This session's token: from session state, else the URL (a reload), else a new one."""
     token = st.session_state.get(TOKEN)
-    if _valid_token(token):
-        return token
-    from_url = st.query_params.get(URL_PARAM)
-    if _valid_token(from_url) and (loaders.sessions_dir() / from_url).is_dir():
-        token = from_url
-    else:
-        token = secrets.token_urlsafe(24)
-    st.session_state[TOKEN] = token
+    if not _valid_token(token):
+        from_url = st.query_params.get(URL_PARAM)
+        if _valid_token(from_url) and (loaders.sessions_dir() / from_url).is_dir():
+            token = from_url
+        else:
+            token = secrets.token_urlsafe(24)
+        st.session_state[TOKEN] = token
+    # Page navigation drops query parameters: put the token back on every run, so a reload
+    # or a bookmark of any page finds this session again.
     if st.query_params.get(URL_PARAM) != token:
         st.query_params[URL_PARAM] = token
     return token
