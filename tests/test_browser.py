@@ -228,7 +228,7 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             expect(sidebar.get_by_text("demo checkpoint (carpet_weave)")).to_be_visible(
                 timeout=STEP_TIMEOUT_MS
             )
-            saved = page.get_by_label("This session's checkpoints")
+            saved = page.get_by_role("combobox", name="This session's checkpoints")
             saved.click()
             page.get_by_role("option", name="cainnflow_carpet_weave", exact=False).first.click()
             wait_idle(page)
@@ -240,7 +240,7 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             shot(page, "11_restored_after_reload")
 
             # Other data than the model's: Inspect warns.
-            page.get_by_label("Demo category").click()
+            page.get_by_role("combobox", name="Demo category").click()
             page.get_by_role("option", name="metal_plate").click()
             wait_idle(page)
             open_page(page, "Inspect")
