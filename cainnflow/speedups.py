@@ -93,8 +93,8 @@ def fold_batchnorm_checked(model: nn.Module, rgb_channels: int = 3) -> nn.Module
 def freeze_graph(model: nn.Module, images: Tensor) -> nn.Module:
     """``model`` traced and frozen by TorchScript for the size and dtype of ``images``.
 
-    Same outputs; on a CPU a frozen graph skips Python's per-module overhead (about 15 %
-    faster than eager for Lite0 at batch 1). If tracing fails, ``model`` is returned.
+    Same outputs; on a CPU a frozen graph skips Python's per-module overhead (see the speed
+    section of benchmarks/README.md). If tracing fails, ``model`` is returned.
     """
     try:
         # Trace and warm up outside inference mode: TorchScript's profiling executor
