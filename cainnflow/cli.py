@@ -232,7 +232,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    from .metrics import format_metric  # numpy / scikit-learn: imported when first needed
+
+    return format_metric(value, digits)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

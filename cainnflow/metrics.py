@@ -27,6 +27,7 @@ __all__ = [
     "aupro",
     "confusion_at",
     "f1_optimal_threshold",
+    "format_metric",
     "image_auroc",
     "misclassified_first",
     "percentile_threshold",
@@ -394,3 +395,8 @@ def misclassified_first(labels: np.ndarray, scores: np.ndarray, threshold: float
     # Sort key: wrong images (0) before right ones (1); wrong by decreasing margin, right by increasing.
     key_margin = np.where(wrong, -margin, margin)
     return np.lexsort((key_margin, ~wrong))
+
+
+def format_metric(value: float | None, digits: int = 4) -> str:
+    """A metric for printing: ``"n/a"`` where it is undefined (one class, no masks)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"

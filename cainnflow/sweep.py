@@ -50,6 +50,7 @@ from .data import GOOD_LABEL, GOOD_TYPE, CategoryData, Sample, load_mvtec_catego
 from .detector import Detector
 from .device import DEVICE_CHOICES
 from .errors import CainnflowError, DataError, TrainingCancelled
+from .metrics import format_metric
 from .model import CAINNFlowConfig
 from .subnet import VARIANTS
 from .training import ProgressCallback, TrainConfig, TrainProgress
@@ -1035,10 +1036,6 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _print_progress(p: SweepProgress) -> None:
     if p.trial is None:
         print(
@@ -1053,7 +1050,7 @@ def _print_progress(p: SweepProgress) -> None:
     assert r is not None
     ms = "n/a" if r.ms_per_image is None else f"{r.ms_per_image:.1f}"
     print(
-        f"{head}: image AUROC {_fmt(r.image_auroc)}  pixel AUROC {_fmt(r.pixel_auroc)}  AUPRO {_fmt(r.aupro)}"
+        f"{head}: image AUROC {format_metric(r.image_auroc)}  pixel AUROC {format_metric(r.pixel_auroc)}  AUPRO {format_metric(r.aupro)}"
         f"  train {r.train_s:.1f} s  {ms} ms/image  {r.device}@{r.host}",
         flush=True,
     )
