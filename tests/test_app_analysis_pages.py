@@ -156,7 +156,7 @@ def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
 
 
 def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, CategoryData, Path]) -> None:
-    detector, data, _ = tiny
+    _, data, _ = tiny
     at = open_page("pages/evaluate.py", tiny)
     button(at, "Evaluate on test split").click().run()
     other = Detector.create(

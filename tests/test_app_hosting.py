@@ -186,7 +186,10 @@ def test_hostile_checkpoints_are_refused_with_one_line_each_and_no_memory_growth
     assert growth < MAX_RSS_GROWTH_MIB, f"RSS grew by {growth:.0f} MiB over {len(corpus)} hostile checkpoints"
     at.switch_page("pages/inspect.py").run()  # the kept model still scores
     assert not at.exception, at.exception
-    assert any("image(s) scored" in m.value for m in at.markdown), ([e.value for e in at.error], [i.value for i in at.info])
+    assert any("image(s) scored" in m.value for m in at.markdown), (
+        [e.value for e in at.error],
+        [i.value for i in at.info],
+    )
 
 
 def test_server_paths_outside_the_allowed_roots_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

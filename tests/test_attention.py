@@ -66,4 +66,6 @@ def test_trained_gates_vary_across_channels_and_positions(tmp_path):
     assert len(maps) == 2 * det.model.num_scales  # two GLOW subnets per scale, one step
     for m in maps:
         assert float(m.channel.std(dim=1).min()) > 1e-3, f"constant channel gate at scale {m.scale}"
-        assert float(m.spatial.flatten(1).std(dim=1).min()) > 1e-3, f"constant spatial gate at scale {m.scale}"
+        assert float(m.spatial.flatten(1).std(dim=1).min()) > 1e-3, (
+            f"constant spatial gate at scale {m.scale}"
+        )

@@ -12,10 +12,21 @@ from safetensors.torch import save_file
 
 from cainnflow import backbone as backbone_module
 from cainnflow.backbone import FeatureExtractor, create_backbone
-from cainnflow.registry import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES, UnknownBackboneError, get_backbone_spec
-from cainnflow.speedups import fuse_conv_batchnorm
-from cainnflow.weights import backbone_weights_available, load_weights_file, map_efficientnet_pytorch_keys, offline_weights_path
 from cainnflow.errors import CainnflowError, WeightsUnavailableError
+from cainnflow.registry import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    OFFLINE_BACKBONES,
+    UnknownBackboneError,
+    get_backbone_spec,
+)
+from cainnflow.speedups import fuse_conv_batchnorm
+from cainnflow.weights import (
+    backbone_weights_available,
+    load_weights_file,
+    map_efficientnet_pytorch_keys,
+    offline_weights_path,
+)
 
 LITE0 = "tf_efficientnet_lite0"
 IMAGE_SIZE = 256
