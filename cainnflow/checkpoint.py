@@ -54,6 +54,7 @@ __all__ = [
     "load_detector_parts",
     "read_checkpoint",
     "save_detector",
+    "write_bytes_atomically",
     "write_checkpoint",
 ]
 
@@ -72,6 +73,22 @@ _PICKLE_PROTO = 0x80
 _PICKLE_PROTOCOLS = range(2, 6)
 
 
+def write_bytes_atomically(path: str | Path, data: bytes) -> None:
+    """Writes ``data`` beside ``path`` and renames it over ``path``: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
 def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Atomically writes tensors and a JSON-serialisable config to ``path``.
 
@@ -84,17 +101,7 @@ def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config:
     payload = save_safetensors_bytes(
         {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(path, payload)
     return path
 
 

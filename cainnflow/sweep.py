@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from . import errors
+from .checkpoint import write_bytes_atomically
 from .data import GOOD_LABEL, GOOD_TYPE, CategoryData, Sample, load_mvtec_category
 from .detector import Detector
 from .device import DEVICE_CHOICES
@@ -421,20 +422,6 @@ def parse_results(text: str, *, name: str = RESULTS_FILE) -> list[TrialResult]:
     return results
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _results_csv(results: Iterable[TrialResult]) -> bytes:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
@@ -449,7 +436,7 @@ def _record(
 ) -> TrialResult:
     """Writes the checkpoint, then the results table with the new row (each atomically)."""
     relative = f"{CHECKPOINT_DIR}/{trial.key}{CHECKPOINT_SUFFIX}"
-    _write_atomically(out / relative, outcome.checkpoint)
+    write_bytes_atomically(out / relative, outcome.checkpoint)
     result = TrialResult(
         trial=trial,
         image_auroc=outcome.image_auroc,
@@ -464,7 +451,7 @@ def _record(
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     results.append(result)
-    _write_atomically(out / RESULTS_FILE, _results_csv(results))
+    write_bytes_atomically(out / RESULTS_FILE, _results_csv(results))
     return result
 
 
@@ -753,7 +740,7 @@ def run_sweep(
                     finish(trial, f"{type(exc).__name__}: {exc}")
     finally:
         table = paper_table(results)
-        _write_atomically(out / TABLE_FILE, table.encode("utf-8"))
+        write_bytes_atomically(out / TABLE_FILE, table.encode("utf-8"))
     return SweepSummary(
         total=len(trials),
         skipped=skipped,
