@@ -2,32 +2,44 @@
 
 from pathlib import Path
 
-import streamlit as st
+from app import warmup
 
-from app import warmup  # no torch: starts generating the demo data while the rest imports
+warmup.start()  # first of all: generates the demo data in another process
+
+import streamlit as st  # noqa: E402
+
+from app import quickstart, state  # noqa: E402 - no PyTorch in these (see app.quickstart)
+from app.sidebar import render_sidebar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-PAGES = (  # (file, title, icon)
-    ("pages/train.py", "Train / load", ":material/model_training:"),
-    ("pages/inspect.py", "Inspect", ":material/image_search:"),
-    ("pages/evaluate.py", "Evaluate & threshold", ":material/monitoring:"),
-    ("pages/compare.py", "Compare models", ":material/compare:"),
-    ("pages/latent.py", "Latent space", ":material/scatter_plot:"),
-    ("pages/learn.py", "Learn", ":material/school:"),
+# (file, title, icon, what it needs: "none" renders before PyTorch is imported, "quick" also
+# takes the demo model's ONNX twin, "torch" waits for PyTorch and the PyTorch model; app.quickstart)
+PAGES = (
+    ("pages/train.py", "Train / load", ":material/model_training:", "none"),
+    ("pages/inspect.py", "Inspect", ":material/image_search:", "quick"),
+    ("pages/evaluate.py", "Evaluate & threshold", ":material/monitoring:", "torch"),
+    ("pages/compare.py", "Compare models", ":material/compare:", "torch"),
+    ("pages/latent.py", "Latent space", ":material/scatter_plot:", "torch"),
+    ("pages/learn.py", "Learn", ":material/school:", "torch"),
 )
 
 st.set_page_config(page_title="CAINNFlow", page_icon=":material/blur_on:", layout="wide")
 
 # Pages still being written (their file is missing) are left out instead of breaking the app.
+present = [row for row in PAGES if (ROOT / row[0]).exists()]
 pages = [
-    st.Page(path, title=title, icon=icon, default=i == 0)
-    for i, (path, title, icon) in enumerate(PAGES)
-    if (ROOT / path).exists()
+    st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon, _) in enumerate(present)
 ]
-navigation = st.navigation(pages)  # first, so the page list shows at once
-warmup.start()
-with st.spinner("Starting CAINNFlow (loading PyTorch, first visit only)…"):
-    from app.sidebar import render_sidebar  # imports torch: seconds on the first run only
-
-render_sidebar()
-navigation.run()
+needs = {page.url_path: row[3] for page, row in zip(pages, present, strict=True)}
+with quickstart.page_run():  # PyTorch imports in the background while no page is rendering
+    navigation = st.navigation(pages)  # first, so the page list shows at once
+    quickstart.start()
+    state.init_state()  # this session's token, and what a reload restores
+    state.resolve_pending_data(wait=False)  # demo data generated since the demo model was loaded
+    need = needs.get(navigation.url_path, "torch")
+    if need == "torch":
+        quickstart.require_torch()
+    if need != "quick":  # Inspect keeps the ONNX twin; the full Train / load page shows the PyTorch model
+        state.upgrade_quick_model(wait=need == "torch")
+    render_sidebar()
+    navigation.run()

@@ -12,18 +12,20 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
 from cainnflow.data import read_image, read_mask
-from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError
 from cainnflow.visualization import colorize, overlay_heatmap
 
 from . import hosting, state
+
+if TYPE_CHECKING:  # or its ONNX Runtime twin, app.quickstart.QuickDemoDetector (same attributes)
+    from cainnflow.detector import Detector
 
 __all__ = [
     "UPLOAD_IMAGE_TYPES",

@@ -49,12 +49,11 @@ def _default_picks(samples: tuple[Sample, ...]) -> list[int]:
     return picks[:MAX_DEFAULT_PICKS]
 
 
-def choose_images() -> list[display.ImageInput]:
-    """The picked test images of the current dataset plus this session's uploaded images.
+def choose_images(data: state.DataEntry | None) -> list[display.ImageInput]:
+    """The picked test images of ``data`` (the current data) plus this session's uploaded images.
 
     Picks come first, so an upload of a dataset image is shown with its ground truth.
     """
-    data = state.current_data()
     left, right = st.columns(2, gap="large")
     with left:
         uploaded = display.uploaded_images(K_UPLOADS)

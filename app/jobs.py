@@ -20,18 +20,21 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from cainnflow.data import CategoryData
-from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError, TrainingCancelled
-from cainnflow.model import CAINNFlowConfig
-from cainnflow.training import TrainConfig, TrainProgress
 
 from . import hosting
 from .loaders import unique_checkpoint_path
+
+if TYPE_CHECKING:  # PyTorch: imported where a job runs, so the app's first page renders without it
+    from cainnflow.detector import Detector
+    from cainnflow.model import CAINNFlowConfig
+    from cainnflow.training import TrainConfig, TrainProgress
 
 __all__ = [
     "JobLimitReached",
@@ -239,6 +242,7 @@ class TrainingJob:
             self._finished = time.time()
 
     def _train_remote(self) -> Detector:
+        from cainnflow.detector import Detector
         from cainnflow.sweep import train_remote
 
         payload = train_remote(
@@ -272,6 +276,8 @@ class TrainingJob:
                 )
                 history = detector.history
             else:
+                from cainnflow.detector import Detector
+
                 detector = Detector.create(self.config, weights=self.weights, device=self.device)
                 history = detector.fit(
                     self.data, self.train_config, callback=self._on_progress, cancel=self._cancel

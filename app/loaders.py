@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from cainnflow.data import CategoryData, list_categories, load_custom_folder, load_mvtec_category
-from cainnflow.detector import Detector
-from cainnflow.device import describe_device, resolve_device
 from cainnflow.errors import DataError
 
 from . import hosting, warmup
 
+if TYPE_CHECKING:
+    from cainnflow.detector import Detector
+
 __all__ = [
     "CHECKPOINT_SUFFIX",
     "DEMO_CHECKPOINT",
+    "DEMO_EXPORT",
     "app_home",
     "demo_checkpoint_bytes",
     "demo_root",
@@ -37,6 +40,7 @@ __all__ = [
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_CHECKPOINT = ASSETS / "demo_carpet_weave.safetensors"
+DEMO_EXPORT = ASSETS / "demo_carpet_weave_onnx"  # the same model for ONNX Runtime (app.quickstart)
 DEMO_CHECKPOINT_CATEGORY = warmup.DEMO_CATEGORY
 HOME_ENV = warmup.HOME_ENV
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -158,6 +162,8 @@ def demo_checkpoint_bytes() -> bytes | None:
 
 def load_demo_detector(device: str = "auto") -> Detector | None:
     """The shipped demo model; its checkpoint records the demo data it was trained on."""
+    from cainnflow.detector import Detector  # PyTorch
+
     data = demo_checkpoint_bytes()
     if data is None:
         return None
@@ -169,4 +175,6 @@ def load_demo_detector(device: str = "auto") -> Detector | None:
 @st.cache_resource(show_spinner=False)
 def detected_device() -> str:
     """What ``device="auto"`` resolves to here, in words (e.g. "CUDA: NVIDIA H200 (139 GiB)")."""
+    from cainnflow.device import describe_device, resolve_device  # PyTorch
+
     return describe_device(resolve_device("auto"))

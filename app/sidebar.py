@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import hosting, state
+from . import hosting, quickstart, state
 from .loaders import detected_device
 
 
@@ -32,7 +32,10 @@ def render_sidebar() -> None:
                 st.caption(f"Threshold {det.threshold:.4g} · device {det.device}")
         data = state.current_data()
         st.markdown("### Data")
-        if data is None:
+        pending = state.pending_data()
+        if pending is not None:
+            st.caption(f"{pending.describe()} — being generated…")
+        elif data is None:
             st.caption("No dataset chosen.")
         else:
             d = data.data
@@ -48,7 +51,10 @@ def render_sidebar() -> None:
             if snap.running and snap.progress is not None:
                 st.progress(snap.progress.fraction, text=f"Training: {snap.progress.phase}")
         st.markdown("### Device")
-        st.caption(f"Detected: {detected_device()}")
+        if quickstart.torch_ready():
+            st.caption(f"Detected: {detected_device()}")
+        else:
+            st.caption("Detecting… (PyTorch is loading)")
         st.caption(
             "Your models and uploads are kept for this browser session; bookmark this page's address to "
             "come back to them."

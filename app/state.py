@@ -13,19 +13,22 @@ import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from cainnflow.data import CategoryData
-from cainnflow.detector import Detector
+from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.errors import CainnflowError
-from cainnflow.evaluation import EvaluationResult
 
-from . import jobs, loaders
+from . import jobs, loaders, quickstart, warmup
 from .loaders import unique_checkpoint_path
+
+if TYPE_CHECKING:  # PyTorch: this module is imported before it is (see app.quickstart)
+    from cainnflow.detector import Detector
+    from cainnflow.evaluation import EvaluationResult
 
 __all__ = [
     "DataEntry",
@@ -58,6 +61,7 @@ RESTORED = "cf_restored"  # a one-line note about what came back after a reload,
 NOTICE = "cf_notice"  # (kind, text, model version) of the last load / save action
 UPLOADS = "cf_uploads"  # {name: bytes} images uploaded on any page, kept for the session
 SCORE_CACHE = "cf_score_cache"  # OrderedDict[(model version, digest), scored image]
+PENDING_DATA = "cf_pending_data"  # DataRef of demo data still being generated, to become current
 
 # Widget keys of the Train / load page (kept here so restore and views agree).
 K_SOURCE = "train_source"
@@ -69,6 +73,7 @@ K_SAVED_CKPT = "train_saved_ckpt"
 K_SAVE_NAME = "train_save_name"
 
 URL_PARAM = "s"
+PENDING_POLL_S = 0.05
 SESSION_FILE = "session.json"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -127,7 +132,12 @@ class DataRef:
 
 @dataclass
 class ModelEntry:
-    """The current model and where it came from (shown in the sidebar)."""
+    """The current model and where it came from (shown in the sidebar).
+
+    ``detector`` is a :class:`cainnflow.detector.Detector`, or for the ready demo model while
+    PyTorch is still importing on a fresh server, its ONNX Runtime twin
+    (:class:`app.quickstart.QuickDemoDetector`; :func:`upgrade_quick_model` swaps it).
+    """
 
     detector: Detector
     origin: str  # e.g. "trained on demo / carpet_weave", "demo checkpoint", "uploaded x.safetensors"
@@ -220,11 +230,14 @@ def _restore() -> None:
     file = model.get("file")
     try:
         if file is None and model:
-            detector = loaders.load_demo_detector(st.session_state.get(DEVICE_CHOICE, "auto"))
+            detector = quickstart.demo_model(st.session_state.get(DEVICE_CHOICE, "auto"))
             if detector is not None:
                 set_model(detector, origin, demo=True, remember=False)
                 notes.append("the demo model")
         elif isinstance(file, str) and _FILE_RE.match(file) and (session_dir() / file).is_file():
+            quickstart.require_torch()
+            from cainnflow.detector import Detector
+
             detector = Detector.load(session_dir() / file, device=st.session_state.get(DEVICE_CHOICE, "auto"))
             set_model(detector, origin, path=session_dir() / file, remember=False)
             notes.append(f"model {file}")
@@ -311,9 +324,62 @@ def set_data(
         entry = DataEntry(data, ref.source, ref.root, ref)
     st.session_state[DATA] = entry
     st.session_state[EVALUATION] = None
+    st.session_state[PENDING_DATA] = None
     if remember:
         _write_session_file()
     return entry
+
+
+def set_pending_data(data_ref: DataRef) -> None:
+    """Makes demo data that is still being generated the current data as soon as it is there.
+
+    The ready demo model is usable at once; the pages resolve this at their next run
+    (:func:`resolve_pending_data`), and Inspect waits for it.
+    """
+    st.session_state[PENDING_DATA] = data_ref
+
+
+def pending_data() -> DataRef | None:
+    return st.session_state.get(PENDING_DATA)
+
+
+def resolve_pending_data(*, wait: bool) -> None:
+    """Opens the pending demo data once it is generated (``wait``: block until it is)."""
+    ref = pending_data()
+    if ref is None or (not wait and warmup.generating(ref.category)):
+        return
+    st.session_state[PENDING_DATA] = None
+    try:
+        data = loaders.open_data(ref, session_dir())
+    except CainnflowError as exc:
+        st.error(f"Could not open the model's data: {exc}")
+        return
+    set_data(data, ref)
+    show_source(ref)
+
+
+def data_for_inspection() -> DataEntry | None:
+    """The current data; while demo data is pending, waits until at least its test split exists.
+
+    The demo generator writes the test split first, so on a fresh server Inspect can show
+    the demo test images about a second before the training images are written. The
+    preview (``train=()``) is not made the current data: that happens once it is complete.
+    """
+    from cainnflow.demo_data import demo_test_split_ready
+
+    while (ref := pending_data()) is not None:
+        if ref.source != "demo" or not warmup.generating(ref.category):
+            resolve_pending_data(wait=True)
+            break
+        root = loaders.demo_root()
+        if demo_test_split_ready(root, ref.category):
+            try:
+                data = load_mvtec_category(root, ref.category, require_train=False)
+            except CainnflowError:
+                break
+            return DataEntry(replace(data, train=()), ref.source, ref.root, ref)
+        time.sleep(PENDING_POLL_S)
+    return current_data()
 
 
 def show_source(data_ref: DataRef) -> None:
@@ -362,8 +428,34 @@ def data_mismatch() -> str | None:
     )
 
 
-def require_model() -> ModelEntry:
-    """The current model, or an explanation and a stop when there is none."""
+def upgrade_quick_model(*, wait: bool) -> None:
+    """Swaps the demo model's ONNX Runtime twin for the PyTorch model once PyTorch is imported.
+
+    The same model, so the entry keeps its version (cached maps stay valid) and this
+    session's threshold. ``wait``: block (with a spinner) until PyTorch is there.
+    """
+    entry = current_model()
+    if entry is None or not quickstart.is_quick(entry.detector):
+        return
+    if not quickstart.torch_ready():
+        if not wait:
+            return
+        quickstart.require_torch()
+    detector = loaders.load_demo_detector(st.session_state.get(DEVICE_CHOICE, "auto"))
+    if detector is None:
+        return
+    detector.threshold = entry.detector.threshold
+    entry.detector = detector
+
+
+def require_model(*, torch: bool = True) -> ModelEntry:
+    """The current model, or an explanation and a stop when there is none.
+
+    ``torch``: the page needs the PyTorch model (every page but Inspect), so a quick demo
+    model is upgraded first.
+    """
+    if torch:
+        upgrade_quick_model(wait=True)
     entry = current_model()
     if entry is None or not entry.detector.is_trained:
         st.info(

@@ -26,6 +26,7 @@ from cainnflow.weights import backbone_weights_available
 
 from . import display, figures, hosting, jobs, loaders, state
 from .jobs import TrainingJob
+from .model_actions import load_demo, notify, open_model_data, show_notice
 
 __all__ = [
     "data_section",
@@ -56,21 +57,6 @@ CLI_HINT = (
     "Large data or a GPU elsewhere? Train with the command line, then upload the checkpoint here:  \n"
     "`python -m cainnflow train --data-root DATA --category NAME --out model.safetensors`"
 )
-
-
-# --------------------------------------------------------------------------- notices
-
-
-def notify(kind: str, text: str) -> None:
-    """A message shown once, at the next render of the Train / load page."""
-    st.session_state[state.NOTICE] = (kind, text)
-
-
-def _show_notice() -> None:
-    notice = st.session_state.pop(state.NOTICE, None)
-    if notice:
-        kind, text = notice
-        {"error": st.error, "warning": st.warning}.get(kind, st.success)(text)
 
 
 # --------------------------------------------------------------------------- data
@@ -552,17 +538,6 @@ def _save_copy(entry: state.ModelEntry) -> None:
         notify("success", f"Saved as {target.name} in this session's checkpoints.")
 
 
-def _open_model_data(data_ref: state.DataRef) -> None:
-    try:
-        data = loaders.open_data(data_ref, state.session_dir())
-    except CainnflowError as exc:
-        notify("error", f"Could not open the model's data: {exc}")
-        return
-    state.set_data(data, data_ref)
-    state.show_source(data_ref)
-    notify("success", f"Opened the model's data **{data_ref.describe()}**.")
-
-
 def model_data_offer(entry: state.ModelEntry) -> None:
     """Offers to open the data the model was trained on when it is not the current data."""
     ref = state.model_data_ref(entry.detector)
@@ -572,7 +547,7 @@ def model_data_offer(entry: state.ModelEntry) -> None:
     st.button(
         f"Open the model's data: {ref.describe()}",
         icon=":material/dataset:",
-        on_click=_open_model_data,
+        on_click=open_model_data,
         args=(ref,),
         key="train_open_model_data",
     )
@@ -635,22 +610,6 @@ def _load(source: bytes | Path, name: str, origin: str, *, path: Path | None = N
     notify("success", f"Loaded {name}.{hint}")
 
 
-def _load_demo() -> None:
-    """Button callback: the ready demo model plus the demo category it was trained on."""
-    try:
-        detector = loaders.load_demo_detector(state.get(state.DEVICE_CHOICE))
-    except CainnflowError as exc:
-        notify("error", f"Could not load the demo checkpoint: {exc}")
-        return
-    if detector is None:
-        notify("error", "The demo checkpoint is missing: run `python -m app.make_demo_checkpoint`.")
-        return
-    category = loaders.DEMO_CHECKPOINT_CATEGORY
-    state.set_model(detector, origin=f"demo checkpoint ({category})", demo=True)
-    _open_model_data(state.DataRef("demo", "", category))
-    notify("success", f"Loaded the demo checkpoint and the demo data **{category}**.")
-
-
 def _load_saved() -> None:
     chosen = st.session_state.get(state.K_SAVED_CKPT)
     if isinstance(chosen, str) and (state.session_dir() / chosen).is_file():
@@ -671,7 +630,7 @@ def load_section() -> None:
     st.button(
         "Load the ready demo checkpoint",
         icon=":material/bolt:",
-        on_click=_load_demo,
+        on_click=load_demo,
         help=f"A small model trained on the demo category {loaders.DEMO_CHECKPOINT_CATEGORY}; sets that data too.",
     )
     saved = sorted(p.name for p in state.session_dir().glob(f"*{loaders.CHECKPOINT_SUFFIX}"))
@@ -688,4 +647,4 @@ def load_section() -> None:
         on_change=_load_upload,
     )
     st.caption(CLI_HINT)
-    _show_notice()
+    show_notice()

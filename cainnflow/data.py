@@ -237,12 +237,14 @@ def _find_mask(stem: str, indexes: Iterable[dict[str, Path]]) -> Path | None:
     return None
 
 
-def load_mvtec_category(root: str | Path, category: str) -> CategoryData:
+def load_mvtec_category(root: str | Path, category: str, *, require_train: bool = True) -> CategoryData:
     """Load one category in the MVTec AD layout.
 
     Args:
         root: Dataset root holding the category folders.
         category: Category folder name.
+        require_train: False: a missing or empty ``train/good`` gives ``train=()`` (to look
+            at a test split on its own).
 
     Returns:
         Train (``train/good``) and test samples in a deterministic order (test: ``good`` first,
@@ -262,7 +264,7 @@ def load_mvtec_category(root: str | Path, category: str) -> CategoryData:
 
     train_dir = cat_dir / "train" / GOOD_TYPE
     train_images = find_images(train_dir)
-    if not train_images:
+    if not train_images and require_train:
         raise DataError(f"no training images in {train_dir} (expected good images there)")
     train = tuple(Sample(p, GOOD_LABEL, GOOD_TYPE, None) for p in train_images)
 

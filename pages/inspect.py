@@ -6,18 +6,20 @@ from app import display, state
 from app import inspect_view as view
 from cainnflow.errors import CainnflowError
 
-entry = state.require_model()
+entry = state.require_model(torch=False)  # the demo model's ONNX twin will do
 st.title("Inspect")
 st.caption(
     "Score images with the current model. The heatmap is the per-pixel anomaly map from the flows' likelihood "
     "(high = unlikely for a normal image); the image score is its maximum."
 )
+with st.spinner("Generating the demo data (first visit only)…", show_time=True):
+    data = state.data_for_inspection()  # at once, unless the demo data is still being generated
 display.mismatch_warning()
 single, batch = st.tabs(["Images", "Batch (folder or zip → CSV)"])
 with batch:
     view.batch_panel(entry)
 with single:
-    inputs = view.choose_images()
+    inputs = view.choose_images(data)
     if not inputs:
         st.info("Upload images or pick test images to score them.")
     else:

@@ -2,13 +2,18 @@
 
 import streamlit as st
 
-from app import train_view as view
+from app import quickstart
 
 st.title("Train / load")
 st.caption(
     "Train a CAINNFlow detector on normal images (the backbone stays frozen; only the flows learn), "
     "or load one. Quick start: **Load the ready demo checkpoint** below, then open **Inspect**."
 )
+if not quickstart.torch_ready():
+    quickstart.loading_panel()  # the quick start now, the training controls once PyTorch is imported
+
+from app import train_view as view  # noqa: E402 - imports PyTorch
+
 left, right = st.columns([3, 2], gap="large")
 with left:
     view.data_section()

@@ -63,6 +63,12 @@ def test_deterministic_same_bytes(demo_root, tmp_path):
     assert _files(other / "pill_disc") != first
 
 
+def test_worker_threads_write_the_same_bytes(demo_root, tmp_path):
+    one = make_demo_dataset(tmp_path / "one", seed=0, categories=("carpet_weave",), workers=1, **SMALL)
+    four = make_demo_dataset(tmp_path / "four", seed=0, categories=("carpet_weave",), workers=4, **SMALL)
+    assert _files(one / "carpet_weave") == _files(four / "carpet_weave") == _files(demo_root / "carpet_weave")
+
+
 def test_idempotent_and_regenerates_half_written(tmp_path):
     root = make_demo_dataset(tmp_path, categories=("metal_plate",), **SMALL)
     image = next((root / "metal_plate" / "train" / "good").iterdir())

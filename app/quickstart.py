@@ -1,0 +1,319 @@
+"""The first seconds of a fresh server: heatmaps before PyTorch has finished importing.
+
+Importing PyTorch, timm and the library takes 3–6 s on 2 cores, longer than a visitor should
+wait for a first heatmap. So the router calls :func:`start` on every run, which imports them
+in a background thread, and until :func:`torch_ready`:
+
+* the Train / load page shows a quick-start panel (load the ready demo model) and fills in
+  its training controls as soon as PyTorch is there;
+* the ready demo model is served by its ONNX export shipped in ``assets/`` on ONNX Runtime
+  (which imports in a fraction of a second) as a :class:`QuickDemoDetector`: the same model,
+  the same maps and scores (to float precision), enough for Inspect and the sidebar;
+* every other page waits for PyTorch (:func:`require_torch`), and the quick model is then
+  swapped for the same model on PyTorch (:func:`app.state.upgrade_quick_model`).
+
+The import holds the interpreter lock most of the time, so it would slow every page the
+server renders meanwhile. It therefore begins when the demo data has been generated and no
+page has started rendering for :data:`QUIET_SECONDS`, or at once when a page needs PyTorch
+(:func:`wait_for_torch`).
+
+Nothing here imports PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from cainnflow.data import ImageSource
+from cainnflow.errors import CainnflowError
+from cainnflow.stats import ScoreStats
+
+from . import loaders, warmup
+
+__all__ = [
+    "HEAVY_MODULES",
+    "LIGHT_MODULES",
+    "QuickConfig",
+    "QuickDemoDetector",
+    "demo_model",
+    "is_quick",
+    "page_run",
+    "quick_demo_detector",
+    "require_torch",
+    "start",
+    "torch_ready",
+    "wait_for_torch",
+]
+
+#: What the background thread imports first, at once: Inspect's view (pandas, matplotlib).
+LIGHT_MODULES: tuple[str, ...] = ("app.inspect_view",)
+#: What it imports next, at a quiet moment: the library's PyTorch half and the views on it.
+HEAVY_MODULES: tuple[str, ...] = (
+    "cainnflow.detector",
+    "app.train_view",
+    "app.evaluation_view",
+    "app.compare_view",
+    "app.latent_view",
+    "app.learn_view",
+    "app.export_view",
+)
+
+QUIET_SECONDS = 1.0
+_WAIT_STEP_S = 0.1
+
+_lock = threading.Lock()
+_ready = threading.Event()
+_now = threading.Event()  # a page waits for PyTorch: import without waiting for a quiet moment
+_thread: threading.Thread | None = None
+_last_run = time.monotonic()  # when the last page run ended
+_active_runs = 0
+
+
+def _quiet() -> bool:
+    with _lock:
+        idle = _active_runs == 0 and time.monotonic() - _last_run >= QUIET_SECONDS
+    return idle and not warmup.generating()
+
+
+@contextlib.contextmanager
+def page_run() -> Iterator[None]:
+    """Wraps a page run in the router: the PyTorch import waits until no page is rendering."""
+    global _active_runs, _last_run
+    with _lock:
+        _active_runs += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _active_runs -= 1
+            _last_run = time.monotonic()
+
+
+def _preload() -> None:
+    """The background thread: Inspect's modules and the demo export at once, PyTorch when quiet."""
+    with contextlib.suppress(Exception):  # whatever fails here is done again, visibly, on use
+        for name in LIGHT_MODULES:
+            importlib.import_module(name)
+        _demo_export()
+    _import_heavy(wait_for_quiet=True)
+
+
+def _import_heavy(wait_for_quiet: bool = False) -> None:
+    while wait_for_quiet and not _now.is_set() and not _quiet():
+        _now.wait(_WAIT_STEP_S)
+    try:
+        # A failure is not kept: the page that needs the module imports it again and shows why.
+        with contextlib.suppress(Exception):
+            for name in HEAVY_MODULES:
+                importlib.import_module(name)
+    finally:
+        _ready.set()
+
+
+def start(*, now: bool = False) -> None:
+    """Schedules the import of PyTorch and the heavy views (the router calls it on every run).
+
+    Returns at once. The import runs once per process, in a background thread, at the next
+    quiet moment (``now``: at once). When PyTorch is already imported (the app run inside a
+    test process) the rest is imported here and now: it is quick then, and the pages render
+    the same way every time.
+    """
+    global _thread
+    with _lock:
+        if now:
+            _now.set()
+        if _thread is not None or _ready.is_set():
+            return
+        if "torch" in sys.modules:
+            _import_heavy()
+            return
+        _thread = threading.Thread(target=_preload, name="cainnflow-preload", daemon=True)
+        _thread.start()
+
+
+def torch_ready() -> bool:
+    """Whether PyTorch and the heavy views are imported (or their import failed: then pages raise)."""
+    return _ready.is_set()
+
+
+def wait_for_torch(timeout: float | None = None) -> bool:
+    """Blocks until the background import is done; False on timeout. Starts it now if needed."""
+    start(now=True)
+    return _ready.wait(timeout)
+
+
+def require_torch() -> None:
+    """For pages that need PyTorch: waits for the import with a spinner (first visit only)."""
+    if not torch_ready():
+        with st.spinner("Loading PyTorch (once, after the server started)…"):
+            wait_for_torch()
+
+
+# --------------------------------------------------------------------------- the demo model on ONNX Runtime
+
+
+@dataclass(frozen=True)
+class QuickConfig:
+    """The model configuration fields the sidebar and Inspect read (from ``export.json``)."""
+
+    backbone: str
+    variant: str
+    steps: int
+    image_size: int
+    out_indices: tuple[int, ...]
+
+
+class QuickDemoDetector:
+    """The shipped demo model on ONNX Runtime, standing in for its PyTorch twin while that loads.
+
+    It offers what Inspect and the sidebar use of :class:`cainnflow.detector.Detector`:
+    ``predict`` (maps and scores), ``threshold`` (this session's, free to change),
+    ``stats``, ``config``, ``info`` and ``device``. It shares one ONNX Runtime session with
+    every other browser session (running it is thread-safe).
+    """
+
+    is_trained = True
+    history = None
+    device = "cpu (ONNX Runtime while PyTorch loads)"
+
+    def __init__(self, exported: Any, info: dict[str, Any]) -> None:
+        self._exported = exported
+        export_info = exported.info
+        model = export_info.model
+        self.threshold: float | None = float(exported.threshold)
+        self.stats = ScoreStats(**export_info.stats, n_images=int(info.get("n_val", 0)))
+        self.config = QuickConfig(
+            backbone=str(model.get("backbone", export_info.backbone.get("name", ""))),
+            variant=str(model.get("variant", "")),
+            steps=int(model.get("steps", 0)),
+            image_size=int(export_info.image_size),
+            out_indices=tuple(int(i) for i in model.get("out_indices") or ()),
+        )
+        self.info = info
+
+    def predict(
+        self,
+        images: Sequence[Image.Image | ImageSource],
+        *,
+        batch_size: int = 8,
+        threshold: float | None = None,
+    ) -> Any:
+        """Maps (N, S, S) and scores (N,) as :meth:`cainnflow.detector.Detector.predict`."""
+        limit = self.threshold if threshold is None else threshold
+        return self._exported.predict(images, batch_size=batch_size, threshold=limit)
+
+
+_export_lock = threading.Lock()
+
+
+def _demo_export() -> Any | None:
+    with _export_lock:  # one load, whoever asks first (the preload thread or a page)
+        return _load_demo_export()
+
+
+@functools.cache
+def _load_demo_export() -> Any | None:
+    """The shipped demo export on ONNX Runtime, shared by all sessions (None: unavailable).
+
+    Loaded once per process (by the preload thread, usually before anyone asks) and run once
+    on a blank image, so the first real request does not pay for the engine's warm-up.
+    """
+    from cainnflow.runtime import load_export
+
+    if not (loaders.DEMO_EXPORT / "export.json").is_file():
+        return None
+    try:
+        exported = load_export(loaders.DEMO_EXPORT)
+        size = exported.image_size
+        exported.score_batch(np.zeros((1, 3, size, size), np.float32))
+    except CainnflowError:  # no onnxruntime, or a damaged export: the PyTorch model will do
+        return None
+    return exported
+
+
+def quick_demo_detector() -> QuickDemoDetector | None:
+    """A new session-private :class:`QuickDemoDetector`, or None when the export is unavailable."""
+    exported = _demo_export()
+    if exported is None:
+        return None
+    category = loaders.DEMO_CHECKPOINT_CATEGORY
+    info = {
+        "category": category,
+        "dataset": {"source": "demo", "root": "", "category": category},
+    }
+    return QuickDemoDetector(exported, info)
+
+
+def is_quick(detector: object) -> bool:
+    return isinstance(detector, QuickDemoDetector)
+
+
+def demo_model(device: str) -> Any | None:
+    """The ready demo model: on PyTorch when it is imported, else on ONNX Runtime if shipped.
+
+    Returns None when the demo checkpoint is missing.
+
+    Raises:
+        CainnflowError: the checkpoint cannot be loaded.
+    """
+    if not torch_ready():
+        quick = quick_demo_detector()
+        if quick is not None:
+            return quick
+        wait_for_torch()
+    return loaders.load_demo_detector(device)
+
+
+# --------------------------------------------------------------------------- Train / load while PyTorch loads
+
+POLL_SECONDS = 1.0
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _rerun_when_ready() -> None:
+    if torch_ready():
+        st.rerun(scope="app")
+
+
+def loading_panel() -> None:
+    """Train / load before PyTorch is imported: the ready demo model now, the rest when it is there.
+
+    Ends the page run (``st.stop``); the page reruns in full once the import is done.
+    """
+    from . import model_actions, state
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.info(
+            "Loading PyTorch for training (a few seconds after the server starts). The data and "
+            "training controls appear here when it is ready; the ready demo model works already.",
+            icon=":material/hourglass_top:",
+        )
+        _rerun_when_ready()
+    with right:
+        st.subheader("Load a model")
+        st.button(
+            "Load the ready demo checkpoint",
+            icon=":material/bolt:",
+            on_click=model_actions.load_demo,
+            help=f"A small model trained on the demo category {loaders.DEMO_CHECKPOINT_CATEGORY}; "
+            "sets that data too.",
+        )
+        model_actions.show_notice()
+        if state.current_model() is not None:
+            st.page_link(
+                "pages/inspect.py", label="Inspect images with this model", icon=":material/image_search:"
+            )
+    st.stop()
