@@ -62,15 +62,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             pytest.fail(f"{exc}; see {log_path}")
 
 
-def wait_idle(page, settle_ms: int = 600) -> None:
+def wait_idle(page, settle_ms: int = 600, timeout_ms: int = STEP_TIMEOUT_MS) -> None:
     """Waits until the script has stopped running (the status widget is gone)."""
     page.wait_for_timeout(settle_ms)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=STEP_TIMEOUT_MS)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
     page.wait_for_timeout(200)
 
 
 SCREENSHOTS_ENV = "CAINNFLOW_SCREENSHOTS"
 DOC_SHOTS = {  # step screenshot -> name in the docs folder
+    "00_quick_start": "quick_start",
+    "00_inspect_quick": "inspect_quick",
     "03_trained": "train_load",
     "04_inspect_upload": "inspect_upload",
     "06_inspect_demo": "inspect",
@@ -119,7 +121,26 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(url, timeout=STEP_TIMEOUT_MS)
-            page.get_by_role("heading", name="Train / load").wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
+
+            # A fresh server: the ready demo model works before PyTorch is imported (its ONNX
+            # twin on ONNX Runtime, app.quickstart); the training controls follow.
+            load = page.get_by_role("button", name="Load the ready demo checkpoint")
+            load.wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
+            wait_idle(page)
+            assert_no_exception(page, "first page")
+            shot(page, "00_quick_start")
+            page.get_by_role("button", name="Load the ready demo checkpoint").click()
+            expect(page.get_by_text("Loaded the demo checkpoint", exact=False)).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            open_page(page, "Inspect")
+            expect(page.get_by_text("image(s) scored", exact=False)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            expect(page.locator('[data-testid="stImage"] img').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            wait_idle(page)
+            assert_no_exception(page, "inspect page right after the server started")
+            shot(page, "00_inspect_quick")
+
+            open_page(page, "Train / load")
             expect(page.get_by_text("Current data: demo / carpet_weave", exact=False)).to_be_visible(
                 timeout=FIRST_PAGE_TIMEOUT_MS
             )
@@ -213,7 +234,7 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             # Learn: train the 2-D toy flow from the page.
             open_page(page, "Learn")
             page.get_by_role("button", name="Train 200 steps").click()
-            wait_idle(page)
+            wait_idle(page, timeout_ms=TRAIN_TIMEOUT_MS)  # animated training: slow on a busy machine
             page.wait_for_timeout(1000)
             assert_no_exception(page, "learn page after toy training")
             shot(page, "10_learn")

@@ -1,6 +1,7 @@
 """Tests for the synthetic demo dataset generator."""
 
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from cainnflow.demo_data import (
     COMPLETE_MARKER,
     DEMO_CATEGORIES,
     DEMO_DEFECTS,
+    TEST_SPLIT_MARKER,
     demo_dataset_ready,
+    demo_test_split_ready,
     make_demo_dataset,
     render_demo_sample,
 )
@@ -67,6 +70,23 @@ def test_worker_threads_write_the_same_bytes(demo_root, tmp_path):
     one = make_demo_dataset(tmp_path / "one", seed=0, categories=("carpet_weave",), workers=1, **SMALL)
     four = make_demo_dataset(tmp_path / "four", seed=0, categories=("carpet_weave",), workers=4, **SMALL)
     assert _files(one / "carpet_weave") == _files(four / "carpet_weave") == _files(demo_root / "carpet_weave")
+
+
+def test_test_split_is_usable_before_the_training_images(tmp_path):
+    """The test split is written first and marked, so an app can show it while training images come."""
+    root = make_demo_dataset(tmp_path, categories=("carpet_weave",), **SMALL)
+    cat_dir = root / "carpet_weave"
+    assert (cat_dir / TEST_SPLIT_MARKER).is_file()
+    full = load_mvtec_category(root, "carpet_weave")
+    shutil.rmtree(cat_dir / "train")  # as if the training images were still being written
+    (cat_dir / COMPLETE_MARKER).unlink()
+    assert demo_test_split_ready(root, "carpet_weave") and not demo_dataset_ready(root, categories=("carpet_weave",))
+    with pytest.raises(DataError, match="no training images"):
+        load_mvtec_category(root, "carpet_weave")
+    preview = load_mvtec_category(root, "carpet_weave", require_train=False)
+    assert preview.train == () and preview.test == full.test
+    (cat_dir / TEST_SPLIT_MARKER).unlink()
+    assert not demo_test_split_ready(root, "carpet_weave")
 
 
 def test_idempotent_and_regenerates_half_written(tmp_path):
