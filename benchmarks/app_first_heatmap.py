@@ -75,6 +75,9 @@ def main() -> None:
                 if args.shot:
                     wait_idle(page)
                     page.screenshot(path=str(args.shot), full_page=True)
+                page.locator('[data-testid="stSidebarNav"]').get_by_text("Train / load", exact=True).click()
+                expect(page.get_by_role("button", name="Train", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+                marks.append(("Train / load shows its training controls (PyTorch ready)", time.perf_counter() - t0))
             browser.close()
     except ServerError as exc:
         raise SystemExit(str(exc)) from exc
