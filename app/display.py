@@ -310,8 +310,11 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         ("device", str(detector.device)),
     ]
     info = detector.info
-    if info.get("category"):
-        rows.append(("trained on", f"{info.get('dataset', '')} {info['category']}".strip()))
+    trained_on = state.model_data_ref(detector)
+    if trained_on is not None:
+        rows.append(("trained on", trained_on.describe()))
+    elif info.get("category"):
+        rows.append(("trained on", str(info["category"])))
     if "n_train" in info:
         rows.append(("train / val images", f"{info['n_train']} / {info.get('n_val', 0)}"))
     history = detector.history

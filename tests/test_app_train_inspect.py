@@ -156,6 +156,8 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     }
     assert entry.detector.config.image_size == 64
     assert any("finished" in s.value for s in at.success)
+    summary = next(t.value for t in at.table if "trained on" in t.value.index)
+    assert summary.loc["trained on", "value"] == "demo / carpet_weave"
     at.run()
     assert at.session_state[state.MODEL] is entry  # not adopted twice
 
