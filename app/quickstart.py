@@ -14,8 +14,9 @@ in a background thread, and until :func:`torch_ready`:
 
 The import holds the interpreter lock most of the time, so it would slow every page the
 server renders meanwhile. It therefore begins when the demo data has been generated and no
-page has started rendering for :data:`QUIET_SECONDS`, or at once when a page needs PyTorch
-(:func:`wait_for_torch`).
+page has been rendering for :data:`QUIET_SECONDS` (:func:`page_run`), or at once when a page
+needs PyTorch (:func:`wait_for_torch`). Inspect's own modules and the ONNX Runtime session are
+loaded first, right away: they are small, and the first heatmap needs them.
 
 Nothing here imports PyTorch.
 """
