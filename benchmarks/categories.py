@@ -285,7 +285,9 @@ def markdown(rows: list[dict[str, Any]], settings: Sequence[Setting], synthetic:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--categories", nargs="+", default=list(DEMO_CATEGORIES), help="demo categories")
+    p.add_argument(
+        "--categories", nargs="*", default=list(DEMO_CATEGORIES), help="demo categories (none: only --mvtec)"
+    )
     p.add_argument("--mvtec", nargs="*", default=[], help="real MVTec categories to add, e.g. bottle")
     p.add_argument("--root", type=Path, default=DEFAULT_MVTEC_ROOT, help="MVTec AD root")
     p.add_argument(
