@@ -31,12 +31,10 @@ def show_notice() -> None:
 def open_model_data(data_ref: state.DataRef) -> None:
     """Makes the data a model was trained on the current data (and the data widgets show it)."""
     try:
-        data = loaders.open_data(data_ref, state.session_dir())
+        state.open_data_ref(data_ref)
     except CainnflowError as exc:
         notify("error", f"Could not open the model's data: {exc}")
         return
-    state.set_data(data, data_ref)
-    state.show_source(data_ref)
     notify("success", f"Opened the model's data **{data_ref.describe()}**.")
 
 

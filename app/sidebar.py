@@ -9,7 +9,7 @@ from .loaders import detected_device
 
 
 def render_sidebar() -> None:
-    state.init_state()
+    """The sidebar; the router has initialised this session's state (``state.init_state``) first."""
     state.adopt_finished_training()
     with st.sidebar:
         restored = st.session_state.pop(state.RESTORED, None)

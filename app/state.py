@@ -220,8 +220,7 @@ def _restore() -> None:
     ref = DataRef.from_dict(doc.get("data"))
     if ref is not None:
         try:
-            set_data(loaders.open_data(ref, session_dir()), ref, remember=False)
-            show_source(ref)
+            open_data_ref(ref, remember=False)
             notes.append(f"data {ref.describe()}")
         except CainnflowError:
             pass
@@ -330,6 +329,20 @@ def set_data(
     return entry
 
 
+def open_data_ref(data_ref: DataRef, *, remember: bool = True) -> DataEntry:
+    """Opens ``data_ref`` as the current data and sets the Train / load data widgets to show it.
+
+    Call it before those widgets render (a callback, or a run's start).
+
+    Raises:
+        CainnflowError: missing, unreadable or outside the allowed folders; the current data
+            is kept.
+    """
+    entry = set_data(loaders.open_data(data_ref, session_dir()), data_ref, remember=remember)
+    show_source(data_ref)
+    return entry
+
+
 def set_pending_data(data_ref: DataRef) -> None:
     """Makes demo data that is still being generated the current data as soon as it is there.
 
@@ -350,12 +363,9 @@ def resolve_pending_data(*, wait: bool) -> None:
         return
     st.session_state[PENDING_DATA] = None
     try:
-        data = loaders.open_data(ref, session_dir())
+        open_data_ref(ref)
     except CainnflowError as exc:
         st.error(f"Could not open the model's data: {exc}")
-        return
-    set_data(data, ref)
-    show_source(ref)
 
 
 def data_for_inspection() -> DataEntry | None:

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "streamlit_app.py")
+APP_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,32 @@ def navigation_not_pages_folder(monkeypatch: pytest.MonkeyPatch) -> None:
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+# --------------------------------------------------------------------------- driving the app
+
+
+def open_app(timeout_s: float = APP_TIMEOUT_S, **query: str) -> AppTest:
+    """The app's first page, run once (``query``: URL query parameters, e.g. ``s=token``)."""
+    at = AppTest.from_file(APP, default_timeout=timeout_s)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, label_start: str):
+    """The first button whose label starts with ``label_start``."""
+    matches = [b for b in at.button if b.label.startswith(label_start)]
+    assert matches, f"no button starting with {label_start!r}: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def load_demo(at: AppTest) -> None:
+    """Presses "Load the ready demo checkpoint"."""
+    button(at, "Load the ready demo checkpoint").click().run()
+    assert not at.exception, at.exception
 
 
 # --------------------------------------------------------------------------- hostile checkpoints

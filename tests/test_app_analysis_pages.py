@@ -17,7 +17,7 @@ from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.training import TrainConfig
-from tests.app_support import APP, ROOT, app_home, home, navigation_not_pages_folder  # noqa: F401
+from tests.app_support import APP, ROOT, app_home, button, home, navigation_not_pages_folder  # noqa: F401
 
 TIMEOUT_S = 60
 CATEGORY = "carpet_weave"
@@ -50,12 +50,6 @@ def open_page(page: str, tiny: tuple[Detector, CategoryData, Path] | None = None
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
-
-
-def button(at: AppTest, label_start: str):
-    matches = [b for b in at.button if b.label.startswith(label_start)]
-    assert matches, f"no button starting with {label_start!r}: {[b.label for b in at.button]}"
-    return matches[0]
 
 
 @pytest.mark.parametrize("page", ["pages/evaluate.py", "pages/latent.py", "pages/learn.py"])

@@ -24,13 +24,15 @@ from tests.app_support import (  # noqa: F401 - fixtures
     APP,
     ROOT,
     app_home,
+    button,
     home,
     hostile_corpus,
+    load_demo,
     navigation_not_pages_folder,
+    open_app,
 )
 
 DEMO_CHECKPOINT = ROOT / "assets" / "demo_carpet_weave.safetensors"
-TIMEOUT_S = 120
 TRAIN_TIMEOUT_S = 120
 MAX_RSS_GROWTH_MIB = 150
 needs_demo = pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="the demo checkpoint is missing")
@@ -145,26 +147,6 @@ def test_checkpoint_names_are_unique(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the app
-
-
-def open_app(**query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def button(at: AppTest, label_start: str):
-    matches = [b for b in at.button if b.label.startswith(label_start)]
-    assert matches, f"no button starting with {label_start!r}: {[b.label for b in at.button]}"
-    return matches[0]
-
-
-def load_demo(at: AppTest) -> None:
-    button(at, "Load the ready demo checkpoint").click().run()
-    assert not at.exception, at.exception
 
 
 @needs_demo

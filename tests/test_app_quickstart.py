@@ -9,14 +9,12 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from app import loaders, quickstart, state
 from cainnflow.demo_data import render_demo_sample
 from cainnflow.detector import Detector
-from tests.app_support import APP, ROOT, app_home, home, navigation_not_pages_folder  # noqa: F401
+from tests.app_support import APP, ROOT, app_home, home, load_demo, navigation_not_pages_folder, open_app  # noqa: F401
 
-TIMEOUT_S = 120
 LIGHT_MODULES = (
     "app.warmup",
     "app.state",
@@ -72,15 +70,13 @@ def torch_loading(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
 
 def test_quick_start_then_the_same_model_on_pytorch(torch_loading: threading.Event) -> None:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    at.run()
-    assert not at.exception, at.exception
+    at = open_app()
     assert any("Loading PyTorch" in info.value for info in at.info)
     labels = [b.label for b in at.button]
     assert "Load the ready demo checkpoint" in labels and "Train" not in labels
     assert any("PyTorch is loading" in c.value for c in at.sidebar.caption)
 
-    next(b for b in at.button if b.label.startswith("Load the ready")).click().run()
+    load_demo(at)
     assert not at.exception, at.exception
     assert any("Loaded the demo checkpoint" in s.value for s in at.success)
     entry = at.session_state[state.MODEL]

@@ -14,30 +14,16 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app import state
-from tests.app_support import APP, ROOT, app_home, home, navigation_not_pages_folder  # noqa: F401
+from tests import app_support
+from tests.app_support import APP, ROOT, app_home, button, home, navigation_not_pages_folder, open_app  # noqa: F401
 
 DEMO_CHECKPOINT = ROOT / "assets" / "demo_carpet_weave.safetensors"
 PAGES = ("pages/train.py", "pages/inspect.py", "pages/evaluate.py", "pages/latent.py", "pages/learn.py")
-TIMEOUT_S = 120
 TRAIN_TIMEOUT_S = 90
 
 
-def open_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def button(at: AppTest, label_start: str):
-    matches = [b for b in at.button if b.label.startswith(label_start)]
-    assert matches, f"no button starting with {label_start!r}: {[b.label for b in at.button]}"
-    return matches[0]
-
-
 def load_demo(at: AppTest) -> None:
-    button(at, "Load the ready demo checkpoint").click().run()
-    assert not at.exception, at.exception
+    app_support.load_demo(at)
     assert any("demo checkpoint" in s.value for s in at.success), [e.value for e in at.error]
 
 

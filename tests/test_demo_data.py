@@ -80,7 +80,9 @@ def test_test_split_is_usable_before_the_training_images(tmp_path):
     full = load_mvtec_category(root, "carpet_weave")
     shutil.rmtree(cat_dir / "train")  # as if the training images were still being written
     (cat_dir / COMPLETE_MARKER).unlink()
-    assert demo_test_split_ready(root, "carpet_weave") and not demo_dataset_ready(root, categories=("carpet_weave",))
+    assert demo_test_split_ready(root, "carpet_weave") and not demo_dataset_ready(
+        root, categories=("carpet_weave",)
+    )
     with pytest.raises(DataError, match="no training images"):
         load_mvtec_category(root, "carpet_weave")
     preview = load_mvtec_category(root, "carpet_weave", require_train=False)
