@@ -35,6 +35,7 @@ with quickstart.page_run():  # PyTorch imports in the background while no page i
     navigation = st.navigation(pages)  # first, so the page list shows at once
     quickstart.start()
     state.init_state()  # this session's token, and what a reload restores
+    st.session_state[state.ROUTED] = True  # pages opened without the router hand over to it
     state.resolve_pending_data(wait=False)  # demo data generated since the demo model was loaded
     need = needs.get(navigation.url_path, "torch")
     if need == "torch":

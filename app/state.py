@@ -62,6 +62,7 @@ NOTICE = "cf_notice"  # (kind, text, model version) of the last load / save acti
 UPLOADS = "cf_uploads"  # {name: bytes} images uploaded on any page, kept for the session
 SCORE_CACHE = "cf_score_cache"  # OrderedDict[(model version, digest), scored image]
 PENDING_DATA = "cf_pending_data"  # DataRef of demo data still being generated, to become current
+ROUTED = "cf_routed"  # True once the router (streamlit_app.py) has run in this session
 
 # Widget keys of the Train / load page (kept here so restore and views agree).
 K_SOURCE = "train_source"
@@ -248,6 +249,19 @@ def _restore() -> None:
         notes.append("the training job")
     if notes:
         st.session_state[RESTORED] = "Restored after reload: " + ", ".join(notes) + "."
+
+
+def require_router() -> None:
+    """Hands a page over to the router when Streamlit ran it without one.
+
+    Until the first ``st.navigation`` call after a server start, Streamlit treats ``pages/``
+    as a legacy page folder: a page opened by its own address (a bookmark) then runs alone,
+    with file names for navigation and no sidebar. The router marks every session it runs
+    (:data:`ROUTED`); a page without the mark switches to the router, which opens the app on
+    its first page with the same query (the session token of a bookmark comes along).
+    """
+    if not st.session_state.get(ROUTED):
+        st.switch_page("streamlit_app.py", query_params=st.query_params.to_dict())  # keeps ?s=token
 
 
 def init_state() -> None:

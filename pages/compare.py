@@ -2,7 +2,11 @@
 
 import streamlit as st
 
-from app import compare_view as view
+from app import state
+
+state.require_router()  # opened by its own address before the router ran: hand over
+
+from app import compare_view as view  # noqa: E402
 
 st.title("Compare models")
 st.caption(

@@ -2,8 +2,12 @@
 
 import streamlit as st
 
-from app import display, state
-from app import evaluation_view as view
+from app import state
+
+state.require_router()  # opened by its own address before the router ran: hand over
+
+from app import display  # noqa: E402
+from app import evaluation_view as view  # noqa: E402
 
 st.title("Evaluate & threshold")
 st.caption(

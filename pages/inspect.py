@@ -2,9 +2,13 @@
 
 import streamlit as st
 
-from app import display, state
-from app import inspect_view as view
-from cainnflow.errors import CainnflowError
+from app import state
+
+state.require_router()  # opened by its own address before the router ran: hand over
+
+from app import display  # noqa: E402
+from app import inspect_view as view  # noqa: E402
+from cainnflow.errors import CainnflowError  # noqa: E402
 
 entry = state.require_model(torch=False)  # the demo model's ONNX twin will do
 st.title("Inspect")

@@ -2,7 +2,11 @@
 
 import streamlit as st
 
-from app import latent_view, learn_view, state
+from app import state
+
+state.require_router()  # opened by its own address before the router ran: hand over
+
+from app import latent_view, learn_view  # noqa: E402
 
 DEFAULT_CHANNELS = 64
 

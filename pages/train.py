@@ -2,7 +2,11 @@
 
 import streamlit as st
 
-from app import quickstart
+from app import state
+
+state.require_router()  # opened by its own address before the router ran: hand over
+
+from app import quickstart  # noqa: E402
 
 st.title("Train / load")
 st.caption(

@@ -353,3 +353,34 @@ def test_a_closed_tabs_training_stops(chromium: str, server: tuple[str, Path]) -
             assert _slots_in_use(other) == 0, "the closed tab's training job still runs"
         finally:
             browser.close()
+
+
+def test_a_bookmarked_page_on_a_fresh_server_opens_the_app(
+    chromium: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Before the first ``st.navigation`` call Streamlit treats ``pages/`` as a legacy page folder:
+    a page opened by its own address must hand over to the router (with its session token)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    home = tmp_path_factory.mktemp("bookmark_home")
+    token = "bookmarked-session-token-0123"
+    (home / "sessions" / token).mkdir(parents=True)
+    log_path = tmp_path_factory.mktemp("bookmark_log") / "streamlit.log"
+    with (
+        log_path.open("wb") as log,
+        streamlit_server(home, log, SERVER_START_TIMEOUT_S) as url,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{url}/evaluate?s={token}", timeout=STEP_TIMEOUT_MS)
+            page.get_by_role("heading", name="Train / load").wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
+            wait_idle(page)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            expect(nav.get_by_text("Evaluate & threshold", exact=True)).to_be_visible()
+            expect(nav.get_by_text("evaluate", exact=True)).to_have_count(0)  # no file-name navigation
+            assert f"s={token}" in page.url
+            assert_no_exception(page, "a bookmarked page on a fresh server")
+        finally:
+            browser.close()
