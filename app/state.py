@@ -9,6 +9,7 @@ open it without the token, and the app never lists other sessions' folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.errors import CainnflowError
@@ -260,7 +262,10 @@ def require_router() -> None:
     (:data:`ROUTED`); a page without the mark switches to the router, which opens the app on
     its first page with the same query (the session token of a bookmark comes along).
     """
-    if not st.session_state.get(ROUTED):
+    if st.session_state.get(ROUTED):
+        return
+    # A page run on its own (a test of one page) has no router to hand over to: it renders.
+    with contextlib.suppress(StreamlitAPIException):
         st.switch_page("streamlit_app.py", query_params=st.query_params.to_dict())  # keeps ?s=token
 
 
