@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DEFAULT_MVTEC_ROOT, PAPER_TABLE2_BOTTLE, PAPER_TABLE3_BOTTLE
+from cainnflow.cli import add_sweep_parser, run_sweep_command
 from cainnflow.errors import CainnflowError
-from cainnflow.sweep import add_sweep_parser, run_sweep_command
 
 DEFAULTS = [
     "--data-root",

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,7 +23,10 @@ from . import __version__
 from .device import DEVICE_CHOICES
 from .errors import CainnflowError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .sweep import SweepProgress
+
+__all__ = ["add_sweep_parser", "main", "run_sweep_command"]
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -83,8 +87,6 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     _add_scoring_commands(sub)
-    from .sweep import add_sweep_parser
-
     add_sweep_parser(sub)
     return parser
 
@@ -333,10 +335,108 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep_command
+def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
+    """Adds the ``sweep`` subcommand to a parser's subparsers (also used by ``benchmarks/sweep.py``)."""
+    from .registry import BACKBONES
+    from .subnet import VARIANTS
+    from .training import TrainConfig
 
-    return run_sweep_command(args)
+    p = subparsers.add_parser(
+        "sweep",
+        help="train and evaluate every combination of settings (Ray tasks; resumable)",
+        description=(
+            "Every combination of categories x backbones x variants x steps x image sizes x seeds is "
+            "trained and evaluated as a Ray task (a local Ray unless --address joins a cluster). "
+            "Each finished trial appends a row to OUT/results.csv and writes OUT/checkpoints/KEY.safetensors; "
+            "rerunning the same command skips finished trials. OUT/table.md holds the paper-format table."
+        ),
+    )
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="MVTec-layout root (every worker must see it)"
+    )
+    p.add_argument("--categories", nargs="+", required=True)
+    p.add_argument("--backbones", nargs="+", default=None, choices=sorted(BACKBONES), metavar="BACKBONE")
+    p.add_argument("--variants", nargs="+", default=None, choices=VARIANTS)
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="coupling blocks per scale")
+    p.add_argument("--image-sizes", type=int, nargs="+", default=None, help="default: each backbone's")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument(
+        "--epochs", type=int, default=None, help="default: the library's step budget with early stopping"
+    )
+    p.add_argument("--lr", type=float, default=None, help=f"default: {TrainConfig.lr:g}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default: {TrainConfig.batch_size}")
+    p.add_argument("--weights", default="auto", help="backbone weights: auto, random (tests only), or a file")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--out", type=Path, required=True, help="folder for results.csv, table.md, checkpoints/")
+    p.add_argument("--address", default=None, help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
+    p.add_argument("--no-ray", action="store_true", help="run the trials one after another in this process")
+    return p
+
+
+def _print_sweep_progress(p: SweepProgress) -> None:
+    if p.trial is None:
+        print(
+            f"sweep: {p.total} trials, {p.skipped} already finished, {p.total - p.skipped} to run", flush=True
+        )
+        return
+    head = f"[{p.done}/{p.total}] {p.trial.label}"
+    if p.error is not None:
+        print(f"{head}: FAILED: {p.error}", flush=True)
+        return
+    r = p.result
+    assert r is not None
+    ms = "n/a" if r.ms_per_image is None else f"{r.ms_per_image:.1f}"
+    print(
+        f"{head}: image AUROC {_fmt(r.image_auroc)}  pixel AUROC {_fmt(r.pixel_auroc)}  AUPRO {_fmt(r.aupro)}"
+        f"  train {r.train_s:.1f} s  {ms} ms/image  {r.device}@{r.host}",
+        flush=True,
+    )
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Runs ``python -m cainnflow sweep``; 0 when every trial finished, 2 when some failed."""
+    from .sweep import RayUnavailableError, SweepGrid, run_sweep
+    from .sweep.ray_backend import import_ray
+
+    if args.no_ray and args.address:
+        raise CainnflowError("--address joins a Ray cluster; it cannot be combined with --no-ray")
+    if not args.no_ray:
+        try:
+            import_ray()
+        except RayUnavailableError as exc:
+            raise RayUnavailableError(f"{exc}; or run the trials serially with --no-ray") from exc
+    grid = SweepGrid(
+        categories=tuple(args.categories),
+        backbones=tuple(args.backbones or ()),
+        variants=tuple(args.variants or ()),
+        steps=tuple(args.steps or ()),
+        image_sizes=tuple(args.image_sizes or (None,)),
+        seeds=tuple(args.seeds),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        weights=str(args.weights),
+    )
+    summary = run_sweep(
+        grid,
+        args.out,
+        args.data_root,
+        use_ray=not args.no_ray,
+        address=args.address,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        device=args.device,
+        on_progress=_print_sweep_progress,
+    )
+    print()
+    print(summary.table, end="")
+    print(
+        f"\n{summary.ran} trials run, {summary.skipped} skipped (already finished), {len(summary.failed)} failed "
+        f"in {summary.seconds:.1f} s; results in {summary.results_path}, table in {summary.table_path}"
+    )
+    return EXIT_ERROR if summary.failed else 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -361,7 +461,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "predict": _cmd_predict,
     "export": _cmd_export,
-    "sweep": _cmd_sweep,
+    "sweep": run_sweep_command,
 }
 
 

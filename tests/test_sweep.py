@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cainnflow.cli import add_sweep_parser, run_sweep_command
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
@@ -24,12 +25,11 @@ from cainnflow.sweep import (
     SweepProgress,
     Trial,
     TrialResult,
-    add_sweep_parser,
     paper_table,
     parse_results,
     read_results,
+    results_csv,
     run_sweep,
-    run_sweep_command,
 )
 from cainnflow.training import TrainConfig, TrainProgress
 
@@ -139,10 +139,8 @@ def test_no_ray_sweep_writes_rows_checkpoints_and_table_and_resumes(
 
 
 def test_results_of_another_data_root_are_refused(demo_root: Path, tmp_path: Path) -> None:
-    from cainnflow.sweep import _results_csv
-
     elsewhere = _result(CATEGORIES[0], "CAC", 0, 0.9, 0.9)
-    (tmp_path / RESULTS_FILE).write_bytes(_results_csv([elsewhere]))
+    (tmp_path / RESULTS_FILE).write_bytes(results_csv([elsewhere]))
     with pytest.raises(CainnflowError, match="another data root"):
         run_sweep(_grid(), tmp_path, demo_root, use_ray=False)
 
@@ -187,12 +185,10 @@ def test_paper_table_averages_seeds_and_categories() -> None:
 
 def test_results_round_trip_and_bad_files() -> None:
     results = [_result("a", "CAC", 0, 0.9, None), _result("b", "CC", 1, 0.7, 0.6)]
-    from cainnflow.sweep import _results_csv
-
-    assert parse_results(_results_csv(results).decode()) == results
+    assert parse_results(results_csv(results).decode()) == results
     with pytest.raises(DataError, match="missing"):
         parse_results("category,variant\na,CAC\n")
-    text = _results_csv(results).decode().replace(",1,64,", ",one,64,", 1)
+    text = results_csv(results).decode().replace(",1,64,", ",one,64,", 1)
     with pytest.raises(DataError, match="line 2"):
         parse_results(text)
 
@@ -292,8 +288,6 @@ def test_compare_page_draws_a_sweep_from_the_runs_folder(
 ) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from cainnflow.sweep import _results_csv
-
     monkeypatch.setenv("CAINNFLOW_HOME", str(tmp_path))
     results = [
         _result(category, variant, seed, 0.9 + 0.01 * seed, 0.95 - 0.01 * steps)
@@ -303,7 +297,7 @@ def test_compare_page_draws_a_sweep_from_the_runs_folder(
     ]
     sweep_dir = tmp_path / "runs" / "grid"
     sweep_dir.mkdir(parents=True)
-    (sweep_dir / RESULTS_FILE).write_bytes(_results_csv(results))
+    (sweep_dir / RESULTS_FILE).write_bytes(results_csv(results))
     broken = tmp_path / "runs" / "broken"
     broken.mkdir()
     (broken / RESULTS_FILE).write_text("category,variant\na,CAC\n")

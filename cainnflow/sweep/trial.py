@@ -1,0 +1,80 @@
+"""One trial of a sweep, trained and evaluated in this process: a :class:`TrialOutcome` or an error."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import load_mvtec_category
+from ..detector import Detector
+from .grid import Trial
+
+__all__ = ["TrialFailure", "TrialOutcome", "failure", "run_trial"]
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a trial sends back to the process that records it (metrics as in ``TrialResult``)."""
+
+    image_auroc: float | None
+    pixel_auroc: float | None
+    aupro: float | None
+    train_s: float
+    ms_per_image: float | None
+    device: str
+    host: str
+    checkpoint: bytes
+
+
+@dataclass(frozen=True)
+class TrialFailure:
+    """A trial that raised: which one, and the error in one line (``"DataError: …"``)."""
+
+    trial: Trial
+    error: str
+
+
+def failure(trial: Trial, exc: BaseException) -> TrialFailure:
+    """The record of ``trial`` failing with ``exc`` (the last line of a multi-line message)."""
+    text = str(exc).strip()
+    last = text.splitlines()[-1] if text else ""
+    return TrialFailure(trial, f"{type(exc).__name__}: {last}" if last else type(exc).__name__)
+
+
+def run_trial(
+    trial: Trial, data_root: str | Path, *, device: str = "auto", threads: int | None = None
+) -> TrialOutcome:
+    """Trains and evaluates one trial in this process.
+
+    Args:
+        trial: the settings.
+        data_root: MVTec-layout root holding ``trial.category``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        threads: torch CPU threads (None: leave as is).
+
+    Raises:
+        CainnflowError: bad data, unavailable weights, or training that cannot go on.
+    """
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    data = load_mvtec_category(data_root, trial.category)
+    detector = Detector.create(trial.model_config(), weights=trial.weights, device=device)
+    history = detector.fit(data, trial.train_config())
+    detector.info["sweep_key"] = trial.key
+    image = pixel = pro = ms = None
+    if data.has_test:
+        result = detector.evaluate(data)
+        image, pixel, pro, ms = result.image_auroc, result.pixel_auroc, result.aupro, result.ms_per_image
+    return TrialOutcome(
+        image_auroc=image,
+        pixel_auroc=pixel,
+        aupro=pro,
+        train_s=history.feature_seconds + history.train_seconds,
+        ms_per_image=ms,
+        device=str(detector.device),
+        host=socket.gethostname(),
+        checkpoint=detector.to_bytes(),
+    )
