@@ -18,7 +18,7 @@ import streamlit as st
 from cainnflow.errors import CainnflowError
 from cainnflow.sweep import RESULTS_FILE, TrialResult, paper_table, parse_results
 
-from . import figures, loaders
+from . import figures, hosting, loaders
 
 __all__ = ["METRICS", "pivot", "render", "results_frame", "runs_dir", "table_figure"]
 
@@ -126,6 +126,12 @@ def _read_source() -> tuple[str, str] | None:
     folder = runs_dir()
     found = _found_results(folder)
     if not found:
+        if hosting.is_hosted():  # strangers learn nothing about the server's folders
+            st.info(
+                "No sweeps in this server's runs folder yet. Its operator runs them with `--out` "
+                f"inside `$CAINNFLOW_HOME/{RUNS_DIRNAME}`; you can upload a results.csv."
+            )
+            return None
         st.info(
             f"No sweeps in {folder} yet. Run one with its `--out` inside that folder, e.g. "
             f"`python -m cainnflow sweep --data-root ROOT --categories bottle --variants CAC CC "

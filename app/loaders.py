@@ -119,16 +119,21 @@ def open_data(ref: object, session_dir: Path) -> CategoryData:
     source, root, category = ref.source, ref.root, ref.category  # type: ignore[attr-defined]
     home = app_home()
     if source == "demo":
+        from cainnflow.demo_data import DEMO_CATEGORIES
+
+        if category not in DEMO_CATEGORIES:
+            raise DataError(f"there is no demo category {category[:40]!r}")
         return load_category("demo", "", category)
     if source == "upload":
-        if not _UPLOAD_ID.match(root):
-            raise DataError("the recorded upload id is not valid")
+        if not _UPLOAD_ID.match(root) or not hosting.is_folder_name(category):
+            raise DataError("the recorded upload is not valid")
         folder = session_dir / "uploads" / root
-        if not folder.is_dir():
+        if not (folder / category).is_dir():
             raise DataError("that upload belongs to another session or was removed; upload the data again")
         return load_upload_folder(folder, category)
     if source == "mvtec":
-        return load_category("mvtec", str(hosting.allowed_path(root, home)), category)
+        cat_dir = hosting.allowed_category(hosting.allowed_path(root, home), category, home)
+        return load_category("mvtec", str(cat_dir.parent), cat_dir.name)
     if source == "custom":
         extra = {
             key: str(hosting.allowed_path(value, home)) if value else None

@@ -25,7 +25,7 @@ from streamlit.errors import StreamlitAPIException
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.errors import CainnflowError
 
-from . import jobs, loaders, quickstart, warmup
+from . import hosting, jobs, loaders, quickstart, warmup
 from .loaders import unique_checkpoint_path
 
 if TYPE_CHECKING:  # PyTorch: this module is imported before it is (see app.quickstart)
@@ -128,7 +128,7 @@ class DataRef:
         values = {k: raw.get(k, "") for k in ("source", "root", "category", "test_good", "defect", "masks")}
         if not all(isinstance(v, str) and len(v) < 4096 for v in values.values()):
             return None
-        if values["source"] not in cls.SOURCES or not values["category"]:
+        if values["source"] not in cls.SOURCES or not hosting.is_folder_name(values["category"]):
             return None
         return cls(**values)
 

@@ -313,6 +313,37 @@ def _parse_history(value: Any) -> TrainingHistory | None:
     return history
 
 
+DATASET_FIELDS = ("source", "root", "category", "test_good", "defect", "masks")
+DATASET_SOURCES = ("demo", "mvtec", "custom", "upload")
+MAX_DATASET_TEXT = 4096
+MAX_CATEGORY_CHARS = 200
+
+
+def _check_dataset(value: Any) -> None:
+    """``info.dataset``: where the model's data lies, as the app records it.
+
+    Its folders are only ever opened through the app's allowed-roots check; here the record
+    itself is checked: known fields, short strings, a known source, and a category that is
+    one folder name (never a path: ``root / category`` must stay inside ``root``).
+    """
+    if value is None:
+        return
+    if not isinstance(value, dict) or not set(value) <= set(DATASET_FIELDS):
+        raise CheckpointError(f"checkpoint field info.dataset must be an object with the keys {', '.join(DATASET_FIELDS)}")
+    if not all(isinstance(v, str) and len(v) <= MAX_DATASET_TEXT and "\0" not in v for v in value.values()):
+        raise CheckpointError("checkpoint field info.dataset must hold short strings")
+    if value.get("source") not in DATASET_SOURCES:
+        raise CheckpointError(f"checkpoint field info.dataset.source must be one of {', '.join(DATASET_SOURCES)}")
+    category = value.get("category", "")
+    if (
+        not category
+        or len(category) > MAX_CATEGORY_CHARS
+        or category in (".", "..")
+        or any(sep in category for sep in ("/", "\\"))
+    ):
+        raise CheckpointError("checkpoint field info.dataset.category must be a folder name, not a path")
+
+
 def _parse_weights_source(doc: dict[str, Any]) -> WeightsSource | None:
     recorded = doc.get("backbone_weights")
     if recorded is None:
@@ -360,6 +391,7 @@ def load_detector_parts(
     info = doc.get("info") or {}
     if not isinstance(info, dict) or len(json.dumps(info)) > MAX_INFO_BYTES:
         raise CheckpointError(f"checkpoint field info must be an object of at most {MAX_INFO_BYTES} bytes")
+    _check_dataset(info.get("dataset"))
     recorded = _parse_weights_source(doc)
     embedded = doc.get("backbone_embedded")
     if not isinstance(embedded, bool):

@@ -13,8 +13,10 @@ metrics but is left out of pixel-level ones (no zero mask is ever invented).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from cainnflow.errors import DataError
 
@@ -36,6 +38,7 @@ __all__ = [
     "GOOD_TYPE",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "MAX_WORKING_SIDE",
     "MVTEC_CATEGORIES",
     "AnomalyDataset",
     "CategoryData",
@@ -78,6 +81,11 @@ DEFAULT_VAL_FRACTION = 0.15
 
 #: Largest image (in pixels) that is decoded; bigger files are refused as decompression bombs.
 MAX_IMAGE_PIXELS = 16_384 * 16_384
+#: Longest side :func:`read_image` keeps by default (the models work at 512 px or less).
+MAX_WORKING_SIDE = 2048
+#: Decodes of images above this many pixels run one at a time (their transient memory adds up).
+LARGE_DECODE_PIXELS = 16_000_000
+_LARGE_DECODES = threading.Lock()
 
 _UINT8_MAX = 255
 _UINT16_MAX = 65_535
@@ -410,6 +418,11 @@ def _shrink(image: Image.Image, max_side: int | None) -> Image.Image:
 
 def _open_image(source: ImageSource, display: str, what: str, max_side: int | None = None) -> Image.Image:
     """Open and fully decode an image, turning every failure into a one-line DataError."""
+    return _decode(source, display, what, max_side=max_side, max_pixels=MAX_IMAGE_PIXELS)
+
+
+def _open_checked(source: ImageSource, display: str, what: str, max_pixels: int) -> Image.Image:
+    """Opens an image (header only) and refuses it before decoding when it has too many pixels."""
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(bytes(source))
     elif isinstance(source, str | Path):
@@ -418,28 +431,84 @@ def _open_image(source: ImageSource, display: str, what: str, max_side: int | No
             raise DataError(f"cannot read {what} {display}: file does not exist")
         if path.is_dir():
             raise DataError(f"cannot read {what} {display}: it is a folder")
+    image = Image.open(source)
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise DataError(
+            f"cannot read {what} {display}: {width}x{height} pixels is too large "
+            f"(limit {max_pixels / 1e6:.3g} megapixels)"
+        )
+    return image
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """``image`` in a mode :meth:`PIL.Image.Image.reduce` averages correctly (P, 1, I;16 are not)."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode in _SIXTEEN_BIT_MODES and image.mode != "I":
+        return image.convert("I")
+    return image
+
+
+def _decode(
+    source: ImageSource, display: str, what: str, *, max_side: int | None, max_pixels: int
+) -> Image.Image:
+    """The decode guard every image read goes through.
+
+    Pixels are counted from the header before anything is decoded; JPEGs are decoded at a
+    reduced scale (``draft``), other formats are reduced by an integer factor right after
+    decoding, so what is kept is at most about ``2 * max_side`` wide. Decodes of more than
+    :data:`LARGE_DECODE_PIXELS` pixels run one at a time in this process, which caps the
+    transient memory of many large images arriving at once.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = _open_checked(source, display, what, max_pixels)
+            orientation = _orientation(image)
             width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(
-                    f"cannot read {what} {display}: {width}x{height} pixels is too large "
-                    f"(limit {MAX_IMAGE_PIXELS} pixels)"
-                )
-            if max_side is not None:
+            large = width * height > LARGE_DECODE_PIXELS
+            if max_side is not None and max(width, height) > max_side:
                 image.draft(image.mode, (max_side, max_side))  # JPEG: decode at a reduced scale
-            image.load()
+            with _LARGE_DECODES if large else contextlib.nullcontext():
+                image.load()
+                if max_side is not None and (factor := max(image.size) // max_side) >= 2:  # noqa: PLR2004
+                    image = _reducible(image).reduce(factor)
+            for step in _ORIENTATIONS.get(orientation, ()):  # EXIF orientation, after reducing
+                image = image.transpose(step)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"cannot read {what} {display}: image is too large ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise DataError(f"cannot read {what} {display}: not a recognised image file") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, MemoryError) as exc:
         raise DataError(f"cannot read {what} {display}: {exc}") from exc
     return image
+
+
+_ORIENTATION_TAG = 0x0112
+_ORIENTATIONS = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) recorded in an opened image; 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the image unreadable
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -482,7 +551,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(source: ImageSource, name: str | None = None, *, max_side: int | None = None) -> Image.Image:
+def read_image(
+    source: ImageSource,
+    name: str | None = None,
+    *,
+    max_side: int | None = MAX_WORKING_SIDE,
+    max_pixels: int | None = None,
+) -> Image.Image:
     """Read any image PIL can decode as an 8-bit RGB image.
 
     Handles grayscale, palette, RGBA / LA (composited on black), 16-bit and 32-bit integer
@@ -493,8 +568,11 @@ def read_image(source: ImageSource, name: str | None = None, *, max_side: int | 
         source: A path, the file bytes, a binary file-like object (for example an upload), or
             an already decoded PIL image (converted to RGB).
         name: Name to use in error messages (defaults to the file name).
-        max_side: If given, the image is shrunk (aspect kept) so neither side exceeds it;
-            JPEGs are decoded at reduced size directly. Keeps what a caller holds small.
+        max_side: The image is shrunk (aspect kept) so neither side exceeds it; JPEGs are
+            decoded at reduced size directly, other formats reduced right after decoding.
+            Default :data:`MAX_WORKING_SIDE`; None keeps the full resolution.
+        max_pixels: Refuse images with more pixels than this (counted from the header,
+            before decoding); at most :data:`MAX_IMAGE_PIXELS`.
 
     Returns:
         An RGB image.
@@ -505,11 +583,11 @@ def read_image(source: ImageSource, name: str | None = None, *, max_side: int | 
     if isinstance(source, Image.Image):
         return _shrink(_to_rgb(source), max_side)
     display = _source_name(source, name)
-    image = _open_image(source, display, "image", max_side=max_side)
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else min(max_pixels, MAX_IMAGE_PIXELS)
+    image = _decode(source, display, "image", max_side=max_side, max_pixels=limit)
     try:
-        image = ImageOps.exif_transpose(image) or image
-        return _shrink(_to_rgb(image), max_side)
-    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        return _shrink(_to_rgb(image), max_side)  # mode normalised on the reduced image
+    except (OSError, SyntaxError, ValueError, TypeError, MemoryError) as exc:
         raise DataError(f"cannot read image {display}: {exc}") from exc
 
 
@@ -535,9 +613,8 @@ def read_mask(path: str | Path, size: int | tuple[int, int]) -> np.ndarray:
     """
     path = Path(path)
     height, width = _size_hw(size)
-    image = _open_image(path, path.name, "mask")
+    image = _open_image(path, path.name, "mask")  # EXIF orientation applied there
     try:
-        image = ImageOps.exif_transpose(image) or image
         if image.mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         array = np.asarray(image)

@@ -43,8 +43,10 @@ from .runtime import (
     INPUT_NAME,
     MAX_IMAGE_SIZE,
     OUTPUT_NAMES,
+    SETTINGS_HASH,
     EngineUnavailableError,
     ExportError,
+    settings_digest,
 )
 from .speedups import fuse_conv_batchnorm
 
@@ -156,7 +158,7 @@ def export_document(detector, format: str, image_size: int, files: list[dict[str
     """The ``export.json`` document (see :mod:`cainnflow.runtime` for its validation)."""
     backbone = detector.backbone
     stats = detector.stats
-    return {
+    document = {
         "format_version": EXPORT_FORMAT_VERSION,
         "format": format,
         "library_version": __version__,
@@ -185,6 +187,8 @@ def export_document(detector, format: str, image_size: int, files: list[dict[str
         "opset": ONNX_OPSET,
         "precision": "fp32",
     }
+    document[SETTINGS_HASH] = settings_digest(document)
+    return document
 
 
 def export_detector(

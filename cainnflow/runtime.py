@@ -178,6 +178,23 @@ class ExportInfo:
 
 
 _STATS_KEYS = ("image_mean", "image_std", "image_max", "pixel_p50", "pixel_p99", "pixel_max")
+SETTINGS_HASH = "settings_sha256"
+"""``export.json`` key: SHA-256 of the fields that change scores (not the threshold, which is yours)."""
+
+
+def settings_digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of an export document's score-changing settings: input size and normalisation,
+    calibration size, score statistics and model configuration."""
+    spec = doc.get("input") if isinstance(doc.get("input"), dict) else {}
+    settings = {
+        "image_size": doc.get("image_size"),
+        "calibrated_image_size": doc.get("calibrated_image_size"),
+        "mean": spec.get("mean"),
+        "std": spec.get("std"),
+        "stats": doc.get("stats"),
+        "model": doc.get("model"),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
 def read_export_info(directory: str | Path) -> ExportInfo:
@@ -221,6 +238,11 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         raise ExportError("export.json model configuration is too large")
     backbone_doc = _field(doc, "backbone", dict)
     backbone = {key: _text(backbone_doc, key, "export.json backbone") for key in ("name", "weights_source")}
+    if SETTINGS_HASH in doc and _text(doc, SETTINGS_HASH) != settings_digest(doc):
+        raise ExportError(
+            f"{EXPORT_JSON}: image size, normalisation, statistics or model settings were changed "
+            "(they must match the graph; only the threshold may be edited)"
+        )
     files_doc = _field(doc, "files", list)
     expected = GRAPH_FILES[fmt]
     if len(files_doc) != len(expected):
@@ -292,6 +314,89 @@ def _import_engine(module: str):
         ) from exc
 
 
+# ONNX protobuf field numbers (onnx.proto3) on the paths that can hold a tensor.
+_MODEL_MESSAGES = {7: "graph", 20: "training", 25: "function"}
+_MESSAGE_FIELDS: dict[str, dict[int, str]] = {
+    "model": _MODEL_MESSAGES,
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_TENSOR_EXTERNAL_DATA = 13
+_TENSOR_DATA_LOCATION = 14
+_EXTERNAL = 1
+_MAX_NESTING = 64
+_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:  # noqa: PLR2004
+            raise ExportError("model.onnx is not a valid ONNX protobuf")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: memoryview):
+    """(field number, wire type, value) of one protobuf message (values of type bytes as views)."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            value, pos = _varint(data, pos)
+        elif wire == _BYTES:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ExportError("model.onnx is not a valid ONNX protobuf")
+            value, pos = data[pos : pos + length], pos + length
+        elif wire in (_FIXED64, _FIXED32):
+            pos, value = pos + (8 if wire == _FIXED64 else 4), None
+        else:
+            raise ExportError("model.onnx is not a valid ONNX protobuf")
+        yield number, wire, value
+
+
+def _uses_external_data(graph: bytes) -> bool:
+    """Whether any tensor of an ONNX model (subgraphs, functions, attributes included) points to a file.
+
+    Read from the protobuf wire format, so no ``onnx`` package is needed.
+    """
+    stack: list[tuple[str, memoryview, int]] = [("model", memoryview(graph), 0)]
+    while stack:
+        kind, message, depth = stack.pop()
+        if depth > _MAX_NESTING:
+            raise ExportError("model.onnx is nested too deeply")
+        for number, wire, value in _fields(message):
+            if kind == "tensor":
+                if number == _TENSOR_EXTERNAL_DATA or (
+                    number == _TENSOR_DATA_LOCATION and wire == _VARINT and value == _EXTERNAL
+                ):
+                    return True
+                continue
+            child = _MESSAGE_FIELDS.get(kind, {}).get(number)
+            if child is not None and wire == _BYTES:
+                stack.append((child, value, depth + 1))
+    return False
+
+
+def _check_input_shape(shape: Sequence[object], info: ExportInfo) -> None:
+    """The graph's own input size must be the one ``export.json`` gives (it is not hashed)."""
+    spatial = [d for d in list(shape)[2:4] if isinstance(d, int)]
+    if len(list(shape)) != 4 or any(d != info.image_size for d in spatial):  # noqa: PLR2004
+        raise ExportError(
+            f"export.json says image_size {info.image_size}, but {info.graph.name} takes input of shape "
+            f"{list(shape)}; the export was changed"
+        )
+
+
 class _OnnxRuntimeEngine:
     def __init__(self, info: ExportInfo, threads: int | None) -> None:
         ort = _import_engine("onnxruntime")
@@ -300,11 +405,13 @@ class _OnnxRuntimeEngine:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        try:
-            # From bytes: the graph cannot pull in external data files from anywhere.
-            self.session = ort.InferenceSession(
-                info.graph.read_bytes(), options, providers=["CPUExecutionProvider"]
+        graph = info.graph.read_bytes()
+        if _uses_external_data(graph):  # ONNX Runtime would read such files from the working folder
+            raise ExportError(
+                f"{info.graph.name} refers to external data files; a cainnflow export holds all its weights"
             )
+        try:
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ExportError(
                 f"ONNX Runtime cannot load {info.graph.name}: {str(exc).splitlines()[0]}"
@@ -312,6 +419,7 @@ class _OnnxRuntimeEngine:
         names = [o.name for o in self.session.get_outputs()]
         if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or names != list(OUTPUT_NAMES):
             raise ExportError(f"{info.graph.name} does not have the input/outputs of a cainnflow export")
+        _check_input_shape(self.session.get_inputs()[0].shape, info)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
@@ -334,6 +442,8 @@ class _OpenVinoEngine:
         names = [o.get_any_name() for o in self.compiled.outputs]
         if names != list(OUTPUT_NAMES):
             raise ExportError(f"{xml.name} does not have the outputs of a cainnflow export")
+        shape = self.compiled.inputs[0].get_partial_shape()
+        _check_input_shape([d.get_length() if d.is_static else None for d in shape], info)
         self.request = self.compiled.create_infer_request()
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -414,7 +524,12 @@ class ExportedDetector:
             raise DataError(
                 f"expected images of shape (N, {', '.join(map(str, expected))}), got {images.shape}"
             )
-        return self._engine.run(images)
+        maps, scores = self._engine.run(images)
+        if not (np.all(np.isfinite(scores)) and np.all(np.isfinite(maps))):
+            raise ExportError(
+                f"{self.info.graph.name} gave non-finite scores or maps; the exported graph is broken"
+            )
+        return maps, scores
 
     def predict(
         self,

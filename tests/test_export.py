@@ -323,3 +323,102 @@ def test_app_export_view_offers_a_zip(onnx_export, tmp_path):
     at.button(key="export_view_button").click().run()
     assert not at.exception
     assert at.get("download_button"), "no download offered after exporting"
+
+
+# --------------------------------------------------------------------------- hostile graphs (#16 item 2)
+
+
+def _rehash(root: Path) -> None:
+    """Makes export.json list model.onnx's current size and SHA-256 (a tamperer who rehashes)."""
+    import hashlib
+
+    graph = (root / "model.onnx").read_bytes()
+    _edit_json(root, files__0__bytes=len(graph), files__0__sha256=hashlib.sha256(graph).hexdigest())
+
+
+def _rewrite_graph(root: Path, change) -> None:
+    import onnx
+
+    model = onnx.load(str(root / "model.onnx"))
+    change(model)
+    (root / "model.onnx").write_bytes(model.SerializeToString())
+    _rehash(root)
+
+
+def _largest_float_initializer(model):
+    import onnx
+
+    floats = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    return max(floats, key=lambda t: int(np.prod(t.dims)))
+
+
+def test_a_graph_with_external_data_is_refused_and_reads_nothing(onnx_export, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    _, out = onnx_export
+    root = tmp_path / "export"
+    shutil.copytree(out, root)
+    secret = tmp_path / "cwd"
+    secret.mkdir()
+    monkeypatch.chdir(secret)
+
+    def point_at_env(model) -> None:
+        tensor = _largest_float_initializer(model)
+        values = numpy_helper.to_array(tensor)
+        (secret / ".env").write_bytes(values.astype(np.float32).tobytes())  # a file in the working folder
+        tensor.ClearField("raw_data")
+        tensor.ClearField("float_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", ".env"), ("offset", "0"), ("length", str(values.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+
+    _rewrite_graph(root, point_at_env)
+    with pytest.raises(ExportError, match="external data"):
+        load_export(root)
+
+
+def test_an_edited_image_size_is_refused_in_one_line(onnx_export, tmp_path):
+    _, out = onnx_export
+    root = tmp_path / "export"
+    shutil.copytree(out, root)
+    _edit_json(root, image_size=SIZE + 32)
+    with pytest.raises(ExportError, match="were changed"):
+        load_export(root)
+    doc = json.loads((root / "export.json").read_text())
+    del doc["settings_sha256"]  # an export without the settings hash: the graph itself is checked
+    (root / "export.json").write_text(json.dumps(doc))
+    with pytest.raises(ExportError, match=f"image_size {SIZE + 32}, but model.onnx takes input"):
+        load_export(root)
+    run = subprocess.run(
+        [sys.executable, "-m", "cainnflow", "predict", "--checkpoint", str(root), "x.png", "--out", str(tmp_path / "o")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_a_graph_that_outputs_nan_is_not_called_good(onnx_export, tmp_path):
+    from onnx import numpy_helper
+
+    _, out = onnx_export
+    root = tmp_path / "export"
+    shutil.copytree(out, root)
+
+    def poison(model) -> None:
+        tensor = _largest_float_initializer(model)
+        values = np.full(numpy_helper.to_array(tensor).shape, np.nan, dtype=np.float32)
+        tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+
+    _rewrite_graph(root, poison)
+    image = tmp_path / "part.png"
+    Image.fromarray(np.full((SIZE, SIZE, 3), 128, np.uint8)).save(image)
+    with pytest.raises(ExportError, match="non-finite"):
+        load_export(root).predict([image])
+    run = subprocess.run(
+        [sys.executable, "-m", "cainnflow", "predict", "--checkpoint", str(root), str(image), "--out", str(tmp_path / "o")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0, run.stdout
+    assert "Traceback" not in run.stderr and "non-finite" in run.stderr
