@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -164,6 +165,24 @@ def _progress_printer(quiet: bool):
     return callback
 
 
+def _check_writable(out: Path) -> None:
+    """Refuses a ``train --out`` that could not be written, before any training.
+
+    Raises:
+        CainnflowError: not a ``.safetensors`` name, a folder, or a place this process cannot write.
+    """
+    if out.suffix != ".safetensors":
+        raise CainnflowError(f"--out must end in .safetensors, got {out.name}")
+    if out.is_dir():
+        raise CainnflowError(f"--out {out} is a folder; name the checkpoint file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise CainnflowError(f"--out {out} cannot be written: {exc.strerror or exc}") from exc
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import load_mvtec_category
     from .detector import Detector
@@ -171,6 +190,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .registry import BACKBONES
     from .training import TrainConfig
 
+    _check_writable(args.out)
     data = load_mvtec_category(args.data_root, args.category)
     spec = BACKBONES[args.backbone]
     config = CAINNFlowConfig(
@@ -189,8 +209,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr if args.lr is not None else defaults.lr,
         seed=args.seed,
     )
-    if args.out.suffix != ".safetensors":
-        raise CainnflowError(f"--out must end in .safetensors, got {args.out.name}")
     detector = Detector.create(config, weights=args.weights, device=args.device)
     print(
         f"training {config.variant} flow ({config.steps} steps/scale) on {data.name}: "

@@ -147,3 +147,25 @@ def test_module_entry_point_reports_usage_errors():
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_train_refuses_an_unwritable_out_before_training(demo_root, tmp_path, where):
+    blocker = tmp_path / "blocker"
+    if where == "under_a_file":
+        blocker.write_text("a file, not a folder")
+        out = blocker / "model.safetensors"
+    else:
+        out = tmp_path / "model.safetensors"
+        out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cainnflow", "train", "--data-root", str(demo_root), "--category", CATEGORY,
+         "--out", str(out), "--epochs", "1", "--image-size", "64", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out") and "Traceback" not in proc.stderr
+    assert "training" not in proc.stderr  # refused before the model was built

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -136,6 +138,34 @@ def test_no_ray_sweep_writes_rows_checkpoints_and_table_and_resumes(
     assert run_sweep(grid, out, demo_root, use_ray=False, on_progress=reports.append).ran == 0
     assert reports == [SweepProgress(2, 2, skipped=2)]
     assert len(read_results(out / RESULTS_FILE)) == 2
+
+
+def _sweep_process(demo_root: Path, out: Path, variant: str) -> subprocess.Popen:
+    argv = ["--data-root", str(demo_root), "--categories", *CATEGORIES, "--variants", variant]
+    argv += ["--image-sizes", str(SIZE), "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-ray"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cainnflow", "sweep", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_two_concurrent_sweeps_into_one_out_keep_every_row(demo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    first, second = _sweep_process(demo_root, out, "CAC"), _sweep_process(demo_root, out, "CC")
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    rows = _rows(out / RESULTS_FILE)
+    assert sorted((r["category"], r["variant"]) for r in rows) == sorted(
+        (c, v) for c in CATEGORIES for v in ("CAC", "CC")
+    )
+    assert all((out / r["checkpoint"]).is_file() for r in rows)
+    header = (out / TABLE_FILE).read_text().splitlines()[0]
+    assert header == "| category | CAC | CC |"
 
 
 def test_results_of_another_data_root_are_refused(demo_root: Path, tmp_path: Path) -> None:

@@ -1,9 +1,16 @@
-"""Running a sweep: every trial of a grid not yet in ``results.csv``, serially or on Ray, resumable."""
+"""Running a sweep: every trial of a grid not yet in ``results.csv``, serially or on Ray, resumable.
+
+Sweeps that share an output folder (two commands, two machines on one share) merge their rows:
+``results.csv``, ``table.md`` and the checkpoints are read and written under an exclusive
+``fcntl.flock`` on ``OUT/.sweep.lock``, each new row added to what is in the file at that
+moment. A trial another sweep recorded first keeps that sweep's row and checkpoint.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,9 +24,15 @@ from .results import CHECKPOINT_DIR, RESULTS_FILE, TrialResult, read_results, re
 from .table import TABLE_FILE, paper_table
 from .trial import TrialFailure, TrialOutcome, failure, run_trial
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so sweeps sharing a folder are not merged there
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["SweepProgress", "SweepSummary", "run_sweep"]
 
 CHECKPOINT_SUFFIX = ".safetensors"
+LOCK_FILE = ".sweep.lock"
 
 
 @dataclass(frozen=True)
@@ -57,27 +70,54 @@ class SweepSummary:
     results: list[TrialResult] = field(default_factory=list)
 
 
-def _record(
-    out: Path, trial: Trial, outcome: TrialOutcome, data_root: str, results: list[TrialResult]
-) -> TrialResult:
-    """Writes the checkpoint, then the results table with the new row (each atomically)."""
-    relative = f"{CHECKPOINT_DIR}/{trial.key}{CHECKPOINT_SUFFIX}"
-    write_bytes_atomically(out / relative, outcome.checkpoint)
-    result = TrialResult(
-        trial=trial,
-        image_auroc=outcome.image_auroc,
-        pixel_auroc=outcome.pixel_auroc,
-        aupro=outcome.aupro,
-        train_s=outcome.train_s,
-        ms_per_image=outcome.ms_per_image,
-        device=outcome.device,
-        host=outcome.host,
-        checkpoint=relative,
-        data_root=data_root,
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    results.append(result)
-    write_bytes_atomically(out / RESULTS_FILE, results_csv(results))
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Holds the output folder's lock (waits for another sweep's write to end)."""
+    with (out / LOCK_FILE).open("a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_table(out: Path, results: list[TrialResult]) -> str:
+    table = paper_table(results)
+    write_bytes_atomically(out / TABLE_FILE, table.encode("utf-8"))
+    return table
+
+
+def _record(out: Path, trial: Trial, outcome: TrialOutcome, data_root: str) -> TrialResult:
+    """Adds the trial's checkpoint and row to what ``out`` holds now (under the lock, each atomically).
+
+    Returns:
+        The trial's row; another sweep's when that one recorded the same trial first.
+    """
+    with _locked(out):
+        results = read_results(out / RESULTS_FILE)
+        earlier = next((r for r in results if r.trial.key == trial.key), None)
+        if earlier is not None:
+            return earlier
+        relative = f"{CHECKPOINT_DIR}/{trial.key}{CHECKPOINT_SUFFIX}"
+        write_bytes_atomically(out / relative, outcome.checkpoint)
+        result = TrialResult(
+            trial=trial,
+            image_auroc=outcome.image_auroc,
+            pixel_auroc=outcome.pixel_auroc,
+            aupro=outcome.aupro,
+            train_s=outcome.train_s,
+            ms_per_image=outcome.ms_per_image,
+            device=outcome.device,
+            host=outcome.host,
+            checkpoint=relative,
+            data_root=data_root,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        results.append(result)
+        write_bytes_atomically(out / RESULTS_FILE, results_csv(results))
+        _write_table(out, results)
     return result
 
 
@@ -120,7 +160,8 @@ def run_sweep(
     elif address is None:
         raise DataError(f"data root {root} does not exist")
     out.mkdir(parents=True, exist_ok=True)
-    results = read_results(out / RESULTS_FILE)
+    with _locked(out):
+        results = read_results(out / RESULTS_FILE)
     others = sorted({r.data_root for r in results if r.data_root != root_text})
     if others:
         raise CainnflowError(
@@ -141,7 +182,7 @@ def run_sweep(
             failed.append(outcome)
             report(SweepProgress(done, len(trials), trial, error=outcome.error, skipped=skipped))
         else:
-            result = _record(out, trial, outcome, root_text, results)
+            result = _record(out, trial, outcome, root_text)
             report(SweepProgress(done, len(trials), trial, result=result, skipped=skipped))
 
     try:
@@ -155,8 +196,9 @@ def run_sweep(
                     outcome = failure(trial, exc)
                 finish(trial, outcome)
     finally:
-        table = paper_table(results)
-        write_bytes_atomically(out / TABLE_FILE, table.encode("utf-8"))
+        with _locked(out):
+            results = read_results(out / RESULTS_FILE)
+            table = _write_table(out, results)
     return SweepSummary(
         total=len(trials),
         skipped=skipped,
