@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +227,26 @@ def test_structural_generation_deterministic(tmp_path):
         assert _files(a / category) == _files(b / category)
         data = load_mvtec_category(a, category)
         assert data.has_masks and data.defect_types == tuple(sorted(DEMO_DEFECTS[category]))
+
+
+# Every file of a tiny generated dataset, per category (sha256 over relative path + bytes, first
+# 16 hex digits), recorded before demo_data became a package: the shipped demo checkpoint and
+# its export were trained on these bytes, so they must never change.
+PINNED_TREES = {
+    "carpet_weave": "1bdb6853d319c2b6",
+    "metal_plate": "867033ca9017b7b2",
+    "pill_disc": "2cb50daa714d48e8",
+    "circuit_board": "f7d499e83e408c9e",
+    "blister_pack": "f8853229715c3f0e",
+}
+
+
+def test_generated_files_unchanged(tmp_path):
+    root = make_demo_dataset(tmp_path, seed=0, image_size=64, n_train=2, n_test_good=1, n_test_per_defect=1)
+    assert tuple(PINNED_TREES) == DEMO_CATEGORIES
+    for category, digest in PINNED_TREES.items():
+        h = hashlib.sha256()
+        for path, payload in _files(root / category).items():
+            h.update(str(Path(category) / path).encode())
+            h.update(payload)
+        assert h.hexdigest()[:16] == digest, category
