@@ -165,6 +165,8 @@ class ScoredImage:
     amap: np.ndarray
     score: float
     digest: str
+    key: str = ""  # unique among the images shown together (widget keys, the detail choice)
+    same_as: str | None = None  # the name of an earlier image with the same bytes
 
     def gt_mask(self, size: int) -> np.ndarray | None:
         if self.input.mask_path is None:
@@ -182,25 +184,54 @@ class _Scored:
     score: float
 
 
+def _unique_upload_name(store: dict[str, bytes], name: str, data: bytes) -> str | None:
+    """The name an upload is kept under; None when this exact file is already kept.
+
+    Two different files with the same name are both kept (``x.png``, ``x (2).png``).
+    """
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, n = name, 2
+    while candidate in store:
+        if store[candidate] == data:
+            return None
+        candidate, n = f"{stem} ({n}){suffix}", n + 1
+    return candidate
+
+
 def uploaded_images(key: str, label: str = "Upload images") -> list[ImageInput]:
     """A multi-file image uploader whose files stay in the session (every page sees them).
 
     Each upload is checked and downscaled on decode (:func:`app.hosting.decode_upload`);
-    a refused file gets one warning line. The images kept so far are listed below the widget
-    with a button to forget them.
+    a refused file gets one warning line. Uploads are kept in the session's folder, so a
+    reload brings them back. The images kept so far are listed below the widget with a
+    button to forget them.
     """
     store = state.upload_store()
     generation = st.session_state.setdefault(f"{key}_generation", 0)
     files = st.file_uploader(
         label, type=list(UPLOAD_IMAGE_TYPES), accept_multiple_files=True, key=f"{key}_{generation}"
     )
+    seen: dict[str, str] = st.session_state.setdefault(f"{key}_seen", {})  # upload id -> name kept
     for file in files or []:
-        if file.name in store:
+        if file.file_id in seen:
             continue
         try:
-            store[file.name] = hosting.decode_upload(file.getvalue(), file.name)
+            data = hosting.decode_upload(file.getvalue(), file.name)
+            name = _unique_upload_name(store, file.name, data)
+            if name is not None:
+                state.keep_upload(name, data)
         except CainnflowError as exc:
             st.warning(f"Skipped an image: {exc}", icon=":material/broken_image:")
+            name = None
+        except Exception as exc:
+            st.warning(
+                f"Skipped an image: cannot read {file.name[:80]} ({type(exc).__name__})",
+                icon=":material/broken_image:",
+            )
+            name = None
+        seen[file.file_id] = name or ""
+        if name is not None and name != file.name:
+            st.caption(f"Another upload is already called {file.name}: this one is kept as **{name}**.")
     if store:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.caption(
@@ -213,8 +244,9 @@ def uploaded_images(key: str, label: str = "Upload images") -> list[ImageInput]:
 
 
 def _forget_uploads(key: str) -> None:
-    state.upload_store().clear()
+    state.forget_uploads()
     st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
+    st.session_state.pop(f"{key}_seen", None)
 
 
 def upload_picker(key: str) -> ImageInput | None:
@@ -241,8 +273,9 @@ def score_images(
     """Scores images with the current model, reusing this session's earlier results.
 
     Results are cached per session by (model version, image bytes hash), so moving a slider
-    or re-selecting an image never scores it again. An image given twice (the same bytes) is
-    returned once, as its first occurrence.
+    or re-selecting an image never scores it again. An image given twice (the same bytes
+    under two names, e.g. an upload of a picked test image) is scored once and listed under
+    both names, each with its own :attr:`ScoredImage.key`.
 
     Returns:
         The scored images (in input order) and one message per image that could not be read.
@@ -252,17 +285,17 @@ def score_images(
     todo: dict[str, Image.Image] = {}
     digests = [file_digest(item.data) for item in inputs]
     readable: list[tuple[ImageInput, str]] = []
-    seen: set[str] = set()
+    unreadable: set[str] = set()
     for item, digest in zip(inputs, digests, strict=True):
-        if digest in seen:
+        if digest in unreadable:
             continue
-        seen.add(digest)
         key = (entry.version, digest)
         if key not in cache and digest not in todo:
             try:
-                todo[digest] = read_image(item.data, name=item.name)
+                todo[digest] = read_image(item.data, name=item.name, max_side=hosting.KEEP_SIDE)
             except CainnflowError as exc:
                 errors.append(str(exc))
+                unreadable.add(digest)
                 continue
         readable.append((item, digest))
     if todo:
@@ -272,11 +305,18 @@ def score_images(
         ):
             cache[(entry.version, digest)] = _Scored(image, amap.astype(np.float32), float(score))
     results = []
-    for item, digest in readable:
+    first_name: dict[str, str] = {}
+    for position, (item, digest) in enumerate(readable):
         key = (entry.version, digest)
         cache.move_to_end(key)
         hit = cache[key]
-        results.append(ScoredImage(item, hit.image, hit.amap, hit.score, digest))
+        same_as = first_name.setdefault(digest, item.name)
+        results.append(
+            ScoredImage(
+                item, hit.image, hit.amap, hit.score, digest, key=f"{position}_{digest}",
+                same_as=None if same_as == item.name else same_as,
+            )
+        )  # fmt: skip
     while len(cache) > SCORE_CACHE_SIZE:
         cache.popitem(last=False)
     return results, errors

@@ -22,6 +22,7 @@ from cainnflow.metrics import confusion_at, misclassified_first, percentile_thre
 
 from . import figures, loaders, state
 from .display import render_overlay
+from .threshold import MIN_VALIDATION_IMAGES, few_validation_images, synthetic_threshold
 
 __all__ = [
     "compare_panel",
@@ -33,7 +34,7 @@ __all__ = [
     "threshold_explorer",
 ]
 
-EVAL_OWNER = "cf_eval_owner"  # the (model version, data) key the stored evaluation belongs to
+SYNTHETIC_NOTE = "cf_eval_synthetic_note"  # (owner, text) of the last threshold set from synthetic anomalies
 THRESHOLD = "cf_eval_threshold"  # slider value
 THRESHOLD_OWNER = "cf_eval_threshold_owner"
 CALIBRATED = "cf_eval_calibrated"  # {model version: threshold from validation normals}
@@ -47,8 +48,7 @@ NA_NO_MASKS = "n/a (no masks)"
 
 
 def _owner(entry: state.ModelEntry, data: state.DataEntry) -> tuple[Hashable, ...]:
-    d = data.data
-    return (entry.version, data.source, data.root, d.name, len(d.test))
+    return state.evaluation_owner(entry, data)
 
 
 def require_test_data() -> state.DataEntry:
@@ -76,13 +76,8 @@ def calibrated_threshold(entry: state.ModelEntry) -> float | None:
 def evaluation_for(entry: state.ModelEntry, data: state.DataEntry) -> EvaluationResult | None:
     """The stored evaluation of this model on this data, or a button that computes it."""
     calibrated_threshold(entry)
-    owner = _owner(entry, data)
     result = state.current_evaluation()
-    if (
-        result is not None
-        and st.session_state.get(EVAL_OWNER, owner) == owner
-        and result.category == data.data.name
-    ):
+    if result is not None and state.evaluation_is_current(result, entry, data):
         label = "Evaluate again"
     else:
         result, label = None, "Evaluate on test split"
@@ -103,8 +98,7 @@ def evaluation_for(entry: state.ModelEntry, data: state.DataEntry) -> Evaluation
             bar.empty()
             st.error(f"Evaluation failed: {exc}")
             return None
-        state.set_evaluation(result)
-        st.session_state[EVAL_OWNER] = owner
+        state.set_evaluation(result)  # kept in the session's folder too: a reload brings it back
         st.rerun()  # shows "Evaluate again" and drops the progress bar
     return result
 
@@ -241,7 +235,49 @@ def threshold_explorer(entry: state.ModelEntry, data: state.DataEntry, result: E
         start = entry.detector.threshold if entry.detector.threshold is not None else result.threshold
         st.session_state[THRESHOLD] = float(start)
         st.session_state[THRESHOLD_OWNER] = owner
+    few_validation_warning(entry, data)
     _explorer_fragment(entry, result, calibrated)
+
+
+def few_validation_warning(entry: state.ModelEntry, data: state.DataEntry) -> None:
+    """Flags a threshold set from fewer than ~10 validation images; offers one from synthetic anomalies."""
+    n_val = few_validation_images(entry.detector)
+    if n_val is None:
+        return
+    st.warning(
+        f"The model's threshold was set from only **{n_val} validation image(s)** (carved from the "
+        f"training images); with fewer than {MIN_VALIDATION_IMAGES} it is little more than their highest "
+        "score, and good images often land above it. Set it from synthetic anomalies (pasted into the "
+        "good training images; the test split is not used), or from the test split below.",
+        icon=":material/warning:",
+    )
+    same_data = state.data_mismatch() is None
+    st.button(
+        "Set from synthetic anomalies",
+        icon=":material/auto_awesome:",
+        on_click=_set_synthetic_threshold,
+        args=(entry, data),
+        disabled=not same_data or not data.data.train,
+        help="Needs the data the model was trained on." if not same_data else None,
+        key="eval_synthetic_threshold",
+    )
+    note = st.session_state.get(SYNTHETIC_NOTE)
+    if note is not None and note[0] == _owner(entry, data):
+        st.caption(note[1])
+
+
+def _set_synthetic_threshold(entry: state.ModelEntry, data: state.DataEntry) -> None:
+    try:
+        found = synthetic_threshold(entry.detector, data.data)
+    except CainnflowError as exc:
+        st.session_state[SYNTHETIC_NOTE] = (_owner(entry, data), f"Could not set it: {exc}")
+        return
+    _set_threshold(found.threshold)
+    st.session_state[SYNTHETIC_NOTE] = (
+        _owner(entry, data),
+        f"Shown threshold {found.threshold:.4g}: F1-optimal between {found.n_good} validation image(s) and "
+        f"{found.n_synthetic} synthetic anomalies. **Save threshold with the model** below to keep it.",
+    )
 
 
 @st.fragment
@@ -321,8 +357,13 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         disabled=saved is not None and abs(saved - threshold) < 1e-12,
         help="Sets the model's decision threshold (used by Inspect and in saved checkpoints).",
     ):
-        entry.detector.threshold = float(threshold)
-        st.toast(f"Threshold {threshold:.4f} saved with the model.")
+        path = state.save_threshold(threshold)
+        where = (
+            f" and written to {path.name}"
+            if path is not None
+            else " (this session's file could not be written)"
+        )
+        st.toast(f"Threshold {threshold:.4f} saved with the model{where}.")
         st.rerun(scope="app")  # the sidebar shows the threshold
     category = entry.detector.info.get("category") or result.category
     s2.download_button(

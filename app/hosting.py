@@ -50,18 +50,18 @@ __all__ = [
     "allowed_path",
     "allowed_roots",
     "check_image_header",
+    "decode_upload",
+    "dev_mode",
+    "extract_zip",
     "folder_bytes",
     "idle_sessions",
+    "is_folder_name",
+    "is_hosted",
+    "max_jobs",
     "require_room",
     "session_quota_bytes",
     "session_room",
     "session_ttl_s",
-    "decode_upload",
-    "dev_mode",
-    "extract_zip",
-    "is_folder_name",
-    "is_hosted",
-    "max_jobs",
 ]
 
 HOSTED_ENV = "CAINNFLOW_HOSTED"
@@ -193,7 +193,9 @@ def session_quota_bytes() -> int | None:
 
 def session_ttl_s() -> float | None:
     """How long an idle session and its folder are kept (``CAINNFLOW_SESSION_TTL_H``; 0: forever)."""
-    hours = _number_env(SESSION_TTL_ENV, DEFAULT_SESSION_TTL_H_HOSTED if is_hosted() else DEFAULT_SESSION_TTL_H)
+    hours = _number_env(
+        SESSION_TTL_ENV, DEFAULT_SESSION_TTL_H_HOSTED if is_hosted() else DEFAULT_SESSION_TTL_H
+    )
     return hours * 3600 if hours > 0 else None
 
 
@@ -288,7 +290,7 @@ def decode_upload(data: bytes, name: str) -> bytes:
                 and original.mode in ("RGB", "L", "P")
                 and original.getexif().get(_ORIENTATION_TAG, 1) == 1
             )
-    except Exception:  # noqa: BLE001 - decoded once already; re-encoding is always safe
+    except Exception:
         as_is = False
     return data if as_is else _png(image)
 
@@ -372,7 +374,9 @@ def extract_zip(
     except OSError as exc:  # a name the file system refuses, a full disk: nothing is left behind
         if not existed:
             shutil.rmtree(dest, ignore_errors=True)
-        raise DataError(f"the zip could not be unpacked ({exc.strerror or type(exc).__name__}); nothing was kept") from exc
+        raise DataError(
+            f"the zip could not be unpacked ({exc.strerror or type(exc).__name__}); nothing was kept"
+        ) from exc
 
 
 def _zip_plan(
@@ -406,7 +410,9 @@ def _zip_plan(
     folders = {parent.as_posix().casefold() for _, p in plan for parent in p.parents}
     clash = files & folders
     if clash:
-        raise DataError(f"the zip holds a file and a folder both named {sorted(clash)[0][:80]!r}; nothing was kept")
+        raise DataError(
+            f"the zip holds a file and a folder both named {sorted(clash)[0][:80]!r}; nothing was kept"
+        )
     if len(files) != len(plan):
         raise DataError("the zip holds two entries with the same name; nothing was kept")
     return plan

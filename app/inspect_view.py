@@ -11,7 +11,7 @@ import secrets
 import shutil
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from PIL import Image
 from cainnflow.data import Sample, find_images, read_image
 from cainnflow.errors import CainnflowError
 
-from . import display, hosting, loaders, state
+from . import display, hosting, jobs, loaders, state
 
 __all__ = ["BatchResult", "batch_panel", "choose_images", "results_panel", "score_batch"]
 
@@ -34,6 +34,7 @@ SORTS = {"score_desc": "score, highest first", "score_asc": "score, lowest first
 K_DETAIL = "inspect_detail"
 K_UPLOADS = "inspect_uploads"
 K_BATCH = "inspect_batch_result"  # BatchResult of the last batch run
+K_BATCH_UNPACKED = "inspect_batch_unpacked"  # {upload id: (folder, [(name, path)], skipped)}
 MAX_BATCH_IMAGES = 200
 BATCH_CHUNK = 8
 
@@ -142,7 +143,7 @@ def _detail(
             mime="image/png",
             icon=":material/download:",
             on_click="ignore",
-            key=f"inspect_png_{item.digest}",
+            key=f"inspect_png_{item.key}",
         )
 
 
@@ -166,9 +167,9 @@ def _gallery(
                 st.markdown(f"{_label(item)}  \nscore **{item.score:.4g}** · {mark}")
                 st.button(
                     "Details",
-                    key=f"inspect_detail_btn_{item.digest}",
+                    key=f"inspect_detail_btn_{item.key}",
                     on_click=_show_detail,
-                    args=(item.digest,),
+                    args=(item.key,),
                     type="tertiary",
                     icon=":material/zoom_in:",
                 )
@@ -226,17 +227,20 @@ def results_panel(items: list[display.ScoredImage], entry: state.ModelEntry) -> 
         items = sorted(items, key=lambda it: it.score, reverse=order == "score_desc")
     n_bad = sum(display.verdict(it.score, limits.image) == display.ANOMALOUS for it in items)
     st.markdown(f"**{len(items)}** image(s) scored · **{n_bad}** anomalous at threshold {limits.image:.4g}")
+    same = [f"{it.input.name} = {it.same_as}" for it in items if it.same_as]
+    if same:
+        st.caption("Same image under two names (scored once, shown under both): " + "; ".join(same[:6]))
     if len(items) == 1:
         _detail(items[0], entry, alpha, limits, show_gt)
         return
-    digests = [it.digest for it in items]
-    if st.session_state.get(K_DETAIL) not in digests:
-        st.session_state[K_DETAIL] = digests[0]
+    keys = [it.key for it in items]
+    if st.session_state.get(K_DETAIL) not in keys:
+        st.session_state[K_DETAIL] = keys[0]
     chosen = st.selectbox(
-        "Detail view", digests, format_func=lambda d: _label(items[digests.index(d)]), key=K_DETAIL
+        "Detail view", keys, format_func=lambda k: _label(items[keys.index(k)]), key=K_DETAIL
     )
     with st.container(border=True):
-        _detail(items[digests.index(chosen)], entry, alpha, limits, show_gt)
+        _detail(items[keys.index(chosen)], entry, alpha, limits, show_gt)
     st.markdown("##### Gallery")
     _gallery(items, entry, alpha, limits)
 
@@ -255,8 +259,16 @@ class BatchResult:
     model_version: int
 
 
+def _heatmap_name(name: str) -> str:
+    """``a/x.png`` → ``a/x_heatmap.png``: the folders of a batch name are kept."""
+    path = PurePosixPath(name)
+    return str(path.with_name(f"{path.stem}_heatmap.png"))
+
+
 def score_batch(entry: state.ModelEntry, named: list[tuple[str, bytes | Path]], progress=None) -> BatchResult:
-    """Scores images in chunks; writes a heatmap PNG per image into a zip as it goes (no maps kept)."""
+    """Scores images in chunks, streaming: each is read (through the decode guard, at most
+    :data:`app.hosting.KEEP_SIDE` wide) only when its chunk is scored, and a heatmap PNG per
+    image goes into a zip as it goes (no maps kept)."""
     detector = entry.detector
     rows: list[dict] = []
     problems: list[str] = []
@@ -267,14 +279,18 @@ def score_batch(entry: state.ModelEntry, named: list[tuple[str, bytes | Path]], 
             chunk: list[tuple[str, Image.Image]] = []
             for name, source in named[start : start + BATCH_CHUNK]:
                 try:
-                    chunk.append((name, read_image(source, name=name)))
+                    image = read_image(
+                        source, name=name, max_side=hosting.KEEP_SIDE, max_pixels=hosting.MAX_UPLOAD_PIXELS
+                    )
                 except CainnflowError as exc:
                     problems.append(str(exc))
+                    continue
+                chunk.append((name, image))
             if chunk:
                 prediction = detector.predict([image for _, image in chunk])
                 for (name, image), amap, score in zip(chunk, prediction.maps, prediction.scores, strict=True):
                     overlay = display.render_overlay(image, amap, detector, threshold=threshold)
-                    archive.writestr(f"{Path(name).stem}_heatmap.png", _png(overlay))
+                    archive.writestr(_heatmap_name(name), _png(overlay))
                     rows.append(
                         {
                             "image": name,
@@ -289,6 +305,46 @@ def score_batch(entry: state.ModelEntry, named: list[tuple[str, bytes | Path]], 
     return BatchResult(
         table, table.to_csv(index=False).encode(), buffer.getvalue(), tuple(problems), entry.version
     )
+
+
+def _unique_names(named: list[tuple[str, bytes | Path]]) -> list[tuple[str, bytes | Path]]:
+    """Names made unique (``x.png``, ``x (2).png``) so rows and heatmaps can be told apart."""
+    seen: set[str] = set()
+    out = []
+    for name, source in named:
+        candidate, n = name, 2
+        while candidate in seen:
+            path = PurePosixPath(name)
+            candidate, n = str(path.with_name(f"{path.stem} ({n}){path.suffix}")), n + 1
+        seen.add(candidate)
+        out.append((candidate, source))
+    return out
+
+
+def _unpacked_zip(file) -> tuple[list[tuple[str, Path]], list[str]]:
+    """A batch zip unpacked once per upload into the session's folder: (name, path) per image,
+    named by its path inside the zip, and the members skipped (not images)."""
+    unpacked: dict[str, tuple[Path, list[tuple[str, Path]], list[str]]] = st.session_state.setdefault(
+        K_BATCH_UNPACKED, {}
+    )
+    if file.file_id not in unpacked:
+        session = state.session_dir()
+        staging = session / "batch" / secrets.token_urlsafe(6)
+        skipped: list[str] = []
+        written = hosting.extract_zip(
+            file.getvalue(), staging, room=hosting.session_room(session), skipped=skipped
+        )
+        named = [(p.relative_to(staging).as_posix(), p) for p in sorted(written)]
+        unpacked[file.file_id] = (staging, named, skipped)
+    _, named, skipped = unpacked[file.file_id]
+    return named, skipped
+
+
+def _drop_unpacked(keep: set[str]) -> None:
+    """Removes unpacked batch zips whose upload is gone from the widget."""
+    unpacked = st.session_state.get(K_BATCH_UNPACKED) or {}
+    for file_id in [f for f in unpacked if f not in keep]:
+        shutil.rmtree(unpacked.pop(file_id)[0], ignore_errors=True)
 
 
 def _batch_inputs(mode: str) -> list[tuple[str, bytes | Path]] | None:
@@ -312,24 +368,29 @@ def _batch_inputs(mode: str) -> list[tuple[str, bytes | Path]] | None:
         accept_multiple_files=True,
         key="inspect_batch_upload",
     )
+    _drop_unpacked({f.file_id for f in files or []})
     if not files:
         return None
     named: list[tuple[str, bytes | Path]] = []
+    zips = [f for f in files if f.name.lower().endswith(".zip")]
     for file in files:
-        if file.name.lower().endswith(".zip"):
-            staging = state.session_dir() / "batch" / secrets.token_urlsafe(6)
-            try:
-                written = hosting.extract_zip(file.getvalue(), staging)
-                named.extend(
-                    (p.name, p.read_bytes()) for p in sorted(written)
-                )  # unreadable: reported per image
-            except CainnflowError as exc:
-                st.error(f"{file.name}: {exc}")
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        else:
+        if file not in zips:
             named.append((file.name, file.getvalue()))
-    return named
+            continue
+        try:
+            images, skipped = _unpacked_zip(file)
+        except CainnflowError as exc:
+            st.error(f"{file.name}: {exc}")
+            continue
+        prefix = f"{Path(file.name).stem}/" if len(zips) > 1 else ""
+        named.extend((prefix + name, path) for name, path in images)
+        if skipped:
+            st.caption(
+                f"{file.name}: {len(skipped)} file(s) that are not images left out: "
+                + ", ".join(skipped[:5])
+                + (" …" if len(skipped) > 5 else "")
+            )
+    return _unique_names(named)
 
 
 def batch_panel(entry: state.ModelEntry) -> None:
@@ -355,13 +416,20 @@ def batch_panel(entry: state.ModelEntry) -> None:
             key="inspect_batch_go",
         ):
             bar = st.progress(0.0, text="Scoring…")
-            result = score_batch(
-                entry,
-                named,
-                progress=lambda done, total: bar.progress(done / total, text=f"Scoring… {done}/{total}"),
-            )
+            try:
+                with jobs.batch_slot():  # a batch takes one of the server's job slots
+                    result = score_batch(
+                        entry,
+                        named,
+                        progress=lambda done, total: bar.progress(
+                            done / total, text=f"Scoring… {done}/{total}"
+                        ),
+                    )
+            except CainnflowError as exc:
+                st.error(f"Batch not scored: {exc}")
+            else:
+                st.session_state[K_BATCH] = result
             bar.empty()
-            st.session_state[K_BATCH] = result
     result: BatchResult | None = st.session_state.get(K_BATCH)
     if result is None or result.model_version != entry.version:
         return

@@ -14,6 +14,7 @@ from any thread); and no more than ``hosting.max_jobs()`` jobs run at once.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -41,6 +42,8 @@ __all__ = [
     "JobSnapshot",
     "TrainingJob",
     "attach_session",
+    "batch_slot",
+    "forget",
     "job_for",
     "running_jobs",
     "session_alive",
@@ -55,6 +58,7 @@ CLOSED_SESSION_MESSAGE = "Training stopped: its browser session ended."
 _registry_lock = threading.Lock()
 _jobs: dict[str, TrainingJob] = {}  # session token -> its latest job
 _sessions: dict[str, set[str]] = {}  # session token -> Streamlit session ids that used it
+_batches = 0  # batch scorings running (they take a job slot too)
 
 
 class JobLimitReached(CainnflowError):
@@ -95,8 +99,41 @@ def job_for(token: str) -> TrainingJob | None:
 
 
 def running_jobs() -> int:
+    """Training jobs and batch scorings running on this server now."""
     with _registry_lock:
-        return sum(job.snapshot().running for job in _jobs.values())
+        return sum(job.snapshot().running for job in _jobs.values()) + _batches
+
+
+def forget(token: str) -> None:
+    """Drops a session's finished job and its Streamlit session ids (the session expired)."""
+    with _registry_lock:
+        job = _jobs.get(token)
+        if job is not None and not job.snapshot().running:
+            del _jobs[token]
+        _sessions.pop(token, None)
+
+
+@contextlib.contextmanager
+def batch_slot():
+    """Holds one of the server's job slots while a batch is scored.
+
+    Raises:
+        JobLimitReached: ``hosting.max_jobs()`` jobs (trainings and batches) are running.
+    """
+    global _batches
+    limit = hosting.max_jobs()
+    with _registry_lock:
+        running = sum(j.snapshot().running for j in _jobs.values()) + _batches
+        if running >= limit:
+            raise JobLimitReached(
+                f"the server is already running {running} job(s), its limit; try again in a few minutes"
+            )
+        _batches += 1
+    try:
+        yield
+    finally:
+        with _registry_lock:
+            _batches -= 1
 
 
 def start_job(token: str, job: TrainingJob) -> TrainingJob:
@@ -107,7 +144,7 @@ def start_job(token: str, job: TrainingJob) -> TrainingJob:
     """
     limit = hosting.max_jobs()
     with _registry_lock:
-        running = sum(j.snapshot().running for j in _jobs.values())
+        running = sum(j.snapshot().running for j in _jobs.values()) + _batches
         if running >= limit:
             raise JobLimitReached(
                 f"the server is already training {running} model(s), its limit; try again in a few minutes"
@@ -170,8 +207,9 @@ class TrainingJob:
     token: str = ""
     address: str | None = None
     auto: bool = False
-    detector: Detector | None = None
+    detector: Detector | None = None  # until a session takes it (then the job no longer holds it)
     saved_path: Path | None = None
+    auto_report: dict | None = None  # what "choose settings for me" tried, kept after the detector is taken
     _state: str = "running"
     _progress: TrainProgress | None = None
     _epoch_losses: list[tuple[int, float, float | None]] = field(default_factory=list)
@@ -287,6 +325,7 @@ class TrainingJob:
             if self.dataset is not None:
                 detector.info["dataset"] = dict(self.dataset)
             detector.info["image_size"] = self.config.image_size
+            self.auto_report = detector.info.get("auto") or None
             self.detector = detector
             if not history.cancelled and self.save_dir is not None:
                 self._save(detector)
@@ -327,7 +366,8 @@ class TrainingJob:
             if self._taken or self._state not in states or self.detector is None:
                 return None
             self._taken = True
-            return self.detector
+            detector, self.detector = self.detector, None  # the session holds it now, not the server
+            return detector
 
     @property
     def taken(self) -> bool:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from . import hosting, quickstart, state
 from .loaders import detected_device
+from .threshold import few_validation_images
 
 
 def render_sidebar() -> None:
@@ -29,7 +30,9 @@ def render_sidebar() -> None:
                 f"{entry.origin}"
             )
             if det.threshold is not None:
-                st.caption(f"Threshold {det.threshold:.4g} · device {det.device}")
+                n_val = few_validation_images(det)
+                few = "" if n_val is None else f" · :orange[from only {n_val} validation image(s)]"
+                st.caption(f"Threshold {det.threshold:.4g} · device {det.device}{few}")
         data = state.current_data()
         st.markdown("### Data")
         pending = state.pending_data()

@@ -14,18 +14,20 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.errors import CainnflowError
 
-from . import hosting, jobs, loaders, quickstart, warmup
+from . import hosting, jobs, loaders, quickstart, sessions, warmup
 from .loaders import unique_checkpoint_path
 
 if TYPE_CHECKING:  # PyTorch: this module is imported before it is (see app.quickstart)
@@ -41,9 +43,14 @@ __all__ = [
     "current_evaluation",
     "current_model",
     "data_mismatch",
+    "evaluation_is_current",
+    "evaluation_owner",
+    "forget_uploads",
     "get",
     "init_state",
+    "keep_upload",
     "require_model",
+    "save_threshold",
     "session_dir",
     "session_token",
     "set_data",
@@ -75,6 +82,29 @@ K_DATA_UPLOAD = "train_data_upload"
 K_SAVED_CKPT = "train_saved_ckpt"
 K_SAVE_NAME = "train_save_name"
 
+EVAL_OWNER = "cf_eval_owner"  # evaluation_owner() of the stored evaluation
+FIELDS_WRITTEN = "cf_fields_written"  # the form fields last written to FIELDS_FILE
+EVAL_FILE = "evaluation.json"
+EVAL_ARRAYS = "evaluation.npz"
+FIELDS_FILE = "fields.json"
+MAX_FIELD_CHARS = 4096
+#: Form fields a reload brings back (text and choices of Train / load and Inspect's batch folder).
+REMEMBERED_FIELDS = (
+    "train_source",
+    "train_demo_category",
+    "train_mvtec_root",
+    "train_mvtec_category",
+    "train_custom_good",
+    "train_custom_test_good",
+    "train_custom_defect",
+    "train_custom_masks",
+    "train_upload_name",
+    "inspect_batch_folder",
+)
+UPLOADED_IMAGES = "images"  # the session's uploaded images (folder), with their index
+UPLOADS_INDEX = "index.json"
+MAX_UPLOAD_NAME = 300
+MAX_UPLOAD_BYTES = 64 * 1024**2
 URL_PARAM = "s"
 PENDING_POLL_S = 0.05
 SESSION_FILE = "session.json"
@@ -249,6 +279,11 @@ def _restore() -> None:
     if job is not None:
         st.session_state[TRAIN_JOB] = job
         notes.append("the training job")
+    if n_uploads := _restore_uploads():
+        notes.append(f"{n_uploads} uploaded image(s)")
+    if _restore_evaluation():
+        notes.append("the last evaluation")
+    _restore_fields()
     if notes:
         st.session_state[RESTORED] = "Restored after reload: " + ", ".join(notes) + "."
 
@@ -279,6 +314,10 @@ def init_state() -> None:
     jobs.attach_session(token)
     if first:
         _restore()
+        sessions.expire_idle(keep=token)
+    else:
+        _remember_fields()
+    sessions.mark_used(session_dir())
 
 
 def get(key: str) -> Any:
@@ -422,8 +461,142 @@ def current_evaluation() -> EvaluationResult | None:
     return get(EVALUATION)
 
 
-def set_evaluation(result: EvaluationResult | None) -> None:
+def evaluation_owner(entry: ModelEntry, data: DataEntry) -> tuple:
+    """What an evaluation belongs to: the model (its version) and the data it scored."""
+    d = data.data
+    return (entry.version, data.source, data.root, d.name, len(d.test))
+
+
+def set_evaluation(result: EvaluationResult | None, *, remember: bool = True) -> None:
+    """Makes ``result`` the evaluation of the current model on the current data; kept in the
+    session's folder (arrays in an ``.npz``, never a pickle) so a reload brings it back."""
     st.session_state[EVALUATION] = result
+    model, data = current_model(), current_data()
+    if result is None or model is None or data is None:
+        st.session_state[EVAL_OWNER] = None
+        return
+    st.session_state[EVAL_OWNER] = evaluation_owner(model, data)
+    if remember and data.ref is not None:
+        _save_evaluation(result, model, data.ref)
+
+
+def evaluation_is_current(result: EvaluationResult, entry: ModelEntry, data: DataEntry) -> bool:
+    return (
+        st.session_state.get(EVAL_OWNER) == evaluation_owner(entry, data)
+        and result.category == data.data.name
+    )
+
+
+def _save_evaluation(result: EvaluationResult, model: ModelEntry, ref: DataRef) -> None:
+    folder = session_dir()
+    masks = result.masks if result.masks is not None else np.zeros(result.maps.shape, dtype=bool)
+    try:
+        hosting.require_room(folder, result.maps.nbytes + masks.size // 8)
+        with (folder / EVAL_ARRAYS).open("wb") as f:
+            np.savez_compressed(
+                f,
+                maps=result.maps.astype(np.float32),
+                scores=result.scores,
+                masks=masks,
+                has_mask=result.has_mask,
+            )
+    except (CainnflowError, OSError):
+        (folder / EVAL_FILE).unlink(missing_ok=True)
+        return
+    doc = {
+        "model": model.path.name if model.path else None,
+        "data": ref.to_dict(),
+        "threshold": result.threshold,
+        "ms_per_image": result.ms_per_image,
+    }
+    _write_json(folder / EVAL_FILE, doc)
+
+
+def _restore_evaluation() -> bool:
+    """The last evaluation of this session, when it belongs to the restored model and data."""
+    from cainnflow.evaluation import evaluation_result
+
+    folder, model, data = session_dir(), current_model(), current_data()
+    if model is None or data is None or data.ref is None or not (folder / EVAL_FILE).is_file():
+        return False
+    try:
+        doc = json.loads((folder / EVAL_FILE).read_text())
+        same = (
+            isinstance(doc, dict)
+            and doc.get("model") == (model.path.name if model.path else None)
+            and DataRef.from_dict(doc.get("data")) == data.ref
+        )
+        if not same:
+            return False
+        with np.load(folder / EVAL_ARRAYS, allow_pickle=False) as arrays:
+            maps, scores = arrays["maps"], arrays["scores"]
+            masks, has_mask = arrays["masks"].astype(bool), arrays["has_mask"].astype(bool)
+        n = len(data.data.test)
+        if maps.ndim != 3 or maps.shape[0] != n or scores.shape != (n,) or masks.shape != maps.shape:
+            return False
+        threshold = float(doc["threshold"])
+        elapsed = float(doc.get("ms_per_image", 0.0)) * n / 1000.0
+        result = evaluation_result(data.data, maps, scores, masks, has_mask, threshold, elapsed)
+    except (OSError, ValueError, KeyError, TypeError, CainnflowError):
+        return False
+    set_evaluation(result, remember=False)
+    return True
+
+
+def save_threshold(threshold: float) -> Path | None:
+    """Sets the current model's threshold and rewrites its file in this session (atomically).
+
+    The shipped demo model gets a file of its own in the session first, so the saved
+    threshold survives a reload and goes into downloads and exports.
+
+    Returns:
+        The file written, or None when it could not be written (the threshold is set anyway).
+    """
+    entry = current_model()
+    if entry is None:
+        return None
+    entry.detector.threshold = float(threshold)
+    path = entry.path or unique_checkpoint_path(session_dir(), _default_name(entry.detector))
+    try:
+        entry.detector.save(path)
+    except (CainnflowError, OSError):
+        return None
+    if entry.path is None:  # the stored evaluation now belongs to this file
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            doc = json.loads((session_dir() / EVAL_FILE).read_text())
+            if doc.get("model") is None:
+                _write_json(session_dir() / EVAL_FILE, {**doc, "model": path.name})
+    entry.path = path
+    _write_session_file()
+    return path
+
+
+def _remember_fields() -> None:
+    """Writes the form fields a reload brings back, when they changed since the last run."""
+    fields = {
+        key: st.session_state[key]
+        for key in REMEMBERED_FIELDS
+        if isinstance(st.session_state.get(key), str) and len(st.session_state[key]) <= MAX_FIELD_CHARS
+    }
+    if fields == st.session_state.get(FIELDS_WRITTEN):
+        return
+    st.session_state[FIELDS_WRITTEN] = fields
+    with contextlib.suppress(OSError):
+        _write_json(session_dir() / FIELDS_FILE, fields)
+
+
+def _restore_fields() -> None:
+    try:
+        fields = json.loads((session_dir() / FIELDS_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(fields, dict):
+        return
+    for key in REMEMBERED_FIELDS:
+        value = fields.get(key)
+        if isinstance(value, str) and len(value) <= MAX_FIELD_CHARS:
+            st.session_state[key] = value
+    st.session_state[FIELDS_WRITTEN] = {k: v for k, v in fields.items() if k in REMEMBERED_FIELDS}
 
 
 def model_data_ref(detector: Detector) -> DataRef | None:
@@ -514,3 +687,65 @@ def upload_store() -> dict[str, bytes]:
     """Images uploaded in this session (name → downscaled bytes), shared by every page."""
     init_state()
     return st.session_state[UPLOADS]
+
+
+def _uploads_index() -> Path:
+    return session_dir() / UPLOADED_IMAGES / UPLOADS_INDEX
+
+
+def keep_upload(name: str, data: bytes) -> None:
+    """Adds an uploaded image to the session: in memory and in its folder (a reload restores it).
+
+    Raises:
+        DataError: the session's storage is full.
+    """
+    store = upload_store()
+    folder = session_dir() / UPLOADED_IMAGES
+    hosting.require_room(session_dir(), len(data))
+    folder.mkdir(mode=0o700, exist_ok=True)
+    file = f"{len(store):04d}_{secrets.token_hex(4)}.img"
+    (folder / file).write_bytes(data)
+    store[name] = data
+    index = _read_uploads_index()
+    index.append([name, file])
+    _write_json(_uploads_index(), index)
+
+
+def forget_uploads() -> None:
+    """Drops this session's uploaded images (memory and folder)."""
+    upload_store().clear()
+    shutil.rmtree(session_dir() / UPLOADED_IMAGES, ignore_errors=True)
+
+
+def _read_uploads_index() -> list[list[str]]:
+    try:
+        index = json.loads(_uploads_index().read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(index, list):
+        return []
+    return [
+        [name, file]
+        for name, file in (e for e in index if isinstance(e, list) and len(e) == 2)
+        if isinstance(name, str)
+        and len(name) <= MAX_UPLOAD_NAME
+        and isinstance(file, str)
+        and _FILE_RE.match(file)
+    ]
+
+
+def _restore_uploads() -> int:
+    """Brings this session's uploaded images back after a reload; returns how many."""
+    store = st.session_state[UPLOADS]
+    folder = session_dir() / UPLOADED_IMAGES
+    for name, file in _read_uploads_index():
+        path = folder / file
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_UPLOAD_BYTES:
+            store.setdefault(name, path.read_bytes())
+    return len(store)
+
+
+def _write_json(path: Path, doc: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)

@@ -113,24 +113,32 @@ def store_upload(files: list, name: str) -> state.DataRef:
         raise DataError(f"{len(files)} files; at most {MAX_DATA_UPLOAD_FILES} at once (or one zip)")
     category = loaders.safe_name(name, "my_data")
     upload_id = secrets.token_urlsafe(UPLOAD_ID_BYTES)
-    folder = state.session_dir() / "uploads" / upload_id
+    session = state.session_dir()
+    folder = session / "uploads" / upload_id
     target = folder / category
     try:
         for file in files:
             if file.name.lower().endswith(".zip"):
                 staging = folder / "_zip"
-                hosting.extract_zip(file.getvalue(), staging)
+                skipped: list[str] = []
+                hosting.extract_zip(
+                    file.getvalue(), staging, room=hosting.session_room(session), skipped=skipped
+                )
                 _place_zip(staging, target)
                 shutil.rmtree(staging, ignore_errors=True)
             else:
+                data = hosting.decode_upload(file.getvalue(), file.name)
+                hosting.require_room(session, len(data))
                 good = target / "train" / "good"
                 good.mkdir(parents=True, exist_ok=True)
-                data = hosting.decode_upload(file.getvalue(), file.name)
-                (good / f"{Path(file.name).stem[:80]}.png").write_bytes(data)
+                (good / f"{loaders.safe_name(Path(file.name).stem, 'image')}.png").write_bytes(data)
         loaders.load_upload_folder(folder, category)  # refuses data without good images now
     except CainnflowError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    except OSError as exc:  # a full disk, a name the file system refuses: one line, nothing kept
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DataError(f"the upload could not be stored ({exc.strerror or type(exc).__name__})") from exc
     return state.DataRef("upload", upload_id, category)
 
 
@@ -475,7 +483,7 @@ def _progress_panel(polling: bool) -> None:
     elif snap.state == "done":
         took = display.format_seconds((snap.finished or snap.started) - snap.started)
         entry = state.current_model()
-        current = entry is not None and entry.detector is job.detector
+        current = entry is not None and job.saved_path is not None and entry.path == job.saved_path
         saved = f" Saved as {job.saved_path.name}." if job.saved_path else ""
         st.success(
             f"Training on {snap.label} finished in {took}"
@@ -483,7 +491,7 @@ def _progress_panel(polling: bool) -> None:
             + saved,
             icon=":material/check:",
         )
-        auto = (job.detector.info.get("auto") if job.detector is not None else None) or {}
+        auto = job.auto_report or {}
         if auto.get("chosen"):
             _auto_summary(auto)
     elif snap.state == "failed":

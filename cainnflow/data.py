@@ -475,7 +475,7 @@ def _decode(
                 image.draft(image.mode, (max_side, max_side))  # JPEG: decode at a reduced scale
             with _LARGE_DECODES if large else contextlib.nullcontext():
                 image.load()
-                if max_side is not None and (factor := max(image.size) // max_side) >= 2:  # noqa: PLR2004
+                if max_side is not None and (factor := max(image.size) // max_side) >= 2:
                     image = _reducible(image).reduce(factor)
             for step in _ORIENTATIONS.get(orientation, ()):  # EXIF orientation, after reducing
                 image = image.transpose(step)
@@ -506,7 +506,7 @@ def _orientation(image: Image.Image) -> int:
     """The EXIF orientation (1-8) recorded in an opened image; 1 when absent or unreadable."""
     try:
         value = image.getexif().get(_ORIENTATION_TAG, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the image unreadable
+    except Exception:  # a broken EXIF block must not make the image unreadable
         return 1
     return value if isinstance(value, int) else 1
 
