@@ -24,7 +24,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -40,9 +40,6 @@ from .registry import BACKBONES
 from .scoring import ScoreStats
 from .training import TrainingHistory
 from .weights import WeightsOrigin, WeightsSource
-
-if TYPE_CHECKING:
-    from .detector import Detector
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -243,35 +240,35 @@ class DetectorParts:
     info: dict[str, Any]
 
 
-def detector_document(detector: Detector) -> dict[str, Any]:
+def detector_document(parts: DetectorParts) -> dict[str, Any]:
     """The JSON document stored in a detector's checkpoint."""
-    source: WeightsSource = detector.backbone.weights
+    source: WeightsSource = parts.model.backbone.weights
     return {
         "library_version": __version__,
-        "model": detector.config.to_dict(),
+        "model": parts.model.config.to_dict(),
         "backbone_weights": source.to_dict(),
         "backbone_weights_source": source.label,
         "backbone_embedded": not source.rebuildable,
-        "stats": detector.stats.to_dict() if detector.stats else None,
-        "threshold": detector.threshold,
-        "history": detector.history.to_dict() if detector.history else None,
-        "info": detector.info,
+        "stats": parts.stats.to_dict() if parts.stats else None,
+        "threshold": parts.threshold,
+        "history": parts.history.to_dict() if parts.history else None,
+        "info": parts.info,
     }
 
 
-def save_detector(detector: Detector, path: str | Path) -> Path:
+def save_detector(parts: DetectorParts, path: str | Path) -> Path:
     """Writes a detector's checkpoint (atomically): flows, and the backbone unless rebuildable by name."""
-    document = detector_document(detector)
-    tensors = {f"flows.{k}": v for k, v in detector.model.flows.state_dict().items()}
+    document = detector_document(parts)
+    tensors = {f"flows.{k}": v for k, v in parts.model.flows.state_dict().items()}
     if document["backbone_embedded"]:
-        tensors.update({f"backbone.{k}": v for k, v in detector.backbone.state_dict().items()})
+        tensors.update({f"backbone.{k}": v for k, v in parts.model.backbone.state_dict().items()})
     return write_checkpoint(path, tensors, document)
 
 
-def detector_to_bytes(detector: Detector) -> bytes:
+def detector_to_bytes(parts: DetectorParts) -> bytes:
     """A detector's checkpoint as bytes (for downloads)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return save_detector(detector, Path(tmp) / "model.safetensors").read_bytes()
+        return save_detector(parts, Path(tmp) / "model.safetensors").read_bytes()
 
 
 def _finite_or_none(value: Any, what: str) -> float | None:

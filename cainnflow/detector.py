@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .backbone import FeatureExtractor, create_backbone
-from .checkpoint import detector_to_bytes, load_detector_parts, save_detector
+from .checkpoint import DetectorParts, detector_to_bytes, load_detector_parts, save_detector
 from .data import (
     DEFAULT_VAL_FRACTION,
     AnomalyDataset,
@@ -40,7 +40,7 @@ from .data import (
 )
 from .device import autocast_dtype, resolve_device
 from .errors import DataError, TrainingError
-from .evaluation import EvaluationResult
+from .evaluation import EvaluationResult, evaluate
 from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
 from .scoring import ScoreStats
@@ -259,20 +259,29 @@ class Detector:
         cancel: Event | None = None,
     ) -> EvaluationResult:
         """Scores the test split; see :func:`cainnflow.evaluation.evaluate`."""
-        from .evaluation import evaluate
-
         return evaluate(
-            self, data, batch_size=batch_size, num_workers=num_workers, callback=callback, cancel=cancel
+            data,
+            self.score_batch,
+            self.loader(data.test, batch_size, num_workers),
+            threshold=self.threshold,
+            device=self.device,
+            callback=callback,
+            cancel=cancel,
         )
 
     # ------------------------------------------------------------------ persistence
+    @property
+    def parts(self) -> DetectorParts:
+        """What a checkpoint holds: the model, statistics, threshold, history and info."""
+        return DetectorParts(self.model, self.stats, self.threshold, self.history, self.info)
+
     def save(self, path: str | Path) -> Path:
         """Writes the detector to a ``.safetensors`` checkpoint (atomically); see :mod:`cainnflow.checkpoint`."""
-        return save_detector(self, path)
+        return save_detector(self.parts, path)
 
     def to_bytes(self) -> bytes:
         """The checkpoint as bytes (for downloads)."""
-        return detector_to_bytes(self)
+        return detector_to_bytes(self.parts)
 
     @classmethod
     def load(

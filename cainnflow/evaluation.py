@@ -31,9 +31,12 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:
-    from .detector import Detector
+    import torch
 
-__all__ = ["DefectRow", "EvaluationResult", "ImageResult", "evaluate", "evaluation_result"]
+# A batch of preprocessed images (N, 3, S, S) on the model's device -> (maps (N, S, S), scores (N,)).
+ScoreBatch = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
+
+__all__ = ["DefectRow", "EvaluationResult", "ImageResult", "ScoreBatch", "evaluate", "evaluation_result"]
 
 
 @dataclass(frozen=True)
@@ -148,17 +151,27 @@ def _defect_rows(
 
 
 def evaluate(
-    detector: Detector,
     data: CategoryData,
+    score_batch: ScoreBatch,
+    loader: torch.utils.data.DataLoader,
     *,
-    batch_size: int = 8,
-    num_workers: int = 0,
+    threshold: float | None,
+    device: torch.device,
     callback: Callable[[int, int], None] | None = None,
     cancel: Event | None = None,
 ) -> EvaluationResult:
     """Scores the test split and computes image/pixel AUROC, AUPRO and thresholds.
 
     Pixel metrics are None when no anomalous image has a mask (image-level only).
+
+    Args:
+        data: the category; ``loader`` yields ``data.test`` in order.
+        score_batch: the model's scoring of one batch (``Detector.score_batch``).
+        loader: batches ``(images, labels, masks (N, 1, S, S), has_mask (N,))``.
+        threshold: the decision threshold (None: the median score).
+        device: where ``score_batch`` runs (images are moved there; timed with a CUDA sync).
+        callback: ``(batch, n_batches)`` after each batch.
+        cancel: set to stop.
 
     Raises:
         DataError: the category has no test images.
@@ -168,8 +181,6 @@ def evaluate(
 
     if not data.test:
         raise DataError(f"category {data.name!r} has no test images to evaluate on")
-    device = detector.device
-    loader = detector.loader(data.test, batch_size, num_workers)
     maps, scores, masks, has_mask = [], [], [], []
     elapsed = 0.0
     for step, batch in enumerate(loader, start=1):
@@ -179,7 +190,7 @@ def evaluate(
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        m, s = detector.score_batch(images)
+        m, s = score_batch(images)
         m_np, s_np = m.cpu().numpy(), s.cpu().numpy()
         elapsed += time.perf_counter() - t0
         maps.append(m_np.astype(np.float32))
@@ -194,7 +205,7 @@ def evaluate(
         np.concatenate(scores),
         np.concatenate(masks),
         np.concatenate(has_mask),
-        detector.threshold,
+        threshold,
         elapsed,
     )
 
