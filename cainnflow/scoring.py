@@ -1,8 +1,9 @@
 """Anomaly maps and image scores from the flow's latents.
 
 Per scale, the anomaly of a feature position comes from its negative log-likelihood under
-``N(0, I)``, ``nll = ½ mean_c z²`` (the log-determinant is a property of the whole map, not
-of one position). Two ways to combine the scales (``combine``):
+``N(0, I)``, ``nll = ½ mean_c z²``, without the flow's log-determinant: FrEIA sums
+per-position log-scales, so each position has a log-determinant term of its own; leaving it
+out of the map is FastFlow's choice, followed here. Two ways to combine the scales (``combine``):
 
 * ``"likelihood"`` (default): ``1 − exp(−nll)`` per scale — one minus the position's
   likelihood relative to the mode, bounded in [0, 1) — averaged over scales (as FastFlow).
@@ -48,8 +49,10 @@ def latent_energy_maps(z: Sequence[Tensor]) -> list[Tensor]:
     """Per-position Gaussian energy ``½ mean_c z²`` of each scale, (N, H_i, W_i).
 
     Not a log-likelihood: it leaves out the constant ``½ log 2π`` and the flow's
-    log-determinant (a property of the whole map, not of one position), and it is a mean over
-    channels, not a sum. It ranks positions exactly as their latent log-density does.
+    log-determinant (FrEIA's is a sum of per-position log-scales, so each position has a term
+    of its own; leaving it out is FastFlow's choice, followed here), and it is a mean over
+    channels, not a sum. It ranks positions as their density in latent space does, not as the
+    features' density (which adds each position's log-determinant term).
     """
     return [0.5 * torch.mean(zi.float() ** 2, dim=1) for zi in z]
 
