@@ -16,7 +16,7 @@ from cainnflow.cli import add_sweep_parser, run_sweep_command
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
-from cainnflow.errors import CainnflowError, DataError
+from cainnflow.errors import CainnflowError, DataError, WeightsUnavailableError
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.sweep import (
     RESULT_COLUMNS,
@@ -32,6 +32,7 @@ from cainnflow.sweep import (
     read_results,
     results_csv,
     run_sweep,
+    train_remote,
 )
 from cainnflow.training import TrainConfig, TrainProgress
 
@@ -246,9 +247,26 @@ def test_ray_refuses_resources_the_cluster_lacks(demo_root: Path, tmp_path: Path
         run_sweep(_grid(), tmp_path, demo_root, gpus_per_trial=64)
 
 
-def test_train_remote_streams_progress_and_returns_a_checkpoint(demo_root: Path, local_ray) -> None:
-    from cainnflow.sweep import train_remote
+def test_a_trial_error_comes_back_typed_through_ray(demo_root: Path, tmp_path: Path, local_ray) -> None:
+    grid = _grid(categories=CATEGORIES[:1], variants=("CC",), weights=str(tmp_path / "missing.pt"))
+    summary = run_sweep(grid, tmp_path / "out", demo_root)
+    assert summary.ran == 0 and [f.trial for f in summary.failed] == grid.trials()
+    error = summary.failed[0].error
+    assert error.startswith("WeightsUnavailableError: ") and "missing.pt" in error
+    assert "\n" not in error and "Traceback" not in error
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a state dict")
+    with pytest.raises(WeightsUnavailableError, match="Cannot read weights file") as caught:
+        train_remote(
+            load_mvtec_category(demo_root, CATEGORIES[0]),
+            CAINNFlowConfig(image_size=SIZE),
+            address="auto",
+            weights=bad,
+        )
+    assert type(caught.value) is WeightsUnavailableError  # the worker's own error, not Ray's wrapper
 
+
+def test_train_remote_streams_progress_and_returns_a_checkpoint(demo_root: Path, local_ray) -> None:
     data = load_mvtec_category(demo_root, CATEGORIES[0])
     seen: list[TrainProgress] = []
     address = local_ray.get_runtime_context().gcs_address
@@ -268,8 +286,6 @@ def test_train_remote_streams_progress_and_returns_a_checkpoint(demo_root: Path,
 
 
 def test_train_remote_honours_cancel(demo_root: Path, local_ray) -> None:
-    from cainnflow.sweep import train_remote
-
     data = load_mvtec_category(demo_root, CATEGORIES[0])
     cancel = threading.Event()
 
