@@ -114,9 +114,8 @@ def _remote_training_task(
                 samples.append(Sample(path, GOOD_LABEL, GOOD_TYPE))
             data = CategoryData(name, Path(tmp), tuple(samples), ())
             if weights_file is not None:
-                weights = str(
-                    Path(tmp) / f"backbone_weights{Path(weights).suffix}"
-                )  # the loader reads by suffix
+                # the file keeps its suffix: the weights loader reads by it
+                weights = str(Path(tmp) / f"backbone_weights{Path(weights).suffix}")
                 Path(weights).write_bytes(weights_file)
             detector = Detector.create(CAINNFlowConfig.from_dict(config), weights=weights, device=device)
             detector.fit(data, TrainConfig(**train_config), callback=push, cancel=cancel)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -89,7 +89,7 @@ def _write_table(out: Path, results: list[TrialResult]) -> str:
     return table
 
 
-def _record(out: Path, trial: Trial, outcome: TrialOutcome, data_root: str) -> TrialResult:
+def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> TrialResult:
     """Adds the trial's checkpoint and row to what ``out`` holds now (under the lock, each atomically).
 
     Returns:
@@ -102,19 +102,8 @@ def _record(out: Path, trial: Trial, outcome: TrialOutcome, data_root: str) -> T
             return earlier
         relative = f"{CHECKPOINT_DIR}/{trial.key}{CHECKPOINT_SUFFIX}"
         write_bytes_atomically(out / relative, outcome.checkpoint)
-        result = TrialResult(
-            trial=trial,
-            image_auroc=outcome.image_auroc,
-            pixel_auroc=outcome.pixel_auroc,
-            aupro=outcome.aupro,
-            train_s=outcome.train_s,
-            ms_per_image=outcome.ms_per_image,
-            device=outcome.device,
-            host=outcome.host,
-            checkpoint=relative,
-            data_root=data_root,
-            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        result = replace(outcome.result, checkpoint=relative, finished_at=now)
         results.append(result)
         write_bytes_atomically(out / RESULTS_FILE, results_csv(results))
         _write_table(out, results)
@@ -182,7 +171,7 @@ def run_sweep(
             failed.append(outcome)
             report(SweepProgress(done, len(trials), trial, error=outcome.error, skipped=skipped))
         else:
-            result = _record(out, trial, outcome, root_text)
+            result = _record(out, trial, outcome)
             report(SweepProgress(done, len(trials), trial, result=result, skipped=skipped))
 
     try:

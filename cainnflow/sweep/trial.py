@@ -11,21 +11,22 @@ import torch
 from ..data import load_mvtec_category
 from ..detector import Detector
 from .grid import Trial
+from .results import TrialResult
 
 __all__ = ["TrialFailure", "TrialOutcome", "failure", "run_trial"]
 
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """What a trial sends back to the process that records it (metrics as in ``TrialResult``)."""
+    """What a trial sends back to the process that records it.
 
-    image_auroc: float | None
-    pixel_auroc: float | None
-    aupro: float | None
-    train_s: float
-    ms_per_image: float | None
-    device: str
-    host: str
+    Attributes:
+        result: its row of ``results.csv``; ``checkpoint`` and ``finished_at`` are left empty
+            for the recorder, which writes the checkpoint.
+        checkpoint: the trained detector's checkpoint (``.safetensors`` bytes).
+    """
+
+    result: TrialResult
     checkpoint: bytes
 
 
@@ -69,12 +70,17 @@ def run_trial(
         result = detector.evaluate(data)
         image, pixel, pro, ms = result.image_auroc, result.pixel_auroc, result.aupro, result.ms_per_image
     return TrialOutcome(
-        image_auroc=image,
-        pixel_auroc=pixel,
-        aupro=pro,
-        train_s=history.feature_seconds + history.train_seconds,
-        ms_per_image=ms,
-        device=str(detector.device),
-        host=socket.gethostname(),
+        result=TrialResult(
+            trial=trial,
+            image_auroc=image,
+            pixel_auroc=pixel,
+            aupro=pro,
+            train_s=history.feature_seconds + history.train_seconds,
+            ms_per_image=ms,
+            device=str(detector.device),
+            host=socket.gethostname(),
+            checkpoint="",
+            data_root=str(data_root),
+        ),
         checkpoint=detector.to_bytes(),
     )
