@@ -50,6 +50,7 @@ K_RAY_ADDRESS = "train_ray_address"  # a Ray cluster to train on (not offered on
 BUDGET_STEPS = getattr(TrainConfig, "max_steps", None)
 CNN_STAGE_CHOICES = (1, 2, 3, 4)
 K_AUTO = "train_auto"
+K_UPLOAD_NOTE = "train_upload_note"  # what an upload left out (non-images), shown once
 DATA_UPLOAD_TYPES = ("zip", *display.UPLOAD_IMAGE_TYPES)
 MAX_DATA_UPLOAD_FILES = 500
 UPLOAD_ID_BYTES = 9
@@ -92,18 +93,29 @@ def _upload_data_panel() -> None:
         key=state.K_DATA_UPLOAD,
     )
     name = st.text_input("Name of this dataset", value="my_data", key="train_upload_name", max_chars=40)
+    note = st.session_state.pop(K_UPLOAD_NOTE, None)
+    if note:
+        st.caption(note)
     if st.button("Use the uploaded images", disabled=not files, icon=":material/upload:"):
-        try:
-            with st.status("Unpacking and checking the upload…", expanded=False) as status:
-                data_ref = store_upload(files or [], name)
-                status.update(label="Upload ready", state="complete")
-        except CainnflowError as exc:
-            st.error(f"Upload refused: {exc}")
-            return
+        skipped: list[str] = []
+        with st.status("Unpacking and checking the upload…", expanded=False) as status:
+            try:
+                data_ref = store_upload(files or [], name, skipped=skipped)
+            except CainnflowError as exc:
+                status.update(label="Upload refused", state="error")
+                st.error(f"Upload refused: {exc}")
+                return
+            status.update(label="Upload ready", state="complete")
+        if skipped:
+            st.session_state[K_UPLOAD_NOTE] = (
+                f"Left out {len(skipped)} file(s) of the zip that are not images: "
+                + ", ".join(skipped[:5])
+                + (" …" if len(skipped) > 5 else "")
+            )
         _use_data(data_ref)
 
 
-def store_upload(files: list, name: str) -> state.DataRef:
+def store_upload(files: list, name: str, *, skipped: list[str] | None = None) -> state.DataRef:
     """Writes uploaded images / zips into this session's folder as ``<id>/<name>/train/good`` (+ test).
 
     Raises:
@@ -120,7 +132,6 @@ def store_upload(files: list, name: str) -> state.DataRef:
         for file in files:
             if file.name.lower().endswith(".zip"):
                 staging = folder / "_zip"
-                skipped: list[str] = []
                 hosting.extract_zip(
                     file.getvalue(), staging, room=hosting.session_room(session), skipped=skipped
                 )

@@ -275,6 +275,7 @@ def test_5_zips_keep_only_images_and_sessions_have_a_disk_cap(monkeypatch: pytes
     no_traceback(at)
     assert len(at.session_state[state.DATA].data.train) == 3
     assert hosting.folder_bytes(session_folder(at)) < MIB  # the 200 MiB of non-images were never written
+    assert any("Left out 2 file(s)" in c.value and "junk.bin" in c.value for c in at.caption)
     # With a 1 MiB cap, 2 MiB of images do not fit: one line, nothing kept.
     monkeypatch.setenv(hosting.SESSION_MB_ENV, "1")
     large = zip_of({f"big/train/good/{i}.png": noise_png(i, size=512) for i in range(3)})
