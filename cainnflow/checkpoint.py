@@ -326,11 +326,15 @@ def _check_dataset(value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, dict) or not set(value) <= set(DATASET_FIELDS):
-        raise CheckpointError(f"checkpoint field info.dataset must be an object with the keys {', '.join(DATASET_FIELDS)}")
+        raise CheckpointError(
+            f"checkpoint field info.dataset must be an object with the keys {', '.join(DATASET_FIELDS)}"
+        )
     if not all(isinstance(v, str) and len(v) <= MAX_DATASET_TEXT and "\0" not in v for v in value.values()):
         raise CheckpointError("checkpoint field info.dataset must hold short strings")
     if value.get("source") not in DATASET_SOURCES:
-        raise CheckpointError(f"checkpoint field info.dataset.source must be one of {', '.join(DATASET_SOURCES)}")
+        raise CheckpointError(
+            f"checkpoint field info.dataset.source must be one of {', '.join(DATASET_SOURCES)}"
+        )
     category = value.get("category", "")
     if (
         not category

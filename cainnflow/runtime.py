@@ -335,7 +335,7 @@ _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
-        if pos >= len(data) or shift > 63:  # noqa: PLR2004
+        if pos >= len(data) or shift > 63:
             raise ExportError("model.onnx is not a valid ONNX protobuf")
         byte = data[pos]
         value |= (byte & 0x7F) << shift
@@ -390,7 +390,7 @@ def _uses_external_data(graph: bytes) -> bool:
 def _check_input_shape(shape: Sequence[object], info: ExportInfo) -> None:
     """The graph's own input size must be the one ``export.json`` gives (it is not hashed)."""
     spatial = [d for d in list(shape)[2:4] if isinstance(d, int)]
-    if len(list(shape)) != 4 or any(d != info.image_size for d in spatial):  # noqa: PLR2004
+    if len(list(shape)) != 4 or any(d != info.image_size for d in spatial):
         raise ExportError(
             f"export.json says image_size {info.image_size}, but {info.graph.name} takes input of shape "
             f"{list(shape)}; the export was changed"
