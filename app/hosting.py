@@ -57,6 +57,7 @@ __all__ = [
     "idle_sessions",
     "is_folder_name",
     "is_hosted",
+    "keep_within_quota",
     "max_jobs",
     "require_room",
     "session_quota_bytes",
@@ -222,6 +223,22 @@ def require_room(folder: Path, n_bytes: int) -> None:
     room = session_room(folder)
     if room is not None and n_bytes > room:
         quota = session_quota_bytes() or 0
+        raise DataError(
+            f"this session's storage is full ({quota / 1024**2:.0f} MiB); remove uploads or start a new session"
+        )
+
+
+def keep_within_quota(folder: Path, written: Path) -> None:
+    """Removes ``written`` again when it took the session's folder over its cap.
+
+    For files whose size is known only once written (checkpoints).
+
+    Raises:
+        DataError: the file was removed.
+    """
+    quota = session_quota_bytes()
+    if quota is not None and folder_bytes(folder) > quota:
+        written.unlink(missing_ok=True)
         raise DataError(
             f"this session's storage is full ({quota / 1024**2:.0f} MiB); remove uploads or start a new session"
         )

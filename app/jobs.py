@@ -351,6 +351,7 @@ class TrainingJob:
         try:
             path = unique_checkpoint_path(self.save_dir, f"cainnflow_{category}_{self.config.variant}")
             detector.save(path)
+            hosting.keep_within_quota(self.save_dir, path)
         except (CainnflowError, OSError):
             return
         self.saved_path = path

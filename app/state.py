@@ -351,6 +351,7 @@ def set_model(
         path = unique_checkpoint_path(session_dir(), _default_name(detector))
         try:
             detector.save(path)
+            hosting.keep_within_quota(session_dir(), path)
         except (CainnflowError, OSError):
             path = None
     previous = current_model()
@@ -559,6 +560,8 @@ def save_threshold(threshold: float) -> Path | None:
     path = entry.path or unique_checkpoint_path(session_dir(), _default_name(entry.detector))
     try:
         entry.detector.save(path)
+        if entry.path is None:
+            hosting.keep_within_quota(session_dir(), path)
     except (CainnflowError, OSError):
         return None
     if entry.path is None:  # the stored evaluation now belongs to this file

@@ -551,6 +551,7 @@ def _save_copy(entry: state.ModelEntry) -> None:
     target = loaders.unique_checkpoint_path(state.session_dir(), typed or "model")
     try:
         entry.detector.save(target)
+        hosting.keep_within_quota(state.session_dir(), target)
     except (CainnflowError, OSError) as exc:
         notify("error", f"Could not save {target.name}: {exc}")
     else:

@@ -494,3 +494,20 @@ def test_11_a_threshold_from_few_validation_images_is_flagged_and_can_come_from_
     shown = at.session_state["cf_eval_threshold"]
     assert np.isfinite(shown) and shown != before, note
     assert f"{shown:.4g}" in note
+
+
+@needs_demo
+def test_5_saved_model_copies_count_against_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_app()
+    load_demo(at)
+    at.text_input(key=state.K_SAVE_NAME).set_value("one").run()
+    at.button(key="train_save").click().run()
+    assert (session_folder(at) / "one.safetensors").is_file()
+    monkeypatch.setenv(
+        hosting.SESSION_MB_ENV, "1"
+    )  # the demo checkpoint is 0.8 MB: a second copy does not fit
+    at.text_input(key=state.K_SAVE_NAME).set_value("two").run()
+    at.button(key="train_save").click().run()
+    no_traceback(at)
+    assert any("Could not save two.safetensors" in e and "storage is full" in e for e in errors_of(at))
+    assert not (session_folder(at) / "two.safetensors").exists()
