@@ -72,6 +72,7 @@ UPLOADS = "cf_uploads"  # {name: bytes} images uploaded on any page, kept for th
 SCORE_CACHE = "cf_score_cache"  # OrderedDict[(model version, digest), scored image]
 PENDING_DATA = "cf_pending_data"  # DataRef of demo data still being generated, to become current
 ROUTED = "cf_routed"  # True once the router (streamlit_app.py) has run in this session
+OPEN_PAGE = "page"  # query parameter: the page a bookmark asked for, carried through require_router
 
 # Widget keys of the Train / load page (kept here so restore and views agree).
 K_SOURCE = "train_source"
@@ -295,17 +296,20 @@ def require_router() -> None:
     as a legacy page folder: a page opened by its own address (a bookmark) then runs alone,
     with file names for navigation and no sidebar. The router marks every session it runs
     (:data:`ROUTED`); a page without the mark switches to the router, which opens the app on
-    its first page with the same query (the session token of a bookmark comes along).
+    its first page with the same query (the session token of a bookmark comes along) and the
+    page asked for (:data:`OPEN_PAGE`, the last part of the address), which the router opens.
     """
     if st.session_state.get(ROUTED):
         return
+    query = {**st.query_params.to_dict(), OPEN_PAGE: (st.context.url or "").rstrip("/").rsplit("/", 1)[-1]}
     # A page run on its own (a test of one page) has no router to hand over to: it renders.
     with contextlib.suppress(StreamlitAPIException):
-        st.switch_page("streamlit_app.py", query_params=st.query_params.to_dict())  # keeps ?s=token
+        st.switch_page("streamlit_app.py", query_params=query)  # keeps ?s=token
 
 
 def init_state() -> None:
-    """Defaults once per session; on the first run, the session token and what a reload restores."""
+    """Called by the router on every run: defaults once per session; on the first run, the
+    session token and what a reload restores; on later runs, the form fields a reload brings back."""
     first = TOKEN not in st.session_state
     for key, value in _DEFAULTS.items():
         st.session_state.setdefault(key, value)
@@ -321,7 +325,8 @@ def init_state() -> None:
 
 
 def get(key: str) -> Any:
-    init_state()
+    if TOKEN not in st.session_state:  # a page run without the router (which initialises every run)
+        init_state()
     return st.session_state[key]
 
 
@@ -688,8 +693,7 @@ def adopt_finished_training() -> ModelEntry | None:
 
 def upload_store() -> dict[str, bytes]:
     """Images uploaded in this session (name → downscaled bytes), shared by every page."""
-    init_state()
-    return st.session_state[UPLOADS]
+    return get(UPLOADS)
 
 
 def _uploads_index() -> Path:
