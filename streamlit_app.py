@@ -12,6 +12,7 @@ from app import quickstart, state  # noqa: E402 - no PyTorch in these (see app.q
 from app.sidebar import render_sidebar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+HOME_URL_PATH = "home"  # never in an address: the first page is served at "/"
 # (file, title, icon, what it needs: "none" renders before PyTorch is imported, "quick" also
 # takes the demo model's ONNX twin, "torch" waits for PyTorch and the PyTorch model; app.quickstart)
 PAGES = (
@@ -27,12 +28,36 @@ st.set_page_config(page_title="CAINNFlow", page_icon=":material/blur_on:", layou
 
 # Pages still being written (their file is missing) are left out instead of breaking the app.
 present = [row for row in PAGES if (ROOT / row[0]).exists()]
+# The first page is served at "/"; a hidden twin answers its own address (/train), which would
+# otherwise be "Page not found" (the default page's name is reserved, so it gets another one).
 pages = [
-    st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon, _) in enumerate(present)
+    st.Page(path, title=title, icon=icon, default=i == 0, url_path=HOME_URL_PATH if i == 0 else None)
+    for i, (path, title, icon, _) in enumerate(present)
 ]
+by_name = {Path(row[0]).stem: page for page, row in zip(pages, present, strict=True)}  # "train": Train / load
+home_alias = st.Page(
+    present[0][0], title=present[0][1], url_path=Path(present[0][0]).stem, visibility="hidden"
+)
 needs = {page.url_path: row[3] for page, row in zip(pages, present, strict=True)}
+
+
+def requested_page(current: st.Page) -> st.Page | None:
+    """The page to open instead of ``current``: the first page for its hidden twin, or the page a
+    bookmark asked for before the router ran (``?page=``, :func:`app.state.require_router`)."""
+    if current is home_alias:
+        return pages[0]
+    wanted = st.query_params.get(state.OPEN_PAGE)
+    if wanted is None:
+        return None
+    return by_name.get(wanted, pages[0])
+
+
 with quickstart.page_run():  # PyTorch imports in the background while no page is rendering
-    navigation = st.navigation(pages)  # first, so the page list shows at once
+    navigation = st.navigation([*pages, home_alias])  # first, so the page list shows at once
+    target = requested_page(navigation)
+    if target is not None:
+        query = {k: v for k, v in st.query_params.to_dict().items() if k != state.OPEN_PAGE}
+        st.switch_page(target, query_params=query)  # keeps ?s=token
     quickstart.start()
     state.init_state()  # this session's token, and what a reload restores
     st.session_state[state.ROUTED] = True  # pages opened without the router hand over to it

@@ -96,11 +96,14 @@ def render_overlay(
     )
 
 
-def color_bar(detector: Detector) -> Image.Image:
-    """The heatmap's colour scale as a small horizontal strip (low at the left)."""
+def color_bar(detector: Detector, upper: float | None = None) -> Image.Image:
+    """The heatmap's colour scale as a small horizontal strip from ``vmin`` (left) to ``upper``
+    (default ``vmax``; values above ``vmax`` keep its colour), e.g. the range of a slider above it."""
     vmin, vmax = color_range(detector)
     width, height = COLOR_BAR_SIZE
-    ramp = np.tile(np.linspace(vmin, vmax, width, dtype=np.float32), (height, 1))
+    ramp = np.tile(
+        np.linspace(vmin, upper if upper is not None else vmax, width, dtype=np.float32), (height, 1)
+    )
     return Image.fromarray(colorize(ramp, vmin, vmax))
 
 

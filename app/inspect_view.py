@@ -206,13 +206,14 @@ def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, boo
         help="Outlines the pixels whose map value reaches this (segmentation). It starts at the largest map "
         "value seen on the validation normals, so a normal image has (almost) nothing outlined.",
     )
-    c1, c2, c3 = st.columns([2, 3, 3], vertical_alignment="center")
+    c1, c2, c3 = st.columns([2, 3, 3], vertical_alignment="bottom")  # bar clear of the slider's labels
     show_gt = c1.toggle("Ground-truth outline", value=True, key="inspect_show_gt")
     order = c2.selectbox("Sort by", list(SORTS), format_func=SORTS.get, key="inspect_sort")
-    with c3:
-        st.image(display.color_bar(detector), width="stretch")
+    with c3:  # the bar spans the sliders' range, so a threshold's colour sits right below it
+        st.image(display.color_bar(detector, upper), width="stretch")
         st.caption(
-            f"colour scale: {vmin:.3g} (median normal pixel) → {vmax:.3g} (largest normal pixel or threshold)"
+            f"colours over the sliders' range {vmin:.4g} → {upper:.4g}: {vmin:.4g} is the median normal pixel; "
+            f"dark red from {vmax:.4g} (largest normal pixel or threshold) up"
         )
     return alpha, Thresholds(image_thr, pixel_thr), show_gt, order
 

@@ -31,7 +31,7 @@ from cainnflow.latent import (
 from cainnflow.visualization import FeaturePCA
 
 from . import figures, state
-from .display import ImageInput, file_digest, render_overlay, upload_picker
+from .display import ANOMALOUS, GOOD, ImageInput, file_digest, render_overlay, upload_picker, verdict
 from .figures import heatmap_figure
 
 __all__ = [
@@ -48,6 +48,8 @@ ANALYSIS_CACHE = "cf_latent_cache"  # OrderedDict[(version, digest), LatentAnaly
 EXPERIMENT_CACHE = "cf_latent_experiments"  # OrderedDict[params, PerturbationResult]
 MANUAL_POINTS = "cf_latent_points"  # {scale: list[(row, col)]}
 CLICK_GENERATION = "cf_latent_click_gen"  # bumps to reset the click chart's selection
+LAST_CLICK = "cf_latent_last_click"  # (scale, row, col) last copied into the Row / Column inputs
+ROW, COL = "cf_latent_row", "cf_latent_col"  # the Row / Column number inputs
 ANALYSIS_CACHE_SIZE = 6
 EXPERIMENT_CACHE_SIZE = 8
 DEFAULT_AMPLITUDE = 20.0  # σ of the injected noise: clearly visible on a good image
@@ -213,8 +215,8 @@ def per_scale_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
 
 
 def _add_point(scale: int, h: int, w: int) -> None:
-    row = int(st.session_state.get("cf_latent_row", 0))
-    col = int(st.session_state.get("cf_latent_col", 0))
+    row = int(st.session_state.get(ROW, 0))
+    col = int(st.session_state.get(COL, 0))
     points = st.session_state.setdefault(MANUAL_POINTS, {}).setdefault(scale, [])
     if (row, col) not in points and 0 <= row < h and 0 <= col < w:
         points.append((row, col))
@@ -243,6 +245,9 @@ def _click_figure(values: np.ndarray) -> go.Figure:
             y=rows.ravel(),
             mode="markers",
             marker={"size": max(4, 360 // max(h, w)), "color": "rgba(0,0,0,0)", "symbol": "square"},
+            # Drawn by Plotly in the browser, so the spec (and the selection) stays the same.
+            selected={"marker": {"color": "white", "opacity": 1.0}},
+            unselected={"marker": {"opacity": 0.0}},
             hovertemplate="row %{y}, col %{x}<extra></extra>",
             showlegend=False,
         )
@@ -266,6 +271,17 @@ def _selected_cells(event: object) -> list[tuple[int, int]]:
         if p.get("curve_number", GRID_TRACE) == GRID_TRACE and "x" in p and "y" in p:
             cells.append((round(float(p["y"])), round(float(p["x"]))))
     return cells
+
+
+def _follow_click(scale: int, clicked: list[tuple[int, int]], h: int, w: int) -> None:
+    """Copies a newly clicked cell into the Row / Column inputs (before they are drawn)."""
+    if not clicked:
+        return
+    row, col = clicked[-1]
+    if st.session_state.get(LAST_CLICK) == (scale, row, col) or not (0 <= row < h and 0 <= col < w):
+        return
+    st.session_state[LAST_CLICK] = (scale, row, col)
+    st.session_state[ROW], st.session_state[COL] = row, col
 
 
 def _injection_controls(entry: state.ModelEntry, analysis: LatentAnalysis, scale: int) -> LatentInjection:
@@ -302,13 +318,15 @@ def _injection_controls(entry: state.ModelEntry, analysis: LatentAnalysis, scale
             config=figures.CONFIG,
         )
     clicked = _selected_cells(event)
+    _follow_click(scale, clicked, h, w)
     with right:
         st.caption(
-            "Click a cell of the map (shift-click for several, or the box tool in its toolbar), or add cells by number:"
+            "Click a cell of the map (shift-click for several, or the box tool in its toolbar), or add cells by "
+            "number; Row and Column follow the last click:"
         )
         r, cc = st.columns(2)
-        r.number_input("Row", 0, h - 1, h // 2, key="cf_latent_row")
-        cc.number_input("Column", 0, w - 1, w // 2, key="cf_latent_col")
+        r.number_input("Row", 0, h - 1, h // 2, key=ROW)
+        cc.number_input("Column", 0, w - 1, w // 2, key=COL)
         st.button("Add point", on_click=_add_point, args=(scale, h, w), icon=":material/add:")
         st.button("Clear points", on_click=_clear_points, args=(scale,), icon=":material/delete:")
     points = tuple(dict.fromkeys([*manual, *clicked]))
@@ -393,6 +411,7 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
     gain = result.map_perturbed[0] - result.map_original[0]
     peak = np.unravel_index(int(np.argmax(gain)), gain.shape)
     with c:
+        _verdict(entry, before, after)
         st.metric("Image score", f"{after:.3f}", delta=f"{after - before:+.3f}", delta_color="inverse")
         st.metric(
             "Largest rise of the map",
@@ -406,6 +425,36 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
             f"so this map equals the map of the disturbed z (largest difference {error:.1e}). It lights up "
             "where the noise went in: those feature vectors are unlikely under the learned density."
         )
+
+
+def _verdict(entry: state.ModelEntry, before: float, after: float) -> None:
+    """The model's verdict on the generated features: score against its threshold."""
+    threshold = entry.detector.threshold
+    if threshold is None:
+        st.caption("This model has no threshold, so there is no verdict.")
+        return
+    now = verdict(after, threshold)
+    was = verdict(before, threshold)
+    relation = "≥" if now == ANOMALOUS else "<"
+    if now == ANOMALOUS:
+        st.error(
+            f"**{now}**: score {after:.4g} {relation} threshold {threshold:.4g}", icon=":material/warning:"
+        )
+    else:
+        st.success(
+            f"**{now}**: score {after:.4g} {relation} threshold {threshold:.4g}", icon=":material/check:"
+        )
+    if now == was == GOOD:
+        st.caption(
+            f"The injected anomaly raised the score by {after - before:+.3f}, not enough to cross the threshold: "
+            "raise the amplitude or extent, or disturb more cells."
+        )
+    elif now != was:
+        st.caption(
+            f"The original image was **{was}** (score {before:.4g}): the injection changed the verdict."
+        )
+    else:
+        st.caption(f"The original image was already **{was}** (score {before:.4g}).")
 
 
 @st.fragment
@@ -422,10 +471,10 @@ def sampling_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
             st.markdown(f"**{scale_label(entry, scale)}**")
             st.image(analysis.pca[scale].to_rgb(feats[0].cpu(), size=256), width="stretch")
             st.image(analysis.pca[scale].to_rgb(analysis.features[scale][0], size=128), width=128)
-            st.caption("generated (top) · the chosen image's features (bottom), same colours")
+            st.caption("generated (top) · the picked image's features (bottom), same colours")
     st.caption(
         "T = 0 maps the centre of the latent space (z = 0) back; larger T adds variety. The flow models "
-        "features, not pixels, so these are feature maps, in the chosen image's PCA colours. A few 3×3 coupling "
+        "features, not pixels, so these are feature maps, in the picked image's PCA colours. A few 3×3 coupling "
         "steps see only a small neighbourhood, so samples match the per-position feature statistics (colours) "
         "rather than the image's long-range structure."
     )

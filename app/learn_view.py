@@ -1,29 +1,24 @@
-"""UI pieces of the Learn page: a live 2-D toy flow, one affine coupling, CBAM gates, subnets."""
+"""UI pieces of the Learn page: a live 2-D toy flow (:mod:`app.toy_view`), one affine coupling,
+CBAM gates, subnets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
+from cainnflow.attention import SPATIAL_KERNEL_SIZE
 from cainnflow.model import AttentionMaps
 from cainnflow.subnet import VARIANTS, subnet_parameter_counts
-from cainnflow.toy import (
-    TOY_DATASETS,
-    CouplingParams,
-    ToyFlow,
-    affine_coupling,
-    coupling_grid,
-    make_toy_data,
-    polygon_area,
-)
+from cainnflow.toy import CouplingParams, affine_coupling, coupling_grid, polygon_area
 
 from . import figures, state
+from .display import display_image
 from .figures import heatmap_figure
 from .latent_view import LatentAnalysis, scale_label
+from .toy_view import toy_flow_panel
 
 __all__ = [
     "attention_panel",
@@ -32,163 +27,9 @@ __all__ = [
     "toy_flow_panel",
 ]
 
-TOY = "cf_learn_toy"  # ToySession
 ATTENTION_CACHE = "cf_learn_attention"  # (version, id(analysis)) -> list[AttentionMaps]
-TOY_POINTS = 1500
-TOY_SAMPLES = 1500
-TOY_LIM = 3.0
-TOY_STEP_CHOICES = (25, 100, 200, 500)
-TOY_DEFAULT_STEPS = 200
-PROGRESS_EVERY = 5
-ANIMATION_CHUNK = 25  # toy steps between redraws while it trains
-FIG_HEIGHT = 330
 COUPLING_Y_LIMIT = 8.0
 MARGIN = {"l": 5, "r": 5, "t": 35, "b": 5}
-
-
-@dataclass
-class ToySession:
-    """The toy flow being trained in this browser session, with its data and loss history."""
-
-    dataset: str
-    variant: str
-    flow: ToyFlow
-    data: np.ndarray
-    step_losses: list[float] = field(default_factory=list)
-
-    @classmethod
-    def new(cls, dataset: str, variant: str) -> ToySession:
-        return cls(dataset, variant, ToyFlow(variant=variant), make_toy_data(dataset, TOY_POINTS))
-
-
-# --------------------------------------------------------------------------- (1) toy flow
-
-
-def _toy_session(dataset: str, variant: str) -> ToySession:
-    toy: ToySession | None = st.session_state.get(TOY)
-    if toy is None or toy.dataset != dataset or toy.variant != variant:
-        toy = st.session_state[TOY] = ToySession.new(dataset, variant)
-    return toy
-
-
-def _reset_toy() -> None:
-    st.session_state.pop(TOY, None)
-
-
-def _scatter(points: np.ndarray, colors: np.ndarray, title: str, circles: bool = False) -> go.Figure:
-    fig = go.Figure(
-        go.Scattergl(
-            x=points[:, 0],
-            y=points[:, 1],
-            mode="markers",
-            marker={"size": 3.5, "color": colors, "colorscale": "Turbo", "opacity": 0.8},
-            hoverinfo="skip",
-        )
-    )
-    if circles:
-        for r in (1, 2, 3):
-            fig.add_shape(
-                type="circle", x0=-r, y0=-r, x1=r, y1=r, line={"color": "gray", "dash": "dot", "width": 1}
-            )
-    fig.update_layout(
-        showlegend=False,
-        xaxis={"range": [-TOY_LIM - 0.5, TOY_LIM + 0.5], "zeroline": False},
-        yaxis={"range": [-TOY_LIM - 0.5, TOY_LIM + 0.5], "scaleanchor": "x", "zeroline": False},
-    )
-    return figures.style(fig, title, FIG_HEIGHT)
-
-
-def _draw_toy(toy: ToySession, slots: list, loss_slot, frame: int = 0) -> None:
-    """Data, latents, samples, density and loss of the toy flow, drawn into placeholders.
-
-    ``frame`` numbers the redraws of one run (the animation): each frame's charts get their own
-    keys, so redrawing a placeholder never repeats an element ID.
-    """
-    colors = toy.data[:, 0]  # colour by the first data coordinate, so points can be followed into z
-    z, _ = toy.flow.forward(toy.data)
-    z_samples = torch.randn(TOY_SAMPLES, 2, generator=torch.Generator().manual_seed(0)).numpy()
-    samples = toy.flow.inverse(z_samples)
-    clip = TOY_LIM + 0.4
-    slots[0].plotly_chart(
-        _scatter(toy.data, colors, "data x"), config=figures.CONFIG, key=f"cf_toy_data_{frame}"
-    )
-    slots[1].plotly_chart(
-        _scatter(np.clip(z, -clip, clip), colors, "z = f(x), should look Gaussian", circles=True),
-        config=figures.CONFIG,
-        key=f"cf_toy_z_{frame}",
-    )
-    slots[2].plotly_chart(
-        _scatter(np.clip(samples, -clip, clip), z_samples[:, 0], "x = f⁻¹(z), z ~ N(0, I)"),
-        config=figures.CONFIG,
-        key=f"cf_toy_samples_{frame}",
-    )
-    xs, ys, density = toy.flow.density_grid(lim=TOY_LIM, resolution=70)
-    fig = go.Figure(go.Heatmap(x=xs, y=ys, z=density, colorscale="Viridis", showscale=False))
-    fig.update_layout(yaxis={"scaleanchor": "x"})
-    slots[3].plotly_chart(
-        figures.style(fig, "learned density p(x)", FIG_HEIGHT),
-        config=figures.CONFIG,
-        key=f"cf_toy_density_{frame}",
-    )
-    trained = len(toy.step_losses)
-    if trained:
-        loss_fig = go.Figure(go.Scatter(y=toy.step_losses, mode="lines", line={"width": 1.5}))
-        loss_fig.update_layout(xaxis_title="step")
-        loss_slot.plotly_chart(
-            figures.style(loss_fig, f"training loss (NLL, nats) · {trained} steps", 220),
-            config=figures.CONFIG,
-            key=f"cf_toy_loss_{frame}",
-        )
-    else:
-        loss_slot.caption(
-            "Untrained: the flow starts as the identity (its last convolutions are zero), so z = x."
-        )
-
-
-@st.fragment
-def toy_flow_panel() -> None:
-    """Train a small coupling flow on 2-D points and watch data → z and z → data."""
-    st.markdown(
-        "A flow is an invertible map $f$ from data $x$ to a latent $z$. Training maximises the exact "
-        "likelihood given by the change of variables:"
-    )
-    st.latex(
-        r"\log p_X(x) = \log p_Z\big(f(x)\big) + \log\left|\det \frac{\partial f(x)}{\partial x}\right|, \qquad p_Z = \mathcal{N}(0, I)"
-    )
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-    dataset = c1.selectbox("Toy data", TOY_DATASETS, key="cf_learn_toy_data")
-    variant = c2.selectbox("Subnet", VARIANTS, index=VARIANTS.index("CC"), key="cf_learn_toy_variant")
-    toy = _toy_session(dataset, variant)
-    n_steps = c3.select_slider(
-        "Steps per click", TOY_STEP_CHOICES, value=TOY_DEFAULT_STEPS, key="cf_learn_toy_steps"
-    )
-    train = c4.button(f"Train {n_steps} steps", type="primary", icon=":material/play_arrow:")
-    st.button("Reset the toy flow", on_click=_reset_toy, icon=":material/restart_alt:")
-    cols = st.columns(4)
-    slots = [col.empty() for col in cols]
-    loss_slot = st.empty()
-    if train:
-        bar = st.progress(0.0, text="Training…")
-        done = 0
-        while done < n_steps:  # train in chunks and redraw after each: the plots move as it learns
-            chunk = min(ANIMATION_CHUNK, n_steps - done)
-
-            def progress(i: int, loss: float, offset: int = done) -> None:
-                toy.step_losses.append(loss)
-                step = offset + i + 1
-                if step % PROGRESS_EVERY == 0 or step == n_steps:
-                    bar.progress(step / n_steps, text=f"step {step}/{n_steps} · NLL {loss:.3f} nats")
-
-            toy.flow.train_steps(toy.data, chunk, callback=progress)
-            done += chunk
-            _draw_toy(toy, slots, loss_slot, frame=done)
-        bar.empty()
-    else:
-        _draw_toy(toy, slots, loss_slot)
-    st.caption(
-        f"{toy.flow.steps} GLOW coupling blocks with {variant} subnets (1×1 kernels on a single position). "
-        "Colours follow each data point into z; the samples on the third plot are coloured by their z."
-    )
 
 
 # --------------------------------------------------------------------------- (2) one coupling layer
@@ -335,38 +176,103 @@ def attention_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
         key=f"cf_learn_att_subnet_{scale}",
     )
     gates = here[min(choice, len(here) - 1)]
-    left, right = st.columns([1, 2])
     spatial = gates.spatial[0].numpy()
-    left.plotly_chart(
-        heatmap_figure(
-            spatial, f"spatial gate Mₛ ({spatial.min():.2f}…{spatial.max():.2f})", colorscale="Cividis"
-        ),
+    gate_range = GateRange.of(spatial)
+    image_col, gate_col, channel_col = st.columns([1, 1, 2])
+    with image_col:
+        st.image(display_image(analysis.image, entry.detector), width="stretch")
+        st.caption("the input image")
+    gate_col.plotly_chart(
+        _gate_figure(spatial, gate_range, "spatial gate Mₛ"),
         key="cf_learn_att_spatial",
+        config=figures.CONFIG,
     )
     channel = gates.channel[0].numpy()
     bar = go.Figure(go.Bar(x=np.arange(channel.size), y=channel, marker_color="#5b8def"))
-    bar.update_layout(
-        title=f"channel gate M_c over {channel.size} hidden channels",
-        height=300,
-        margin=MARGIN,
-        modebar={"orientation": "v"},
-        yaxis={"range": [0, 1], "title": "gate"},
-        xaxis_title="channel",
+    bar.update_layout(yaxis={"range": [0, 1], "title": "gate"}, xaxis_title="channel")
+    channel_col.plotly_chart(
+        figures.style(bar, f"channel gate M_c over {channel.size} hidden channels", 300),
+        key="cf_learn_att_channel",
+        config=figures.CONFIG,
     )
-    right.plotly_chart(bar, key="cf_learn_att_channel")
-    st.markdown("All spatial gates of this scale:")
+    st.caption(gate_range.reading())
+    st.markdown("All spatial gates of this scale (colours stretched to each one's inside):")
     cols = st.columns(max(len(here), 1))
     for col, m in zip(cols, here, strict=True):
+        values = m.spatial[0].numpy()
         col.plotly_chart(
-            heatmap_figure(
-                m.spatial[0].numpy(), f"step {m.step} · subnet {m.subnet}", colorscale="Cividis", height=200
-            ),
+            _gate_figure(values, GateRange.of(values), f"step {m.step} · subnet {m.subnet}", height=220),
             key=f"cf_learn_att_small_{m.scale}_{m.step}_{m.subnet}",
+            config=figures.CONFIG,
         )
-    st.caption(
-        "Each map uses its own colour range (shown in the title); gates lie in (0, 1). Bright positions are "
-        "passed on to the convolution that predicts s and t, dark ones damped. Gates that barely vary mean the "
-        "attention has learned little (e.g. after few epochs)."
+
+
+BORDER = SPATIAL_KERNEL_SIZE // 2  # cells whose 7×7 window reaches into the zero padding
+STRETCH_PERCENTILES = (1.0, 99.0)
+NEARLY_UNIFORM_SPREAD = 0.05  # an inside spread below this: the gate passes (almost) everything alike
+
+
+@dataclass(frozen=True)
+class GateRange:
+    """A spatial gate's values: ``low``…``high`` overall, and inside the border (the cells
+    whose 7×7 window stays off the zero padding), where the stretch ``lo``…``hi`` (1st–99th
+    percentile) is taken from."""
+
+    low: float
+    high: float
+    inside_low: float
+    inside_high: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, gate: np.ndarray) -> GateRange:
+        h, w = gate.shape
+        inside = gate[BORDER : h - BORDER, BORDER : w - BORDER] if min(h, w) > 2 * BORDER + 1 else gate
+        lo, hi = np.percentile(inside, STRETCH_PERCENTILES)
+        return cls(
+            float(gate.min()),
+            float(gate.max()),
+            float(inside.min()),
+            float(inside.max()),
+            float(lo),
+            float(hi),
+        )
+
+    def reading(self) -> str:
+        """What the range means, in words."""
+        where = (
+            f"Inside the border the gate lies between {self.inside_low:.3f} and {self.inside_high:.3f}"
+            + (
+                f"; its lowest values ({self.low:.2f}) are on the {BORDER}-cell border, where the 7×7 "
+                "convolution reads the zero padding, not the image"
+                if self.low < self.inside_low - 1e-3
+                else ""
+            )
+            + ". "
+        )
+        stretch = (
+            f"The colours are stretched to {self.lo:.3f}…{self.hi:.3f} (1st–99th percentile inside), so the "
+            "pattern shows however faint: dark is where it damps most."
+        )
+        if self.inside_high - self.inside_low < NEARLY_UNIFORM_SPREAD:
+            return (
+                where
+                + "So this gate is nearly uniform: it passes every position on to the convolution that predicts "
+                "s and t almost unchanged. Training on normal images has not taught it to single out places; "
+                "what selecting this subnet does is in the channel gate beside it. " + stretch
+            )
+        return where + "It passes some positions on and damps others. " + stretch
+
+
+def _gate_figure(values: np.ndarray, gate_range: GateRange, title: str, height: int = 300) -> go.Figure:
+    return heatmap_figure(
+        values,
+        f"{title}: {gate_range.lo:.3f}…{gate_range.hi:.3f} (all {gate_range.low:.2f}…{gate_range.high:.2f})",
+        colorscale="Cividis",
+        zmin=gate_range.lo,
+        zmax=max(gate_range.hi, gate_range.lo + 1e-6),
+        height=height,
     )
 
 
@@ -378,11 +284,13 @@ _DIAGRAMS = {
     "CAC": ["conv 3×3", "ReLU", "CBAM", "conv 3×3"],
     "CC": ["conv 3×3", "ReLU", "conv 3×3"],
 }
+# (paper equation number, the arrangement) — inline math in markdown: a display equation in a
+# quarter-width column was cut at its edge ("(1" of "(11)").
 _EQUATIONS = {
-    "CA": r"\mathrm{CBAM}(\mathrm{Con}(F)) \quad (9)",
-    "AC": r"\mathrm{Con}(\mathrm{CBAM}(F)) \quad (10)",
-    "CAC": r"\mathrm{Con}(\mathrm{CBAM}(\mathrm{Con}(F))) \quad (11)",
-    "CC": r"\mathrm{Con}(\mathrm{Con}(F)) \quad (12)",
+    "CA": (9, r"\mathrm{CBAM}(\mathrm{Con}(F))"),
+    "AC": (10, r"\mathrm{Con}(\mathrm{CBAM}(F))"),
+    "CAC": (11, r"\mathrm{Con}(\mathrm{CBAM}(\mathrm{Con}(F)))"),
+    "CC": (12, r"\mathrm{Con}(\mathrm{Con}(F))"),
 }
 
 
@@ -420,7 +328,9 @@ def subnet_panel(default_channels: int) -> None:
     for col, variant in zip(cols, VARIANTS, strict=True):
         with col:
             st.markdown(f"#### {variant}")
-            st.latex(_EQUATIONS[variant])
+            number, equation = _EQUATIONS[variant]
+            st.markdown(f"${equation}$")
+            st.caption(f"paper Eq. {number}")
             st.metric("parameters per block", f"{counts[variant]:,}")
             st.graphviz_chart(subnet_dot(variant))
     st.caption(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import hosting, quickstart, state
+from . import hosting, quickstart, state, warmup
 from .loaders import detected_device
 from .threshold import few_validation_images
+
+POLL_SECONDS = 1.0  # while demo data is generated or PyTorch loads, the sidebar looks again this often
 
 
 def render_sidebar() -> None:
@@ -33,33 +35,58 @@ def render_sidebar() -> None:
                 n_val = few_validation_images(det)
                 few = "" if n_val is None else f" · :orange[from only {n_val} validation image(s)]"
                 st.caption(f"Threshold {det.threshold:.4g} · device {det.device}{few}")
-        data = state.current_data()
-        st.markdown("### Data")
-        pending = state.pending_data()
-        if pending is not None:
-            st.caption(f"{pending.describe()} — being generated…")
-        elif data is None:
-            st.caption("No dataset chosen.")
+        if _settled():
+            _status()
         else:
-            d = data.data
-            st.markdown(
-                f"{data.ref.describe()}  \n{len(d.train)} train · {len(d.test)} test"
-                + ("" if d.has_masks or not d.test else "  \n_no masks: image-level only_")
-            )
-        if state.data_mismatch():
-            st.warning("The model was trained on other data.", icon=":material/warning:")
+            _status_while_loading()
         job = state.get(state.TRAIN_JOB)
         if job is not None:
             snap = job.snapshot()
             if snap.running and snap.progress is not None:
                 st.progress(snap.progress.fraction, text=f"Training: {snap.progress.phase}")
-        st.markdown("### Device")
-        if quickstart.torch_ready():
-            st.caption(f"Detected: {detected_device()}")
-        else:
-            st.caption("Detecting… (PyTorch is loading)")
         st.caption(
             "Your models and uploads are kept for this browser session; bookmark this page's address to "
             "come back to them."
             + (" Hosted mode: server folders are limited." if hosting.is_hosted() else "")
         )
+
+
+def _settled() -> bool:
+    """Nothing the sidebar reports is still on its way: the demo data is written, PyTorch imported."""
+    pending = state.pending_data()
+    return quickstart.torch_ready() and (pending is None or not warmup.generating(pending.category))
+
+
+def _status() -> None:
+    """The current data and the device."""
+    state.resolve_pending_data(wait=False)  # demo data finished since the router looked
+    data = state.current_data()
+    st.markdown("### Data")
+    pending = state.pending_data()
+    if pending is not None:
+        st.caption(f"{pending.describe()} — being generated…")
+    elif data is None:
+        st.caption("No dataset chosen.")
+    else:
+        d = data.data
+        st.markdown(
+            f"{data.ref.describe()}  \n{len(d.train)} train · {len(d.test)} test"
+            + ("" if d.has_masks or not d.test else "  \n_no masks: image-level only_")
+        )
+    if state.data_mismatch():
+        st.warning("The model was trained on other data.", icon=":material/warning:")
+    st.markdown("### Device")
+    if quickstart.torch_ready():
+        st.caption(f"Detected: {detected_device()}")
+    else:
+        st.caption("Detecting… (PyTorch is loading)")
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _status_while_loading() -> None:
+    """:func:`_status` while something is on its way; once it has arrived, the whole app runs again,
+    so the page and this sidebar show it (and this fragment stops polling): no "being generated…"
+    or "PyTorch is loading" beside finished results."""
+    if _settled():
+        st.rerun(scope="app")
+    _status()

@@ -3,7 +3,14 @@
 The same FrEIA coupling blocks as the image model, on 2-D points: each point is a
 (2, 1, 1) "feature map", so the subnets are the very :class:`CouplingSubnet` arrangements
 (on a single position the 3×3 convolutions reduce to their centre tap, so 1×1 kernels are
-used, and CBAM gates a single cell).
+used, and CBAM gates a single cell). On a 1×1 map every convolution is a matrix product of its
+centre tap, and the toy runs it as one (:class:`PointwiseConv2d`, the same weights): the CPU
+convolution kernels cost ~0.5 ms a call here, which made a step 40 % slower.
+
+Its default (CAC subnets, 300 Adam steps at 1e-2 with cosine decay and gradient clipping per
+click) separates the two moons: on held-out moons the NLL falls from 2.72 nats (a single
+Gaussian) to about 1.45, and about 97 % of its samples land on a moon (was 2.02 nats and
+75 % after the former default, CC subnets at 1e-3 for 200 steps).
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import make_circles, make_moons
-from torch import Tensor
+from torch import Tensor, nn
 
 from .flow import build_flow
 from .subnet import SubnetVariant
@@ -23,9 +31,11 @@ from .subnet import SubnetVariant
 __all__ = [
     "TOY_DATASETS",
     "CouplingParams",
+    "PointwiseConv2d",
     "ToyFlow",
     "affine_coupling",
     "coupling_grid",
+    "gaussian_nll",
     "inverse_affine_coupling",
     "make_toy_data",
     "polygon_area",
@@ -33,8 +43,53 @@ __all__ = [
 
 TOY_DATASETS = ("moons", "circles", "gaussians")
 TOY_NOISE = 0.06
-# Adam step size of the toy flow: 1e-3 converged steadier than 3e-3 on moons.
-TOY_LR = 1e-3
+# Adam's step size at the start of every train_steps call; it decays to zero along a cosine
+# over the call's steps, and gradients are clipped to TOY_CLIP_NORM. On moons (seeds 0-2, 400
+# steps) this beat a constant 1e-3 or 3e-3; without clipping 1e-2 diverges.
+TOY_LR = 1e-2
+TOY_CLIP_NORM = 1.0
+TOY_BATCH = 256
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A convolution applied to (N, C, 1, 1) maps as the matrix product of its centre tap.
+
+    With ``padding = kernel_size // 2`` the other taps only ever see zero padding on a 1×1 map,
+    so this is exactly the convolution (same parameters, same gradients), without the overhead
+    of the CPU convolution kernels.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != (1, 1):
+            return super().forward(x)
+        kh, kw = self.kernel_size
+        weight = self.weight[:, :, kh // 2, kw // 2]
+        return F.linear(x.flatten(1), weight, self.bias).view(x.shape[0], -1, 1, 1)
+
+
+def _pointwise(module: nn.Module) -> nn.Module:
+    """Runs every centred, stride-1, ungrouped convolution of ``module`` as a :class:`PointwiseConv2d`."""
+    for conv in module.modules():
+        if (
+            type(conv) is nn.Conv2d
+            and conv.stride == (1, 1)
+            and conv.dilation == (1, 1)
+            and conv.groups == 1
+            and conv.padding == (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2)
+        ):
+            conv.__class__ = PointwiseConv2d
+    return module
+
+
+def gaussian_nll(train: np.ndarray, points: np.ndarray) -> float:
+    """Mean NLL (nats) of points (n, 2) under one Gaussian fitted to ``train`` (m, 2): the
+    baseline a flow has to beat."""
+    mean = train.mean(0)
+    cov = np.cov(train.T)
+    diff = points - mean
+    maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+    _, logdet = np.linalg.slogdet(cov)
+    return float(np.mean(0.5 * maha + 0.5 * logdet + math.log(2 * math.pi)))
 
 
 def make_toy_data(name: str, n: int, seed: int = 0) -> np.ndarray:
@@ -64,7 +119,7 @@ class ToyFlow:
         losses: training loss after each :meth:`train_steps` call.
     """
 
-    variant: SubnetVariant = "CC"
+    variant: SubnetVariant = "CAC"
     steps: int = 6
     hidden_ratio: float = 64.0
     seed: int = 0
@@ -84,6 +139,8 @@ class ToyFlow:
             kernel_size=1,
             seed=self.seed,
         )
+        _pointwise(self.flow)
+        self._rng = np.random.default_rng(self.seed)  # batches: one stream, however a run is split
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=TOY_LR)
 
     @staticmethod
@@ -95,22 +152,40 @@ class ToyFlow:
         z, jac = self.flow(self._as_maps(points))
         return torch.mean(0.5 * (z**2).sum(dim=(1, 2, 3)) + math.log(2 * math.pi) - jac)
 
+    @torch.no_grad()
+    def held_out_nll(self, points: np.ndarray) -> float:
+        """Mean NLL (nats) of points (n, 2) the flow did not train on."""
+        self.flow.eval()
+        return float(self.nll(points))
+
     def train_steps(
         self,
         data: np.ndarray,
         steps: int,
-        batch_size: int = 256,
+        batch_size: int = TOY_BATCH,
         callback: Callable[[int, float], None] | None = None,
+        *,
+        schedule_steps: int | None = None,
+        schedule_offset: int = 0,
     ) -> float:
-        """Runs Adam steps on random batches of ``data`` (n, 2); returns the last loss."""
-        rng = np.random.default_rng(self.seed + len(self.losses))
+        """Runs Adam steps on random batches of ``data`` (n, 2); returns the last loss.
+
+        The step size decays from :data:`TOY_LR` to zero along a cosine over ``schedule_steps``
+        (default: this call's ``steps``); ``schedule_offset`` is where this call starts on it,
+        so a run split into chunks (the app's animation) follows one schedule.
+        """
+        total = schedule_steps or steps
         loss_value = float("nan")
         self.flow.train()
         for i in range(steps):
-            batch = data[rng.integers(0, len(data), batch_size)]
+            progress = min((schedule_offset + i) / total, 1.0)
+            for group in self.optimizer.param_groups:
+                group["lr"] = TOY_LR * 0.5 * (1.0 + math.cos(math.pi * progress))
+            batch = data[self._rng.integers(0, len(data), batch_size)]
             loss = self.nll(batch)
             self.optimizer.zero_grad()
             loss.backward()
+            nn.utils.clip_grad_norm_(self.flow.parameters(), TOY_CLIP_NORM)
             self.optimizer.step()
             loss_value = loss.item()
             if callback is not None:

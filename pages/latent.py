@@ -34,7 +34,11 @@ with inverse:
     if good_analysis is not None:
         view.inverse_panel(entry, good_analysis)
 with sampling:
-    if analysis is not None:
-        view.sampling_panel(entry, analysis)
-    else:
-        st.info("Choose an image in the first tab: its features give the colours of the samples.")
+    st.markdown(
+        "Draw a latent z ~ N(0, T²I) and run the flow backwards: new feature maps the model finds normal. "
+        "The image below gives the colours (its features' PCA) and a reference to compare with."
+    )
+    sample_item = view.pick_image("cf_latent_sample_image", prefer_label=0)
+    sample_analysis = view.analyse(entry, sample_item) if sample_item is not None else None
+    if sample_analysis is not None:
+        view.sampling_panel(entry, sample_analysis)

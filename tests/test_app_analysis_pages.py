@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import evaluation_view, learn_view, state
+from app import evaluation_view, state, toy_view
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
@@ -22,7 +22,7 @@ from tests.app_support import APP, ROOT, app_home, button, home, navigation_not_
 TIMEOUT_S = 60
 CATEGORY = "carpet_weave"
 IMAGE_SIZE = 64
-TOY_TEST_STEPS = 25
+TOY_TEST_STEPS = 50  # the smallest choice of toy_view.TOY_STEP_CHOICES
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,11 @@ def test_latent_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     assert not at.exception, at.exception
     score = next(m for m in at.metric if m.label == "Image score")
     assert score.delta is not None
+    # The verdict of the injected anomaly: its score against the model's threshold.
+    detector = tiny[0]
+    verdicts = [e.value for e in [*at.success, *at.error] if "threshold" in e.value]
+    assert len(verdicts) == 1 and f"threshold {detector.threshold:.4g}" in verdicts[0], verdicts
+    assert verdicts[0].startswith(("**good**", "**anomalous**"))
     button(at, "Clear points").click().run()
     assert not at.exception, at.exception
     assert at.session_state["cf_latent_points"][0] == []
@@ -125,8 +130,13 @@ def test_latent_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     at.radio(key="cf_latent_mode").set_value("Random points").run()
     assert not at.exception, at.exception
 
+    # Sampling has its own image picker (not the Latents tab's image).
+    picker = at.selectbox(key="cf_latent_sample_image_index")
+    picker.set_value(len(picker.options) - 1).run()
+    assert not at.exception, at.exception
     at.slider(key="cf_latent_temp").set_value(1.0).run()
     assert not at.exception, at.exception
+    assert any("picked image" in c.value for c in at.caption)
 
 
 def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
@@ -134,7 +144,7 @@ def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     at.select_slider(key="cf_learn_toy_steps").set_value(TOY_TEST_STEPS).run()
     button(at, f"Train {TOY_TEST_STEPS} steps").click().run()
     assert not at.exception, at.exception
-    assert len(at.session_state[learn_view.TOY].step_losses) == TOY_TEST_STEPS
+    assert len(at.session_state[toy_view.TOY].step_losses) == TOY_TEST_STEPS
     at.selectbox(key="cf_learn_toy_data").set_value("circles").run()
     assert not at.exception, at.exception
 
@@ -145,6 +155,12 @@ def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
 
     at.radio(key="cf_learn_att_scale").set_value(2).run()
     assert not at.exception, at.exception
+    # CBAM: the input image beside the gates, and what the gate's range means.
+    assert any(c.value == "the input image" for c in at.caption)
+    assert any("Inside the border the gate lies between" in c.value for c in at.caption)
+    # The subnet equations are whole (the CAC one was cut to "(1").
+    assert any(m.value == r"$\mathrm{Con}(\mathrm{CBAM}(\mathrm{Con}(F)))$" for m in at.markdown)
+    assert any(c.value == "paper Eq. 11" for c in at.caption)
     at.number_input(key="cf_learn_channels").set_value(32).run()
     assert not at.exception, at.exception
 
