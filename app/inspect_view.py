@@ -330,7 +330,7 @@ def _unpacked_zip(file) -> tuple[list[tuple[str, Path]], list[str]]:
     )
     if file.file_id not in unpacked:
         session = state.session_dir()
-        staging = session / "batch" / secrets.token_urlsafe(6)
+        staging = session / state.BATCH_DIR / secrets.token_urlsafe(6)
         skipped: list[str] = []
         written = hosting.extract_zip(
             file.getvalue(), staging, room=hosting.session_room(session), skipped=skipped

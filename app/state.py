@@ -103,6 +103,7 @@ REMEMBERED_FIELDS = (
     "inspect_batch_folder",
 )
 UPLOADED_IMAGES = "images"  # the session's uploaded images (folder), with their index
+BATCH_DIR = "batch"  # batch zips unpacked while Inspect scores them (app.inspect_view)
 UPLOADS_INDEX = "index.json"
 MAX_UPLOAD_NAME = 300
 MAX_UPLOAD_BYTES = 64 * 1024**2
@@ -241,16 +242,15 @@ def _write_session_file() -> None:
 
 def _restore() -> None:
     """Brings back this session's last model and data after a reload (once per session)."""
+    shutil.rmtree(session_dir() / BATCH_DIR, ignore_errors=True)  # unpacked batch zips of the old page
     path = session_dir() / SESSION_FILE
-    if not path.is_file():
-        return
-    notes = []
+    notes: list[str] = []
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
-        return
+        doc = {}
     if not isinstance(doc, dict):
-        return
+        doc = {}
     ref = DataRef.from_dict(doc.get("data"))
     if ref is not None:
         try:
