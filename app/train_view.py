@@ -21,7 +21,7 @@ from cainnflow.errors import CainnflowError, DataError
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.registry import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES
 from cainnflow.subnet import VARIANTS
-from cainnflow.training import TrainConfig
+from cainnflow.training import MAX_BUDGET_STEPS, MIN_BUDGET_STEPS, TrainConfig
 from cainnflow.weights import backbone_weights_available
 
 from . import display, figures, hosting, jobs, loaders, state
@@ -47,7 +47,6 @@ CNN_IMAGE_SIZES = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 BATCH_SIZES = (4, 8, 16, 32, 64)
 KEEP = "session"  # widget values survive page switches
 K_RAY_ADDRESS = "train_ray_address"  # a Ray cluster to train on (not offered on a hosted server)
-BUDGET_STEPS = getattr(TrainConfig, "max_steps", None)
 CNN_STAGE_CHOICES = (1, 2, 3, 4)
 K_AUTO = "train_auto"
 K_UPLOAD_NOTE = "train_upload_note"  # what an upload left out (non-images), shown once
@@ -322,8 +321,8 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
         key="train_epochs",
         persist_state=KEEP,
         placeholder="auto",
-        help=f"Empty: train up to {BUDGET_STEPS} optimizer steps with early stopping on the validation loss "
-        "(the same length for 10 or 200 images). A number: exactly that many passes over the images.",
+        help=f"Empty: train up to {MIN_BUDGET_STEPS}–{MAX_BUDGET_STEPS} optimizer steps (more for more images) "
+        "with early stopping on the validation loss. A number: exactly that many passes over the images.",
     )
     if spec.kind == "cnn":
         size = c3.select_slider(

@@ -30,7 +30,7 @@ from .detector import Detector
 from .errors import DataError, TrainingCancelled
 from .metrics import f1_optimal_threshold, image_auroc, pixel_auroc
 from .model import CAINNFlowConfig
-from .scoring import anomaly_map, image_scores
+from .scoring import score_latents
 from .synthetic import make_synthetic_anomalies
 from .training import TrainConfig, TrainProgress
 
@@ -133,8 +133,8 @@ def _score_candidates(
     results = []
     for run, sigma in candidate_settings(stages):
         z = [latents[stages.index(s)] for s in run]
-        maps = anomaly_map(z, config.image_size, sigma, config.combine)
-        scores = image_scores(maps, config.pooling).numpy()
+        maps, scores = score_latents(z, config.image_size, sigma, config.combine, config.pooling)
+        scores = scores.numpy()
         img = image_auroc(labels, scores) or 0.0
         pix = pixel_auroc(masks, maps.numpy()) or 0.0
         results.append(AutoCandidate(run, sigma, float(img), float(pix), float((img + pix) / 2)))

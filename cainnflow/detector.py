@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from threading import Event
 from typing import Any, BinaryIO
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .augment import AUGMENT_MAX_IMAGES, FLIPS, FlipDecision, apply_flip, choose_flips, used_flips
 from .backbone import FeatureExtractor, create_backbone
 from .checkpoint import DetectorParts, detector_to_bytes, load_detector_parts, save_detector
 from .data import (
@@ -183,11 +185,39 @@ class Detector:
         n_train = len(train_samples)
         train_feats = [f[:n_train] for f in features]
         val_feats = [f[n_train:] for f in features] if val_samples else None
+        flips: list[FlipDecision] = []
+        if train_config.augment == "auto" and n_train <= AUGMENT_MAX_IMAGES:
+            train_loader = self.loader(train_samples, train_config.batch_size, num_workers)
+            flipped = {
+                name: extract_features(
+                    self.model,
+                    train_loader,
+                    self.device,
+                    cancel=cancel,
+                    transform=partial(apply_flip, name=name),
+                )
+                for name in FLIPS
+            }
+            coarsest = min(range(len(train_feats)), key=lambda i: train_feats[i][0, 0].numel())
+            flips = choose_flips(train_feats[coarsest], {k: v[coarsest] for k, v in flipped.items()})
+            used = used_flips(flips)
+            if used:
+                logger.info("augmenting %d training images with %s", n_train, ", ".join(used))
+                train_feats = [
+                    torch.cat([f, *(flipped[k][i] for k in used)]) for i, f in enumerate(train_feats)
+                ]
         feature_seconds = time.perf_counter() - start
         history = fit_flows(
-            self.model, train_feats, val_feats, train_config, callback=callback, cancel=cancel
+            self.model,
+            train_feats,
+            val_feats,
+            train_config,
+            callback=callback,
+            cancel=cancel,
+            n_images=n_train,
         )
         history.feature_seconds = feature_seconds
+        history.flips = [d.to_dict() for d in flips]
         self.history = history
         self.calibrate_from_features(val_feats if val_feats is not None else train_feats)
         self.info.update(
@@ -217,8 +247,7 @@ class Detector:
 
     # ------------------------------------------------------------------ scoring
     def _score_features(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        maps = self.model.anomaly_map(self.model(features).z)
-        return maps, self.model.image_scores(maps)
+        return self.model.score(self.model(features).z)
 
     @torch.no_grad()
     def score_batch(self, images: Tensor) -> tuple[Tensor, Tensor]:

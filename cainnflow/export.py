@@ -27,7 +27,6 @@ import logging
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +77,7 @@ class ScoringGraph(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,)."""
         features = [f.float() for f in self.features(image)]
-        z = self.model(features).z
-        maps = _anomaly_map_at(self.model, z, self.image_size)
-        return maps, self.model.image_scores(maps)
-
-
-def _anomaly_map_at(model: nn.Module, z: Sequence[Tensor], image_size: int) -> Tensor:
-    from .scoring import anomaly_map
-
-    config = model.config
-    if image_size == config.image_size:
-        return model.anomaly_map(z)
-    return anomaly_map(z, image_size, config.sigma, config.combine)
+        return self.model.score(self.model(features).z, self.image_size)
 
 
 def _expm1_symbolic(g, x):

@@ -272,11 +272,11 @@ def analyse_image(detector: Detector, image: Image.Image) -> ImageAnalysis:
     model = detector.model
     features = model.extract_features(detector.preprocess([image]))
     z = model(features).z
-    amap = model.anomaly_map(z)
+    amap, score = model.score(z)
     return ImageAnalysis(
         features=[f.cpu() for f in features],
         z=[zi.cpu() for zi in z],
         squared_norms=[m[0] for m in squared_norm_maps(z)],
         anomaly_map=amap[0].cpu().numpy(),
-        score=float(model.image_scores(amap)[0]),
+        score=float(score[0]),
     )

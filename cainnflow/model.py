@@ -22,7 +22,7 @@ from .attention import CBAM, MIN_HIDDEN
 from .backbone import FeatureExtractor
 from .flow import COUPLINGS, CouplingType, FeatureStandardizer, build_flow
 from .registry import DEFAULT_BACKBONE
-from .scoring import COMBINES, POOLINGS, anomaly_map, image_scores
+from .scoring import COMBINES, POOLINGS, anomaly_map, image_scores, score_latents
 from .subnet import VARIANTS, SubnetVariant
 
 __all__ = [
@@ -81,8 +81,10 @@ class CAINNFlowConfig:
         sigma: Gaussian smoothing of the anomaly map, in input pixels (0 = none).
         combine: how scale maps are combined: ``"likelihood"`` (mean of ``1 − exp(−nll)``)
             or ``"nll"`` (mean of the negative log-likelihoods); see :mod:`cainnflow.scoring`.
-        pooling: how the image score is pooled from the map: ``"max"`` (paper) or
-            ``"topk"`` (mean of the top 1 % pixels).
+        pooling: how the image score is made: ``"coarse"`` (the maximum of the coarsest
+            scale's map: context, and a small normal spread), ``"max"`` (the maximum of the
+            combined map, the paper) or ``"topk"`` (mean of its top 1 % pixels); see
+            :mod:`cainnflow.scoring`.
         seed: seed of the flow initialisation and permutations.
     """
 
@@ -98,7 +100,7 @@ class CAINNFlowConfig:
     coupling: CouplingType = "glow"
     sigma: float = 4.0
     combine: str = "likelihood"
-    pooling: str = "max"
+    pooling: str = "coarse"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -147,6 +149,8 @@ class CAINNFlowConfig:
         kwargs.setdefault("combine", "nll")
         # ... and before the CBAM hidden-width floor, with C // r units (at least 1).
         kwargs.setdefault("attention_min_hidden", 1)
+        # ... and before the coarse-scale image score, with the maximum of the combined map.
+        kwargs.setdefault("pooling", "max")
         if kwargs.get("out_indices") is not None:
             kwargs["out_indices"] = tuple(kwargs["out_indices"])
         return cls(**kwargs)
@@ -267,8 +271,13 @@ class CAINNFlow(nn.Module):
         return anomaly_map(z, self.config.image_size, self.config.sigma, self.config.combine)
 
     def image_scores(self, maps: Tensor) -> Tensor:
-        """This model's image scores (N,) pooled from anomaly maps (N, S, S)."""
+        """Image scores (N,) pooled from anomaly maps (N, S, S) (not for ``"coarse"``: see :meth:`score`)."""
         return image_scores(maps, self.config.pooling)
+
+    def score(self, z: Sequence[Tensor], image_size: int | None = None) -> tuple[Tensor, Tensor]:
+        """This model's anomaly maps (N, S, S) and image scores (N,) for per-scale latents."""
+        cfg = self.config
+        return score_latents(z, image_size or cfg.image_size, cfg.sigma, cfg.combine, cfg.pooling)
 
     def encode(self, images: Tensor) -> FlowOutput:
         """Images (N, 3, S, S) → latents, through the frozen backbone."""

@@ -11,8 +11,18 @@ out of the map is FastFlow's choice, followed here. Two ways to combine the scal
   against ``"nll"`` in benchmarks/README.md).
 * ``"nll"``: the plain mean of the per-scale NLL maps.
 
-Scale maps are upsampled to the input size, combined and smoothed with a Gaussian; the image
-score pools the map (its maximum, as in the paper).
+Scale maps are upsampled to the input size, combined and smoothed with a Gaussian: that map
+is for localising (pixel AUROC, AUPRO). The image score (``pooling``) is for deciding:
+
+* ``"coarse"`` (default): the maximum of the coarsest scale's smoothed map. The coarsest
+  stage's receptive field covers a large part of the image, so it judges a region against its
+  context, and its normal variation is small; the fine stages localise well but their heavy
+  normal tails (texture, few images) make the maximum of the combined map a noisy decision.
+  Measured on bottle, bottle-10, magnetic tile, magnetic tile-20 and the demo categories
+  (benchmarks/README.md): magnetic tile image AUROC 0.863 → 0.946, bottle and the demo
+  categories unchanged.
+* ``"max"``: the maximum of the combined map (the paper).
+* ``"topk"``: the mean of the combined map's top 1 %.
 
 These functions look at one image at a time: a score never depends on the other images in
 the batch. Normalisation statistics come from validation normals (:class:`ScoreStats`).
@@ -37,9 +47,10 @@ __all__ = [
     "gaussian_blur",
     "image_scores",
     "latent_energy_maps",
+    "score_latents",
 ]
 
-POOLINGS = ("max", "topk")
+POOLINGS = ("coarse", "max", "topk")
 COMBINES = ("likelihood", "nll")
 TOPK_FRACTION = 0.01
 GAUSSIAN_TRUNCATE = 4.0
@@ -76,6 +87,19 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     return x[:, 0]
 
 
+def _scale_terms(z: Sequence[Tensor], combine: str) -> list[Tensor]:
+    if combine not in COMBINES:
+        raise ValueError(f"unknown combine {combine!r}; choose one of {', '.join(COMBINES)}")
+    per_scale = latent_energy_maps(z)
+    if combine == "likelihood":
+        per_scale = [-torch.expm1(-m) for m in per_scale]
+    return per_scale
+
+
+def _upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def anomaly_map(
     z: Sequence[Tensor],
     image_size: int | tuple[int, int],
@@ -90,26 +114,54 @@ def anomaly_map(
         sigma: Gaussian smoothing in output pixels.
         combine: ``"likelihood"`` (mean of ``1 − exp(−nll)``) or ``"nll"`` (mean of nll).
     """
-    if combine not in COMBINES:
-        raise ValueError(f"unknown combine {combine!r}; choose one of {', '.join(COMBINES)}")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    per_scale = latent_energy_maps(z)
-    if combine == "likelihood":
-        per_scale = [-torch.expm1(-m) for m in per_scale]
-    maps = [
-        F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
-        for m in per_scale
-    ]
+    size = _size(image_size)
+    maps = [_upsample(m, size) for m in _scale_terms(z, combine)]
     combined = torch.stack(maps, dim=0).mean(dim=0)
     return gaussian_blur(combined, sigma)
 
 
+def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
+def coarsest_scale_map(
+    z: Sequence[Tensor], image_size: int | tuple[int, int], sigma: float = 4.0, combine: str = "likelihood"
+) -> Tensor:
+    """The coarsest scale's term alone (N, H, W), upsampled and smoothed as :func:`anomaly_map`."""
+    coarsest = min(range(len(z)), key=lambda i: z[i].shape[-2] * z[i].shape[-1])
+    term = _scale_terms([z[coarsest]], combine)[0]
+    return gaussian_blur(_upsample(term, _size(image_size)), sigma)
+
+
+def score_latents(
+    z: Sequence[Tensor],
+    image_size: int | tuple[int, int],
+    sigma: float = 4.0,
+    combine: str = "likelihood",
+    pooling: str = "coarse",
+) -> tuple[Tensor, Tensor]:
+    """Anomaly maps (N, H, W) and image scores (N,) from per-scale latents.
+
+    The map is :func:`anomaly_map`; the score pools it (``"max"``, ``"topk"``) or, with
+    ``"coarse"``, is the maximum of :func:`coarsest_scale_map`.
+    """
+    maps = anomaly_map(z, image_size, sigma, combine)
+    if pooling == "coarse":
+        return maps, coarsest_scale_map(z, image_size, sigma, combine).flatten(1).amax(dim=1)
+    return maps, image_scores(maps, pooling)
+
+
 def image_scores(maps: Tensor, pooling: str = "max") -> Tensor:
-    """Image scores (N,) pooled from maps (N, H, W): the maximum, or the mean of the top 1 %."""
+    """Image scores (N,) pooled from maps (N, H, W): the maximum, or the mean of the top 1 %.
+
+    ``"coarse"`` needs the latents, not the map: use :func:`score_latents`.
+    """
     flat = maps.flatten(1)
     if pooling == "max":
         return flat.amax(dim=1)
     if pooling == "topk":
         k = max(1, round(flat.shape[1] * TOPK_FRACTION))
         return flat.topk(k, dim=1).values.mean(dim=1)
+    if pooling == "coarse":
+        raise ValueError("coarse pooling scores the coarsest scale's map: use score_latents(z, ...)")
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")

@@ -24,13 +24,17 @@ from .device import autocast_dtype
 from .errors import TrainingCancelled, TrainingError
 from .model import CAINNFlow, negative_log_likelihood
 
+AUGMENT_MODES = ("auto", "none")
+
 __all__ = [
+    "AUGMENT_MODES",
     "EpochRecord",
     "TrainConfig",
     "TrainProgress",
     "TrainingHistory",
     "extract_features",
     "fit_flows",
+    "step_budget",
 ]
 
 
@@ -38,12 +42,14 @@ __all__ = [
 class TrainConfig:
     """Optimisation settings.
 
-    Training length is a budget in optimizer steps, not epochs, so a user with 10 good
-    images trains as long as one with 200 (15 epochs of 9 images are only 15 steps); early
-    stopping on the validation NLL ends it sooner when the flows have converged.
+    Training length is a budget in optimizer steps, not epochs (15 epochs of 9 images are
+    only 15 steps). By default the budget grows with the square root of the number of good
+    images (:func:`step_budget`: 120 steps up to 44 images, 247 for 188, 400 from 494 on),
+    so a small set trains in seconds and a large one still converges; early stopping on the
+    validation NLL ends it sooner when the flows stop improving.
 
     Attributes:
-        max_steps: optimizer-step budget (used when ``epochs`` is None).
+        max_steps: optimizer-step budget (used when ``epochs`` is None); None: :func:`step_budget`.
         epochs: if given, train for exactly this many passes instead (the budget then is
             ``epochs × steps per epoch``).
         batch_size: images per step (at most the number of training images).
@@ -53,25 +59,36 @@ class TrainConfig:
         val_every: with a step budget, validate at the end of the first epoch that reaches
             this many steps since the last validation (with ``epochs``: every epoch).
         patience: stop after this many validations without a better validation loss (None:
-            never stop early).
-        min_steps: never stop early before this many steps.
+            never stop early); better means lower by more than ``min_delta``.
+        min_delta: the smallest drop of the validation loss (nats per dimension) that counts
+            as better: float noise (thread counts, another machine) cannot flip a decision.
+        min_steps: never stop early before this many steps (nor before half the budget).
         grad_clip: clip the gradient norm to this value (None: no clipping).
         seed: seeds batch order.
+        augment: ``"auto"``: with at most :data:`cainnflow.augment.AUGMENT_MAX_IMAGES` training
+            images, add the flips that the good images show to be harmless
+            (:mod:`cainnflow.augment`); ``"none"``: never.
     """
 
-    max_steps: int = 400
+    max_steps: int | None = None
     epochs: int | None = None
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-5
     val_every: int = 20
     patience: int | None = 4
+    min_delta: float = 1e-3
     min_steps: int = 150
     grad_clip: float | None = 10.0
     seed: int = 0
+    augment: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or (self.epochs is not None and self.epochs < 1):
+        if self.augment not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}, got {self.augment!r}")
+        if (self.max_steps is not None and self.max_steps < 1) or (
+            self.epochs is not None and self.epochs < 1
+        ):
             raise ValueError("max_steps and epochs must be at least 1")
         if self.batch_size < 1 or self.val_every < 1:
             raise ValueError("batch_size and val_every must be at least 1")
@@ -79,13 +96,42 @@ class TrainConfig:
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, math.ceil(n_train / min(self.batch_size, max(n_train, 1))))
 
-    def total_steps(self, n_train: int) -> int:
-        """The step budget for ``n_train`` training images."""
+    def total_steps(self, n_train: int, n_images: int | None = None) -> int:
+        """The step budget for ``n_train`` training images (feature rows, flips included).
+
+        ``n_images``: the good images they come from (default ``n_train``), which
+        :func:`step_budget` scales with.
+        """
         per_epoch = self.steps_per_epoch(n_train)
-        return self.epochs * per_epoch if self.epochs is not None else self.max_steps
+        if self.epochs is not None:
+            return self.epochs * per_epoch
+        if self.max_steps is not None:
+            return self.max_steps
+        return step_budget(n_train if n_images is None else n_images)
+
+    def earliest_stop(self, total: int) -> int:
+        """Steps before which training never stops early."""
+        return min(self.min_steps, total // 2)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+MIN_BUDGET_STEPS = 120
+MAX_BUDGET_STEPS = 400
+STEPS_PER_SQRT_IMAGE = 18.0
+
+
+def step_budget(n_images: int) -> int:
+    """The default optimizer-step budget for ``n_images`` good training images.
+
+    ``18·√n`` clipped to [120, 400]: 120 steps up to 44 images, 247 for 188 (bottle), 400
+    from 494 on. Chosen so that on two CPU cores a small set trains in well under a minute and
+    bottle in about one (benchmarks/README.md), where a fixed 400 cost small sets as much as
+    large ones.
+    """
+    steps = round(STEPS_PER_SQRT_IMAGE * math.sqrt(max(n_images, 1)))
+    return int(min(MAX_BUDGET_STEPS, max(MIN_BUDGET_STEPS, steps)))
 
 
 @dataclass(frozen=True)
@@ -145,6 +191,8 @@ class TrainingHistory:
     feature_seconds: float = 0.0
     train_seconds: float = 0.0
     steps: int = 0
+    flips: list[dict[str, Any]] = field(default_factory=list)
+    """Augmentation evidence: one :class:`cainnflow.augment.FlipDecision` dict per flip tried."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,8 +219,11 @@ def extract_features(
     *,
     callback: ProgressCallback | None = None,
     cancel: Event | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> list[Tensor]:
     """Runs the frozen backbone once over a loader of :class:`cainnflow.data.DatasetItem`.
+
+    ``transform`` maps each normalised batch (N, 3, S, S) before the backbone (a flip).
 
     Returns:
         One CPU float32 tensor (N, C_i, H_i, W_i) per scale.
@@ -188,6 +239,8 @@ def extract_features(
         if _check_cancel(cancel):
             raise TrainingCancelled("cancelled while extracting features")
         images = batch[0].to(device, non_blocking=True)
+        if transform is not None:
+            images = transform(images)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             feats = model.extract_features(images)
         chunks.append([f.float().cpu() for f in feats])
@@ -223,6 +276,7 @@ def fit_flows(
     *,
     callback: ProgressCallback | None = None,
     cancel: Event | None = None,
+    n_images: int | None = None,
 ) -> TrainingHistory:
     """Trains the flows by maximum likelihood on cached features.
 
@@ -240,6 +294,8 @@ def fit_flows(
         cancel: when set, training stops within one batch; the best state so far is kept and
             the history says ``cancelled``. Cancelled before the first validation, it raises
             :class:`TrainingCancelled`.
+        n_images: the good images the training features come from (fewer than their rows
+            when flipped copies were added); the default step budget scales with it.
 
     Raises:
         TrainingError: the loss became NaN or infinite (the last good state is restored).
@@ -253,7 +309,8 @@ def fit_flows(
     n = train_features[0].shape[0]
     batch_size = min(config.batch_size, n)
     per_epoch = config.steps_per_epoch(n)
-    total = config.total_steps(n)
+    total = config.total_steps(n, n_images)
+    earliest_stop = config.earliest_stop(total)
     epochs = math.ceil(total / per_epoch)
     history = TrainingHistory()
     best_state = copy.deepcopy(model.flows.state_dict())
@@ -325,7 +382,7 @@ def fit_flows(
         history.epochs.append(EpochRecord(epoch, train_loss, val_loss, now - round_start))
         round_start, running, seen, since_val = now, 0.0, 0, 0
         monitored = val_loss if val_loss is not None else train_loss
-        if monitored < best_loss:
+        if monitored < best_loss - config.min_delta:
             best_loss = monitored
             best_state = copy.deepcopy(model.flows.state_dict())
             history.best_epoch = epoch
@@ -336,7 +393,7 @@ def fit_flows(
             if (
                 config.patience is not None
                 and rounds_without_gain >= config.patience
-                and done >= config.min_steps
+                and done >= earliest_stop
                 and not last_epoch
             ):
                 history.stopped_early = True

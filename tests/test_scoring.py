@@ -76,3 +76,30 @@ def test_likelihood_combine_is_bounded_and_monotone():
     assert float(anomaly_map([z_quiet], 32, sigma=0).max()) == 0.0
     with pytest.raises(ValueError):
         anomaly_map([z_quiet], 32, combine="median")
+
+
+def test_coarse_score_is_the_coarsest_scales_maximum_and_ignores_fine_tails():
+    from cainnflow.scoring import coarsest_scale_map, score_latents
+
+    fine = torch.zeros(2, 4, 16, 16)
+    coarse = torch.zeros(2, 4, 4, 4)
+    fine[0, :, 2:6, 2:6] = 6.0  # image 0: a fine-scale outlier only (a normal texture's tail)
+    coarse[1, :, 2, 2] = 2.0  # image 1: a region the coarse scale finds unusual
+    maps, scores = score_latents([fine, coarse], 32, sigma=1.0, pooling="coarse")
+    assert maps.shape == (2, 32, 32)
+    torch.testing.assert_close(maps, anomaly_map([fine, coarse], 32, 1.0))
+    torch.testing.assert_close(scores, coarsest_scale_map([fine, coarse], 32, 1.0).flatten(1).amax(1))
+    assert scores[1] > scores[0]
+    # The paper's max of the combined map ranks them the other way round.
+    _, max_scores = score_latents([fine, coarse], 32, sigma=1.0, pooling="max")
+    assert max_scores[0] > max_scores[1]
+    with pytest.raises(ValueError, match="score_latents"):
+        image_scores(maps, "coarse")
+
+
+def test_checkpoints_without_pooling_keep_the_maps_maximum():
+    from cainnflow.model import CAINNFlowConfig
+
+    assert CAINNFlowConfig().pooling == "coarse"
+    old = {k: v for k, v in CAINNFlowConfig().to_dict().items() if k != "pooling"}
+    assert CAINNFlowConfig.from_dict(old).pooling == "max"
