@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def child(args: argparse.Namespace) -> None:
     """One training job: prints a JSON line with its seconds per step."""
     sys.path.insert(0, str(ROOT))
-    import cainnflow  # noqa: F401 - OpenMP settings before torch
     import torch
 
+    import cainnflow  # noqa: F401 - OpenMP settings before torch
     from cainnflow.detector import Detector
     from cainnflow.model import negative_log_likelihood
 
