@@ -210,24 +210,26 @@ def test_4_a_batch_zip_of_large_images_streams_and_stays_within_budget() -> None
 
 @needs_demo
 def test_4_images_over_the_pixel_limit_in_a_zip_are_refused_before_decoding() -> None:
+    bomb = zip_of({f"bomb_{i}.png": flat_png(BOMB_SIDE) for i in range(2)})
+    # Train / load: refused in one line and nothing is kept.
     at = open_app()
+    at.radio(key=state.K_SOURCE).set_value("upload").run()
+    before = reset_peak_rss()
+    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("bomb.zip", bomb, "application/zip")]).run()
+    button(at, "Use the uploaded images").click().run()
+    no_traceback(at)
+    assert peak_rss() - before < 150
+    assert any(e.startswith("Upload refused:") and "more than this app accepts" in e for e in errors_of(at))
+    assert not list((session_folder(at) / "uploads").glob("*/*"))
+    # Inspect → Batch: the same.
     load_demo(at)
     at.switch_page("pages/inspect.py").run()
-    bomb = zip_of({f"bomb_{i}.png": flat_png(BOMB_SIDE) for i in range(2)})
     before = reset_peak_rss()
     at.file_uploader(key="inspect_batch_upload").set_value([("bomb.zip", bomb, "application/zip")]).run()
     no_traceback(at)
     assert peak_rss() - before < 150
     errors = errors_of(at)
     assert len(errors) == 1 and "more than this app accepts" in errors[0]
-    # Train / load: the same zip is refused in one line and nothing is kept.
-    at.switch_page("pages/train.py").run()
-    at.radio(key=state.K_SOURCE).set_value("upload").run()
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("bomb.zip", bomb, "application/zip")]).run()
-    button(at, "Use the uploaded images").click().run()
-    no_traceback(at)
-    assert any(e.startswith("Upload refused:") and "more than this app accepts" in e for e in errors_of(at))
-    assert not list((session_folder(at) / "uploads").glob("*/*"))
 
 
 @needs_demo
@@ -337,7 +339,7 @@ def test_6_cmyk_and_int32_uploads_are_scored_not_tracebacks() -> None:
     no_traceback(at)
     assert any("image(s) scored" in m.value for m in at.markdown)
     # Train / load takes them as good images.
-    at.switch_page("pages/train.py").run()
+    at = open_app()
     at.radio(key=state.K_SOURCE).set_value("upload").run()
     at.file_uploader(key=state.K_DATA_UPLOAD).set_value(files).run()
     button(at, "Use the uploaded images").click().run()
