@@ -97,14 +97,18 @@ def _upload_data_panel() -> None:
         st.caption(note)
     if st.button("Use the uploaded images", disabled=not files, icon=":material/upload:"):
         skipped: list[str] = []
+        refused: CainnflowError | None = None
         with st.status("Unpacking and checking the upload…", expanded=False) as status:
             try:
                 data_ref = store_upload(files or [], name, skipped=skipped)
             except CainnflowError as exc:
+                refused = exc
                 status.update(label="Upload refused", state="error")
-                st.error(f"Upload refused: {exc}")
-                return
-            status.update(label="Upload ready", state="complete")
+            else:
+                status.update(label="Upload ready", state="complete")
+        if refused is not None:
+            st.error(f"Upload refused: {refused}")  # outside the (collapsed) status box
+            return
         if skipped:
             st.session_state[K_UPLOAD_NOTE] = (
                 f"Left out {len(skipped)} file(s) of the zip that are not images: "
@@ -516,6 +520,24 @@ def _progress_panel(polling: bool) -> None:
         st.rerun()  # the whole app: adopt the model, update the sidebar, stop polling
 
 
+def _estimate_caption(config: CAINNFlowConfig, train_config: TrainConfig, n_images: int) -> None:
+    """The expected training time, from this server's measured speed for this configuration."""
+    from cainnflow.training import estimate_from_timings  # PyTorch-free, but beside its peers
+
+    timings = loaders.step_timings(config.to_json(), state.get(state.DEVICE_CHOICE))
+    if timings is None:
+        return
+    backbone_s, step_s, batch = timings
+    est = estimate_from_timings(n_images, backbone_s * min(batch, n_images) / batch, step_s, int(batch), train_config)
+    busy = jobs.running_jobs()
+    st.caption(
+        f"Expected training time here: about **{display.format_seconds(est.total_s)}** for {n_images} good images "
+        f"({display.format_seconds(est.feature_s)} of features, then up to {est.steps} steps × {est.step_s:.2f} s; "
+        "early stopping often ends sooner)"
+        + (f". {busy} other training job(s) running on this server will slow it." if busy else ".")
+    )
+
+
 def train_section(config: CAINNFlowConfig | None, train_config: TrainConfig, random: bool) -> None:
     st.subheader("3 · Train")
     job: TrainingJob | None = state.get(state.TRAIN_JOB)
@@ -537,6 +559,8 @@ def train_section(config: CAINNFlowConfig | None, train_config: TrainConfig, ran
         st.rerun()
     if data is None:
         st.caption("Choose a dataset first.")
+    elif config is not None and not running:
+        _estimate_caption(config, train_config, len(data.data.train))
     st.caption(f"Server: {jobs.running_jobs()} of {hosting.max_jobs()} training slot(s) in use.")
     st.fragment(run_every=POLL_SECONDS if running else None)(_progress_panel)(polling=running)
 
