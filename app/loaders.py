@@ -7,6 +7,7 @@ threshold), so each session builds its own from cached bytes.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -183,3 +184,24 @@ def detected_device() -> str:
     from cainnflow.device import describe_device, resolve_device  # PyTorch
 
     return describe_device(resolve_device("auto"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def step_timings(config_json: str, device: str | None) -> tuple[float, float, float] | None:
+    """(backbone s per batch, flow s per step, batch) of a configuration on this server, timed once.
+
+    Random flows, the configuration's own backbone: timings do not depend on the weights. None
+    when the backbone cannot be built here.
+    """
+    from cainnflow.detector import Detector  # PyTorch
+    from cainnflow.errors import CainnflowError
+    from cainnflow.model import CAINNFlowConfig
+    from cainnflow.training import TrainConfig, estimate_training
+
+    try:
+        detector = Detector.create(CAINNFlowConfig.from_dict(json.loads(config_json)), device=device or "auto")
+    except (CainnflowError, OSError, RuntimeError, ValueError):
+        return None
+    batch = TrainConfig().batch_size
+    est = estimate_training(detector.model, batch, TrainConfig(augment="none"))
+    return est.feature_s, est.step_s, float(batch)

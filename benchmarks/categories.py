@@ -5,8 +5,13 @@
     python benchmarks/categories.py --define "s2lr1e-3:steps=2,lr=1e-3" --settings default s2lr1e-3
     python benchmarks/categories.py --categories circuit_board --stages 2 3 4 --epochs 30
     python benchmarks/categories.py --synthetic 20                    # + synthetic-anomaly AUROC
+    python benchmarks/categories.py --real-standard --runs 3          # + bottle, bottle-10, magnetic
+                                                                      #   tile, magnetic tile-20; worst of 3
+    python benchmarks/categories.py --categories --real ROOT:CATEGORY:20   # a real root's first 20 images
 
-Prints image / pixel AUROC and AUPRO per (category, setting) and a markdown table. With
+Prints image / pixel AUROC and AUPRO per (category, setting) and a markdown table that ends with
+the worst row (the lowest value of each column over the categories; with ``--runs N``, each cell
+is already the worst of N identical runs). With
 ``--synthetic N``, 20 % of each category's good training images are held out, the detector
 trains on the rest, and N synthetic anomalies pasted into the held-out images are scored
 against them (``cainnflow.synthetic``): the figure a settings search can use without the
@@ -30,13 +35,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cainnflow  # noqa: F401, I001 - OpenMP settings before torch loads
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import DEFAULT_MVTEC_ROOT, fmt
+from benchmarks.common import DEFAULT_MVTEC_ROOT, DEFAULT_SHARED_DATA, fmt
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import DEMO_CATEGORIES, make_demo_dataset
 from cainnflow.detector import Detector
@@ -75,7 +81,7 @@ def _fit_auto(data: CategoryData, model: CAINNFlowConfig, train: TrainConfig, de
     test_free = replace(data, test=())  # auto-configuration never sees the test split
     detector, report = auto_configure(test_free, model, train, device=device)
     print(
-        f"    auto chose stages {report.chosen.stages}, sigma {report.chosen.sigma:g} "
+        f"    auto chose stages {report.chosen.stages}, sigma {report.chosen.sigma:g}, {report.chosen.pooling} "
         f"(synthetic image {report.chosen.image_auroc:.3f}, pixel {report.chosen.pixel_auroc:.3f})",
         flush=True,
     )
@@ -266,21 +272,61 @@ def run(setting: Setting, data: CategoryData, device: str, seed: int, n_syntheti
 
 
 def markdown(rows: list[dict[str, Any]], settings: Sequence[Setting], synthetic: bool) -> str:
-    metrics = [("image_auroc", "img"), ("pixel_auroc", "px")]
+    """One row per category (each cell the worst of its identical runs), then the worst row."""
+    metrics = [("image_auroc", "img"), ("pixel_auroc", "px"), ("aupro", "AUPRO"), ("train_s", "train s")]
     if synthetic:
         metrics += [("synthetic_image_auroc", "syn img"), ("synthetic_pixel_auroc", "syn px")]
     head = ["category"] + [f"{s.name} {label}" for s in settings for _, label in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     categories = list(dict.fromkeys(r["category"] for r in rows))
+    worst: dict[tuple[str, str], list[float]] = {}
     for category in categories:
         cells = [category]
         for s in settings:
             runs = [r for r in rows if r["category"] == category and r["setting"] == s.name]
             for key, _ in metrics:
                 values = [r[key] for r in runs if r[key] is not None]
-                cells.append(fmt(float(np.mean(values))) if values else "—")
+                if not values:
+                    cells.append("—")
+                    continue
+                value = max(values) if key == "train_s" else min(values)
+                worst.setdefault((s.name, key), []).append(value)
+                cells.append(f"{value:.0f}" if key == "train_s" else fmt(value))
         lines.append("| " + " | ".join(cells) + " |")
+    cells = ["**worst**"]
+    for s in settings:
+        for key, _ in metrics:
+            values = worst.get((s.name, key))
+            if not values:
+                cells.append("—")
+            elif key == "train_s":
+                cells.append(f"{max(values):.0f}")
+            else:
+                cells.append(f"**{fmt(min(values))}**")
+    lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def real_dataset(spec: str) -> CategoryData:
+    """``ROOT:CATEGORY[:N]`` → the category, its training set cut to its first N good images."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) == 3 and parts[2].isdigit():
+        root, category, n = parts[0], parts[1], int(parts[2])
+    else:
+        (root, category), n = spec.rsplit(":", 1), None
+    data = load_mvtec_category(root, category)
+    if n is not None:
+        data = replace(data, name=f"{data.name}-{n}", train=data.train[:n])
+    return data
+
+
+STANDARD_REAL = (
+    "mvtec_ad:bottle",
+    "mvtec_ad:bottle:10",
+    "magnetic_tile:magnetic_tile",
+    "magnetic_tile:magnetic_tile:20",
+)
+"""The real sets every change is judged on (paths under the shared data folder)."""
 
 
 def main() -> None:
@@ -294,6 +340,22 @@ def main() -> None:
         "--demo-root", type=Path, default=None, help="where the demo data is (default: a temp dir)"
     )
     p.add_argument("--demo-size", type=int, default=256, help="demo images' side length when generated")
+    p.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="ROOT:CATEGORY[:N]",
+        help="a real category (first N good images)",
+    )
+    p.add_argument(
+        "--real-standard",
+        action="store_true",
+        help="add bottle, bottle-10, magnetic tile and magnetic tile-20 from the shared data folder",
+    )
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_SHARED_DATA, help="the shared data folder (--real-standard)"
+    )
+    p.add_argument("--runs", type=int, default=1, help="identical runs per cell (the table shows the worst)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="also score N synthetic anomalies")
     p.add_argument("--json", type=Path, default=None)
@@ -305,18 +367,21 @@ def main() -> None:
         print("#", describe(s))
     demo_root = args.demo_root or Path(tempfile.mkdtemp(prefix="cainnflow-demo-"))
     t0 = time.perf_counter()
-    make_demo_dataset(demo_root, categories=args.categories, image_size=args.demo_size)
+    if args.categories:
+        make_demo_dataset(demo_root, categories=args.categories, image_size=args.demo_size)
     print(
         f"# demo data: {len(args.categories)} categories in {time.perf_counter() - t0:.1f} s at {demo_root}"
     )
     datasets = [load_mvtec_category(demo_root, c) for c in args.categories]
     datasets += [load_mvtec_category(args.root, c) for c in args.mvtec]
+    real = [*(f"{args.data / spec}" for spec in STANDARD_REAL if args.real_standard), *args.real]
+    datasets += [real_dataset(spec) for spec in real]
     rows = []
     print(f"{'category':<14} {'setting':<12} {'seed':>4} | {'img':>6} {'pixel':>6} {'aupro':>6} | ", end="")
     print(f"{'syn img':>7} {'syn px':>6} | {'train s':>7} {'ms/img':>6}  per-defect image AUROC")
     for data in datasets:
         for setting in settings:
-            for seed in args.seeds:
+            for seed in [seed for seed in args.seeds for _ in range(args.runs)]:
                 row = run(setting, data, args.device, seed, args.synthetic)
                 rows.append(row)
                 defects = " ".join(f"{k}={fmt(v, digits=1)}" for k, v in row["per_defect"].items())

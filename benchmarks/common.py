@@ -8,7 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+# isort: off
+import cainnflow  # noqa: F401 - OpenMP settings before torch loads
 import torch
+
+# isort: on
 
 # CAINNFlow (3×3, WideResNet-50), paper Table 1: (image AUROC, pixel AUROC) in %.
 PAPER_TABLE1: dict[str, tuple[float, float]] = {
@@ -32,7 +36,8 @@ PAPER_TABLE1: dict[str, tuple[float, float]] = {
 PAPER_TABLE2_BOTTLE = {"CAC": 98.38, "CA": 98.03, "AC": 98.07, "CC": 98.06}
 PAPER_TABLE3_BOTTLE = {1: 98.28, 2: 98.38, 3: 98.01, 4: 97.99, 5: 97.88}
 
-DEFAULT_MVTEC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec_ad"
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_MVTEC_ROOT = DEFAULT_SHARED_DATA / "mvtec_ad"
 
 
 def peak_rss_gib() -> float:

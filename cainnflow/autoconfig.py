@@ -31,7 +31,7 @@ from .errors import DataError, TrainingCancelled
 from .metrics import f1_optimal_threshold, image_auroc, pixel_auroc
 from .model import CAINNFlowConfig
 from .scoring import score_latents
-from .synthetic import make_synthetic_anomalies
+from .synthetic import ALL_KINDS, make_synthetic_anomalies
 from .training import TrainConfig, TrainProgress
 
 __all__ = ["AutoCandidate", "AutoReport", "auto_configure", "candidate_settings"]
@@ -39,9 +39,11 @@ __all__ = ["AutoCandidate", "AutoReport", "auto_configure", "candidate_settings"
 HOLDOUT_FRACTION = 0.2
 MIN_HOLDOUT = 2
 MIN_TRAIN = 4
-SYNTHETIC_PER_HOLDOUT = 6
-MIN_SYNTHETIC = 12
+SYNTHETIC_PER_HOLDOUT = 9
+MIN_SYNTHETIC = 18
 SIGMAS = (2.0, 4.0, 8.0)
+POOLINGS = ("coarse", "max")
+"""Image scores tried: the coarsest scale's maximum, the combined map's maximum."""
 CNN_CANDIDATE_STAGES = (1, 2, 3, 4)
 MIN_RUN = 2
 """Candidate stage sets are runs of at least this many consecutive stages."""
@@ -54,6 +56,7 @@ class AutoCandidate:
     Attributes:
         stages: backbone stages used.
         sigma: anomaly-map smoothing.
+        pooling: how the image score is made (:data:`cainnflow.scoring.POOLINGS`).
         image_auroc: held-out good images vs synthetic anomalies.
         pixel_auroc: pixel AUROC on the same images (synthetic masks).
         objective: what was maximised, the mean of the two.
@@ -61,6 +64,7 @@ class AutoCandidate:
 
     stages: tuple[int, ...]
     sigma: float
+    pooling: str
     image_auroc: float
     pixel_auroc: float
     objective: float
@@ -92,11 +96,11 @@ class AutoReport:
         }
 
 
-def candidate_settings(stages: Sequence[int]) -> list[tuple[tuple[int, ...], float]]:
-    """Every run of at least :data:`MIN_RUN` consecutive ``stages`` with every sigma."""
+def candidate_settings(stages: Sequence[int]) -> list[tuple[tuple[int, ...], float, str]]:
+    """Every run of at least :data:`MIN_RUN` consecutive ``stages`` with every sigma and pooling."""
     stages = tuple(stages)
     runs = [stages[i:j] for i in range(len(stages)) for j in range(i + MIN_RUN, len(stages) + 1)] or [stages]
-    return [(run, sigma) for run in runs for sigma in SIGMAS]
+    return [(run, sigma, pooling) for run in runs for sigma in SIGMAS for pooling in POOLINGS]
 
 
 def _split_holdout(data: CategoryData, seed: int) -> tuple[list, list]:
@@ -131,22 +135,22 @@ def _score_candidates(
 ) -> list[AutoCandidate]:
     config = detector.config
     results = []
-    for run, sigma in candidate_settings(stages):
+    for run, sigma, pooling in candidate_settings(stages):
         z = [latents[stages.index(s)] for s in run]
-        maps, scores = score_latents(z, config.image_size, sigma, config.combine, config.pooling)
+        maps, scores = score_latents(z, config.image_size, sigma, config.combine, pooling)
         scores = scores.numpy()
         img = image_auroc(labels, scores) or 0.0
         pix = pixel_auroc(masks, maps.numpy()) or 0.0
-        results.append(AutoCandidate(run, sigma, float(img), float(pix), float((img + pix) / 2)))
+        results.append(AutoCandidate(run, sigma, pooling, float(img), float(pix), float((img + pix) / 2)))
     return results
 
 
-def _best(candidates: list[AutoCandidate], default: tuple[tuple[int, ...], float]) -> AutoCandidate:
+def _best(candidates: list[AutoCandidate], default: tuple[tuple[int, ...], float, str]) -> AutoCandidate:
     """Highest objective; ties (within 0.002) go to the default setting, then to fewer stages."""
     top = max(c.objective for c in candidates)
     close = [c for c in candidates if c.objective >= top - 0.002]
     for c in close:
-        if (c.stages, c.sigma) == default:
+        if (c.stages, c.sigma, c.pooling) == default:
             return c
     return max(close, key=lambda c: (c.objective, -len(c.stages)))
 
@@ -196,7 +200,7 @@ def auto_configure(
         cnn_stages = CNN_CANDIDATE_STAGES if probe.backbone.kind == "cnn" else ()
         candidate_stages = tuple(default_stages) + cnn_stages
     stages = tuple(sorted(set(int(s) for s in candidate_stages)))
-    default = (tuple(default_stages), config.sigma)
+    default = (tuple(default_stages), config.sigma, config.pooling)
 
     say(f"training one flow per stage {stages} on {len(train)} good images ({len(holdout)} held out)")
     selector = Detector.create(replace(config, out_indices=stages), weights=weights, device=device)
@@ -207,7 +211,7 @@ def auto_configure(
     say("pasting synthetic anomalies into the held-out images")
     good_images = [read_image(s.path) for s in holdout]
     n_synthetic = max(MIN_SYNTHETIC, SYNTHETIC_PER_HOLDOUT * len(holdout))
-    samples = make_synthetic_anomalies(good_images, n_synthetic, seed=train_config.seed)
+    samples = make_synthetic_anomalies(good_images, n_synthetic, seed=train_config.seed, kinds=ALL_KINDS)
     images = [*good_images, *(s.image for s in samples)]
     labels = np.array([0] * len(good_images) + [1] * len(samples))
     size = config.image_size
@@ -219,9 +223,14 @@ def auto_configure(
     candidates = _score_candidates(selector, latents, stages, labels, masks)
     chosen = _best(candidates, default)
 
-    say(f"training the chosen setting (stages {chosen.stages}, sigma {chosen.sigma:g}) on all good images")
+    say(
+        f"training the chosen setting (stages {chosen.stages}, sigma {chosen.sigma:g}, {chosen.pooling} score) "
+        "on all good images"
+    )
     final = Detector.create(
-        replace(config, out_indices=chosen.stages, sigma=chosen.sigma), weights=weights, device=device
+        replace(config, out_indices=chosen.stages, sigma=chosen.sigma, pooling=chosen.pooling),
+        weights=weights,
+        device=device,
     )
     final.fit(replace(data, test=()), train_config, callback=callback, cancel=cancel)
     proposed = _propose_threshold(final, data, train_config, [s.image for s in samples])

@@ -40,7 +40,6 @@ def _build_parser() -> argparse.ArgumentParser:
     from .model import CAINNFlowConfig
     from .registry import BACKBONES, DEFAULT_BACKBONE
     from .subnet import VARIANTS
-    from .training import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="python -m cainnflow",
@@ -234,7 +233,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         history = detector.history
         best = report.chosen
         print(
-            f"auto: chose stages {' '.join(map(str, best.stages))}, sigma {best.sigma:g} "
+            f"auto: chose stages {' '.join(map(str, best.stages))}, sigma {best.sigma:g}, {best.pooling} score "
             f"(held-out good vs synthetic anomalies: image AUROC {best.image_auroc:.3f}, "
             f"pixel AUROC {best.pixel_auroc:.3f}; {len(report.candidates)} settings tried, "
             f"proposed threshold {_fmt(report.proposed_threshold)})",

@@ -10,6 +10,15 @@ little (a flat background, say) is placed again elsewhere.
 * ``erase``: the region removed and filled from its blurred surroundings or a flat colour.
 * ``colour``: a colour / brightness shift blob.
 
+Fine and faint kinds (:data:`FINE_KINDS`), like the defects that region-sized ones miss —
+thin cracks, pin-holes, scratches, a large but faint change of surface:
+
+* ``crack``: a thin jagged dark (or light) line, 1–3 px wide at the model's input size.
+* ``pinhole``: a small dark pit, 2–4 px across at the model's input size.
+* ``scratch``: a thin straight light (or dark) line.
+* ``smooth``: a large region whose texture is blurred away (a polished or uneven surface),
+  its mean brightness nearly kept.
+
 Generation is deterministic given the seed, and sample ``i`` does not depend on ``n`` (the
 first five of ten samples are the five samples of ``n=5``). Only numpy, PIL and scipy are
 used. Example::
@@ -40,7 +49,9 @@ if TYPE_CHECKING:
     from .detector import Detector
 
 __all__ = [
+    "ALL_KINDS",
     "DEFAULT_AREA",
+    "FINE_KINDS",
     "SYNTHETIC_KINDS",
     "SyntheticEvaluation",
     "SyntheticSample",
@@ -50,6 +61,9 @@ __all__ = [
 ]
 
 SYNTHETIC_KINDS: tuple[str, ...] = ("cutpaste", "noise", "warp", "erase", "colour")
+FINE_KINDS: tuple[str, ...] = ("crack", "pinhole", "scratch", "smooth")
+ALL_KINDS: tuple[str, ...] = SYNTHETIC_KINDS + FINE_KINDS
+MODEL_SIDE = 256  # fine kinds are sized for images seen at about this side by the model
 #: Region area as a fraction of the image area, (low, high).
 DEFAULT_AREA: tuple[float, float] = (0.005, 0.03)
 
@@ -256,6 +270,34 @@ def _colour(
     return shifted
 
 
+def _darken_or_lighten(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
+    """A line or pit: darker (mostly) or lighter than its surroundings."""
+    if rng.random() < 0.75:
+        return image * rng.uniform(0.3, 0.65)
+    return image + (255.0 - image) * rng.uniform(0.35, 0.7)
+
+
+def _smooth(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    donor: np.ndarray,
+) -> np.ndarray:
+    scale = max(1.0, min(alpha.shape) / MODEL_SIDE)
+    sigma = rng.uniform(2.0, 4.0) * scale
+    blurred = np.stack([ndimage.gaussian_filter(image[..., c], sigma) for c in range(3)], axis=-1)
+    return blurred * rng.uniform(0.9, 1.1)
+
+
 _KindFn = Callable[[np.random.Generator, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray], np.ndarray]
 _KINDS: dict[str, _KindFn] = {
     "cutpaste": _cutpaste,
@@ -263,6 +305,77 @@ _KINDS: dict[str, _KindFn] = {
     "warp": _warp,
     "erase": _erase,
     "colour": _colour,
+    "crack": _darken_or_lighten,
+    "pinhole": _darken_or_lighten,
+    "scratch": _darken_or_lighten,
+    "smooth": _smooth,
+}
+
+
+# --------------------------------------------------------------------------- fine regions
+# Each takes (rng, shape (H, W), centre, radius) and returns the opacity (H, W) in [0, 1].
+
+
+def _model_px(shape: tuple[int, int]) -> float:
+    """Image pixels per pixel of the model's input."""
+    return max(1.0, min(shape) / MODEL_SIDE)
+
+
+def _stroke(shape: tuple[int, int], points: np.ndarray, width: float) -> np.ndarray:
+    from PIL import ImageDraw
+
+    canvas = Image.new("L", (shape[1], shape[0]), 0)
+    xy = [(float(x), float(y)) for y, x in points]
+    ImageDraw.Draw(canvas).line(xy, fill=255, width=max(1, round(width)), joint="curve")
+    return np.asarray(canvas, np.float32) / 255.0
+
+
+def _crack_region(
+    rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, radius: float
+) -> np.ndarray:
+    length = rng.uniform(1.5, 3.0) * radius
+    steps = 12
+    angle = rng.uniform(0, 2 * math.pi)
+    point = centre - 0.5 * length * np.array([math.sin(angle), math.cos(angle)], np.float32)
+    points = [point]
+    for _ in range(steps):
+        angle += rng.normal(0.0, 0.35)
+        point = point + (length / steps) * np.array([math.sin(angle), math.cos(angle)], np.float32)
+        points.append(point)
+    return _stroke(shape, np.array(points), rng.uniform(1.0, 3.0) * _model_px(shape))
+
+
+def _scratch_region(
+    rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, radius: float
+) -> np.ndarray:
+    half = rng.uniform(1.0, 2.0) * radius
+    angle = rng.uniform(0, math.pi)
+    direction = np.array([math.sin(angle), math.cos(angle)], np.float32)
+    points = np.array([centre - half * direction, centre + half * direction])
+    return _stroke(shape, points, rng.uniform(1.0, 2.0) * _model_px(shape))
+
+
+def _pinhole_region(
+    rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, radius: float
+) -> np.ndarray:
+    r = rng.uniform(1.0, 2.0) * _model_px(shape)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    dist = np.sqrt((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2)
+    return np.clip(r + 0.5 - dist, 0.0, 1.0)
+
+
+def _smooth_region(
+    rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, radius: float
+) -> np.ndarray:
+    return _blob(rng, shape, centre, min(2.0 * radius, min(shape) / 2 - 1))
+
+
+_RegionFn = Callable[[np.random.Generator, tuple[int, int], np.ndarray, float], np.ndarray]
+_REGIONS: dict[str, _RegionFn] = {
+    "crack": _crack_region,
+    "scratch": _scratch_region,
+    "pinhole": _pinhole_region,
+    "smooth": _smooth_region,
 }
 
 
@@ -284,9 +397,7 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
         raise DataError("no synthetic anomaly kinds given")
     unknown = [k for k in kinds if k not in _KINDS]
     if unknown:
-        raise DataError(
-            f"unknown synthetic anomaly kind {unknown[0]!r} (available: {', '.join(SYNTHETIC_KINDS)})"
-        )
+        raise DataError(f"unknown synthetic anomaly kind {unknown[0]!r} (available: {', '.join(ALL_KINDS)})")
     return kinds
 
 
@@ -311,7 +422,7 @@ def _edit(
         radius = math.sqrt(rng.uniform(*area) * height * width / math.pi)
         radius = min(radius, min(height, width) / 2 - 1)
         centre = _centre(rng, energy, radius)
-        alpha = _blob(rng, (height, width), centre, radius)
+        alpha = _REGIONS.get(kind, _blob)(rng, (height, width), centre, radius)
         target = _KINDS[kind](rng, image, alpha, centre, radius, donor)
         edited = np.clip(np.rint(image + (target - image) * alpha[..., None]), 0, _UINT8_MAX)
         change = np.abs(edited - image)

@@ -31,9 +31,9 @@ def demo(tmp_path_factory):
 
 def test_candidates_are_runs_of_consecutive_stages():
     settings = candidate_settings((1, 2, 3, 4))
-    runs = {run for run, _ in settings}
+    runs = {run for run, _, _ in settings}
     assert runs == {(1, 2), (2, 3), (3, 4), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4)}
-    assert len(settings) == len(runs) * 3
+    assert len(settings) == len(runs) * 3 * 2  # three sigmas, two image scores
 
 
 def test_auto_configure_chooses_records_and_never_reads_test(demo, tmp_path, monkeypatch):
@@ -57,10 +57,15 @@ def test_auto_configure_chooses_records_and_never_reads_test(demo, tmp_path, mon
     )
     assert not test_paths & set(opened), "auto-configuration read a test image"
     assert len(progress) >= 3
-    assert (report.chosen.stages, report.chosen.sigma) in {(c.stages, c.sigma) for c in report.candidates}
+    assert (report.chosen.stages, report.chosen.sigma, report.chosen.pooling) in {
+        (c.stages, c.sigma, c.pooling) for c in report.candidates
+    }
+    assert {c.pooling for c in report.candidates} == {"coarse", "max"}
     assert all(0.0 <= c.image_auroc <= 1.0 and 0.0 <= c.pixel_auroc <= 1.0 for c in report.candidates)
     assert (
-        detector.config.out_indices == report.chosen.stages and detector.config.sigma == report.chosen.sigma
+        detector.config.out_indices == report.chosen.stages
+        and detector.config.sigma == report.chosen.sigma
+        and detector.config.pooling == report.chosen.pooling
     )
     assert report.n_holdout >= 2 and report.n_synthetic >= 12
     assert report.proposed_threshold is None or np.isfinite(report.proposed_threshold)

@@ -13,6 +13,7 @@ from cainnflow.detector import Detector
 from cainnflow.errors import DataError
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.synthetic import (
+    ALL_KINDS,
     SYNTHETIC_KINDS,
     evaluate_synthetic,
     make_synthetic_anomalies,
@@ -47,7 +48,7 @@ def test_masks_match_changed_pixels(category):
         assert 0.001 < sample.mask.mean() < 0.1
 
 
-@pytest.mark.parametrize("kind", SYNTHETIC_KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @pytest.mark.parametrize("shape", [(61, 47), (97, 130)])
 def test_every_kind_on_odd_sizes_and_gray(kind, shape):
     height, width = shape
