@@ -196,7 +196,8 @@ def step_timings(config_json: str, device: str | None) -> tuple[float, float, fl
     from cainnflow.detector import Detector  # PyTorch
     from cainnflow.errors import CainnflowError
     from cainnflow.model import CAINNFlowConfig
-    from cainnflow.training import TrainConfig, estimate_training
+    from cainnflow.estimate import estimate_training
+    from cainnflow.training import TrainConfig
 
     try:
         detector = Detector.create(CAINNFlowConfig.from_dict(json.loads(config_json)), device=device or "auto")

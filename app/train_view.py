@@ -522,7 +522,7 @@ def _progress_panel(polling: bool) -> None:
 
 def _estimate_caption(config: CAINNFlowConfig, train_config: TrainConfig, n_images: int) -> None:
     """The expected training time, from this server's measured speed for this configuration."""
-    from cainnflow.training import estimate_from_timings  # PyTorch-free, but beside its peers
+    from cainnflow.estimate import estimate_from_timings  # PyTorch is loaded by now (step_timings)
 
     timings = loaders.step_timings(config.to_json(), state.get(state.DEVICE_CHOICE))
     if timings is None:
