@@ -183,7 +183,7 @@ def attention_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
         st.image(display_image(analysis.image, entry.detector), width="stretch")
         st.caption("the input image")
     gate_col.plotly_chart(
-        _gate_figure(spatial, gate_range, "spatial gate Mₛ"),
+        _gate_figure(spatial, gate_range, "Mₛ", overall=False),
         key="cf_learn_att_spatial",
         config=figures.CONFIG,
     )
@@ -265,10 +265,14 @@ class GateRange:
         return where + "It passes some positions on and damps others. " + stretch
 
 
-def _gate_figure(values: np.ndarray, gate_range: GateRange, title: str, height: int = 300) -> go.Figure:
+def _gate_figure(
+    values: np.ndarray, gate_range: GateRange, title: str, height: int = 300, *, overall: bool = True
+) -> go.Figure:
+    """A spatial gate stretched to its inside; ``overall``: the whole range in the title too."""
+    whole = f" (all {gate_range.low:.2f}…{gate_range.high:.2f})" if overall else ""
     return heatmap_figure(
         values,
-        f"{title}: {gate_range.lo:.3f}…{gate_range.hi:.3f} (all {gate_range.low:.2f}…{gate_range.high:.2f})",
+        f"{title}: {gate_range.lo:.3f}…{gate_range.hi:.3f}{whole}",
         colorscale="Cividis",
         zmin=gate_range.lo,
         zmax=max(gate_range.hi, gate_range.lo + 1e-6),

@@ -8,6 +8,7 @@ README's pictures).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import zipfile
@@ -80,6 +81,8 @@ DOC_SHOTS = {  # step screenshot -> name in the docs folder
     "08_latent": "latent",
     "09_inverse_generation": "latent_inverse",
     "10_learn": "learn",
+    "10b_learn_cbam": "learn_cbam",
+    "09b_sampling": "latent_sampling",
     "11_restored_after_reload": "restored_after_reload",
     "12_mismatch_warning": "mismatch_warning",
     "13_batch": "inspect_batch",
@@ -139,6 +142,15 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             wait_idle(page)
             assert_no_exception(page, "inspect page right after the server started")
             shot(page, "00_inspect_quick")
+            # Stale sidebar states clear by themselves once the data is written and PyTorch is in.
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            expect(sidebar.get_by_text("being generated", exact=False)).to_have_count(
+                0, timeout=FIRST_PAGE_TIMEOUT_MS
+            )
+            expect(sidebar.get_by_text("PyTorch is loading", exact=False)).to_have_count(
+                0, timeout=FIRST_PAGE_TIMEOUT_MS
+            )
+            expect(sidebar.get_by_text("Detected:", exact=False)).to_be_visible()
 
             open_page(page, "Train / load")
             expect(page.get_by_text("Current data: demo / carpet_weave", exact=False)).to_be_visible(
@@ -225,19 +237,62 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             shot(page, "08_latent")
             page.get_by_role("tab", name="Inverse generation").click()
             wait_idle(page)
+            # A click on the map picks a cell: Row / Column follow it, and the verdict is shown.
+            row, col = page.get_by_label("Row", exact=True), page.get_by_label("Column", exact=True)
+            before = (row.input_value(), col.input_value())
+            grid = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="click cells").first
+            grid.scroll_into_view_if_needed()
+            box = grid.locator(".nsewdrag").first.bounding_box()
+            page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.75 * box["height"])
+            wait_idle(page)
+            expect(page.get_by_text("1 cell(s):", exact=False)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            after = (row.input_value(), col.input_value())
+            assert after != before and page.get_by_text(f"({after[0]},{after[1]})").count() == 1, (
+                before,
+                after,
+            )
             page.get_by_role("button", name="Add point").click()
             wait_idle(page)
+            verdict = page.locator('[data-testid="stAlert"]').filter(has_text="threshold").first
+            expect(verdict).to_contain_text(re.compile(r"(good|anomalous): score [0-9.]+ [<≥] threshold"))
             page.wait_for_timeout(1000)
             assert_no_exception(page, "inverse generation")
             shot(page, "09_inverse_generation")
+            page.get_by_role("tab", name="Sampling", exact=False).click()
+            wait_idle(page)
+            # Its own image picker (hidden tabs' widgets are not counted)
+            expect(page.get_by_role("combobox", name="Test image of", exact=False)).to_have_count(1)
+            assert_no_exception(page, "sampling")
+            shot(page, "09b_sampling")
 
             # Learn: train the 2-D toy flow from the page.
             open_page(page, "Learn")
-            page.get_by_role("button", name="Train 200 steps").click()
+            frame = page.locator('[data-testid="stImage"] img').first
+            page.get_by_role("button", name="Train 300 steps").click()
+            frames, seen_progress, start = set(), False, time.monotonic()
+            while time.monotonic() - start < TRAIN_TIMEOUT_MS / 1000:
+                assert frame.count() == 1, "the toy flow's picture vanished while it trained"
+                frames.add(frame.get_attribute("src"))  # the picture moves as the flow learns
+                running = page.locator('[data-testid="stProgress"]').count() > 0
+                seen_progress |= running
+                if not running and (seen_progress or time.monotonic() - start > 10):
+                    break
+                page.wait_for_timeout(250)
             wait_idle(page, timeout_ms=TRAIN_TIMEOUT_MS)  # animated training: slow on a busy machine
-            page.wait_for_timeout(1000)
+            assert len(frames) >= 3, f"{len(frames)} distinct frames while training"
             assert_no_exception(page, "learn page after toy training")
             shot(page, "10_learn")
+            page.get_by_role("tab", name="3 · CBAM attention").click()
+            wait_idle(page)
+            expect(page.get_by_text("the input image", exact=True)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            expect(page.get_by_text("Inside the border the gate lies between", exact=False)).to_be_visible()
+            page.wait_for_timeout(1000)
+            assert_no_exception(page, "learn page, CBAM")
+            shot(page, "10b_learn_cbam")
+            page.get_by_role("tab", name="4 · Subnet arrangements").click()
+            wait_idle(page)
+            expect(page.get_by_text("paper Eq. 11", exact=True)).to_be_visible()
+            shot(page, "10c_learn_subnets")
 
             # A reload keeps model and data (the session token is in the URL); loading a saved
             # checkpoint then refreshes the sidebar and the Current model panel at once.
@@ -375,12 +430,21 @@ def test_a_bookmarked_page_on_a_fresh_server_opens_the_app(
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(f"{url}/evaluate?s={token}", timeout=STEP_TIMEOUT_MS)
-            page.get_by_role("heading", name="Train / load").wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
+            page.get_by_role("heading", name="Evaluate & threshold").wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
             wait_idle(page)
             nav = page.locator('[data-testid="stSidebarNav"]')
             expect(nav.get_by_text("Evaluate & threshold", exact=True)).to_be_visible()
             expect(nav.get_by_text("evaluate", exact=True)).to_have_count(0)  # no file-name navigation
-            assert f"s={token}" in page.url
+            assert f"s={token}" in page.url and "/evaluate" in page.url and "page=" not in page.url, page.url
             assert_no_exception(page, "a bookmarked page on a fresh server")
+            # Every page's own address opens it, the first page's too (it is served at "/").
+            for path, title in (("train", "Train / load"), ("learn", "Learn"), ("inspect", "Inspect")):
+                page.goto(f"{url}/{path}?s={token}", timeout=STEP_TIMEOUT_MS)
+                nav.get_by_text(title, exact=True).wait_for(timeout=STEP_TIMEOUT_MS)
+                wait_idle(page)
+                expect(page.get_by_text("Page not found")).to_have_count(0)
+                current = nav.locator('a[aria-current="page"]')
+                expect(current).to_contain_text(title)
+                assert f"s={token}" in page.url
         finally:
             browser.close()
