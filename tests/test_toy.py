@@ -27,6 +27,8 @@ def test_toy_flow_inverts_and_learns():
     flow.train_steps(data, 150, batch_size=128)
     after = float(flow.nll(data).detach())
     assert after < before - 0.2
+    per_point = flow.point_nll(data)
+    assert per_point.shape == (512,) and per_point.mean() == pytest.approx(after, abs=1e-4)
     z, jac = flow.forward(data[:50])
     np.testing.assert_allclose(flow.inverse(z), data[:50], atol=1e-4)
     assert jac.shape == (50,) and len(flow.losses) == 1
