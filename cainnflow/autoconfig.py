@@ -200,13 +200,14 @@ def auto_configure(
         cnn_stages = CNN_CANDIDATE_STAGES if probe.backbone.kind == "cnn" else ()
         candidate_stages = tuple(default_stages) + cnn_stages
     stages = tuple(sorted(set(int(s) for s in candidate_stages)))
-    default = (tuple(default_stages), config.sigma, config.pooling)
 
     say(f"training one flow per stage {stages} on {len(train)} good images ({len(holdout)} held out)")
     selector = Detector.create(replace(config, out_indices=stages), weights=weights, device=device)
     selector.fit(replace(data, train=tuple(train), test=()), train_config, callback=callback, cancel=cancel)
     if cancel is not None and cancel.is_set():
         raise TrainingCancelled("auto-configuration cancelled")
+    # Ties go to the defaults: the backbone's stages, sigma, and the image score the good images chose.
+    default = (tuple(default_stages), config.sigma, selector.config.pooling)
 
     say("pasting synthetic anomalies into the held-out images")
     good_images = [read_image(s.path) for s in holdout]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from threading import Event
@@ -27,7 +27,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .augment import AUGMENT_MAX_IMAGES, FLIPS, FlipDecision, apply_flip, choose_flips, used_flips
+from .augment import (
+    AUGMENT_MAX_IMAGES,
+    FLIP_TEST_IMAGES,
+    FLIPS,
+    FlipDecision,
+    apply_flip,
+    auto_pooling,
+    choose_flips,
+    used_flips,
+)
 from .backbone import FeatureExtractor, create_backbone
 from .checkpoint import DetectorParts, detector_to_bytes, load_detector_parts, save_detector
 from .data import (
@@ -185,13 +194,17 @@ class Detector:
         n_train = len(train_samples)
         train_feats = [f[:n_train] for f in features]
         val_feats = [f[n_train:] for f in features] if val_samples else None
+        augment = train_config.augment == "auto" and n_train <= AUGMENT_MAX_IMAGES
         flips: list[FlipDecision] = []
-        if train_config.augment == "auto" and n_train <= AUGMENT_MAX_IMAGES:
-            train_loader = self.loader(train_samples, train_config.batch_size, num_workers)
+        if augment or self.config.pooling == "auto":
+            # Flip evidence from (at most FLIP_TEST_IMAGES of) the training images: it decides
+            # the image score of "auto" pooling and which flips may augment few images.
+            probe = list(train_samples) if augment else list(train_samples)[:FLIP_TEST_IMAGES]
+            probe_loader = self.loader(probe, train_config.batch_size, num_workers)
             flipped = {
                 name: extract_features(
                     self.model,
-                    train_loader,
+                    probe_loader,
                     self.device,
                     cancel=cancel,
                     transform=partial(apply_flip, name=name),
@@ -199,8 +212,18 @@ class Detector:
                 for name in FLIPS
             }
             coarsest = min(range(len(train_feats)), key=lambda i: train_feats[i][0, 0].numel())
-            flips = choose_flips(train_feats[coarsest], {k: v[coarsest] for k, v in flipped.items()})
-            used = used_flips(flips)
+            flips = choose_flips(
+                train_feats[coarsest][: len(probe)], {k: v[coarsest] for k, v in flipped.items()}
+            )
+            if self.config.pooling == "auto":
+                pooling = auto_pooling(flips)
+                self.model.config = replace(self.config, pooling=pooling)
+                logger.info(
+                    "image score: %s (%s)",
+                    pooling,
+                    "flip-invariant images" if pooling == "coarse" else "aligned",
+                )
+            used = used_flips(flips) if augment else []
             if used:
                 logger.info("augmenting %d training images with %s", n_train, ", ".join(used))
                 train_feats = [

@@ -81,10 +81,12 @@ class CAINNFlowConfig:
         sigma: Gaussian smoothing of the anomaly map, in input pixels (0 = none).
         combine: how scale maps are combined: ``"likelihood"`` (mean of ``1 − exp(−nll)``)
             or ``"nll"`` (mean of the negative log-likelihoods); see :mod:`cainnflow.scoring`.
-        pooling: how the image score is made: ``"coarse"`` (the maximum of the coarsest
-            scale's map: context, and a small normal spread), ``"max"`` (the maximum of the
-            combined map, the paper) or ``"topk"`` (mean of its top 1 % pixels); see
-            :mod:`cainnflow.scoring`.
+        pooling: how the image score is made: ``"auto"`` (default: chosen when training, from
+            the good images — ``"coarse"`` for flip-invariant ones such as textures, ``"max"``
+            for aligned parts; :mod:`cainnflow.augment`), ``"coarse"`` (the maximum of the
+            coarsest scale's map: context, and a small normal spread), ``"max"`` (the maximum
+            of the combined map, the paper) or ``"topk"`` (mean of its top 1 % pixels); see
+            :mod:`cainnflow.scoring`. An untrained ``"auto"`` model scores as ``"max"``.
         seed: seed of the flow initialisation and permutations.
     """
 
@@ -100,7 +102,7 @@ class CAINNFlowConfig:
     coupling: CouplingType = "glow"
     sigma: float = 4.0
     combine: str = "likelihood"
-    pooling: str = "coarse"
+    pooling: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,8 +117,8 @@ class CAINNFlowConfig:
             raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {', '.join(COUPLINGS)}")
         if self.combine not in COMBINES:
             raise ValueError(f"unknown combine {self.combine!r}; choose one of {', '.join(COMBINES)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.pooling not in ("auto", *POOLINGS):
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of auto, {', '.join(POOLINGS)}")
         for name, (low, high) in CONFIG_BOUNDS.items():
             value = getattr(self, name)
             if not low <= value <= high:
@@ -272,12 +274,13 @@ class CAINNFlow(nn.Module):
 
     def image_scores(self, maps: Tensor) -> Tensor:
         """Image scores (N,) pooled from anomaly maps (N, S, S) (not for ``"coarse"``: see :meth:`score`)."""
-        return image_scores(maps, self.config.pooling)
+        return image_scores(maps, "max" if self.config.pooling == "auto" else self.config.pooling)
 
     def score(self, z: Sequence[Tensor], image_size: int | None = None) -> tuple[Tensor, Tensor]:
         """This model's anomaly maps (N, S, S) and image scores (N,) for per-scale latents."""
         cfg = self.config
-        return score_latents(z, image_size or cfg.image_size, cfg.sigma, cfg.combine, cfg.pooling)
+        pooling = "max" if cfg.pooling == "auto" else cfg.pooling
+        return score_latents(z, image_size or cfg.image_size, cfg.sigma, cfg.combine, pooling)
 
     def encode(self, images: Tensor) -> FlowOutput:
         """Images (N, 3, S, S) → latents, through the frozen backbone."""

@@ -67,7 +67,8 @@ class TrainConfig:
         seed: seeds batch order.
         augment: ``"auto"``: with at most :data:`cainnflow.augment.AUGMENT_MAX_IMAGES` training
             images, add the flips that the good images show to be harmless
-            (:mod:`cainnflow.augment`); ``"none"``: never.
+            (:mod:`cainnflow.augment`); ``"none"`` (default: flips did not help on the sets
+            measured, benchmarks/README.md).
     """
 
     max_steps: int | None = None
@@ -81,7 +82,7 @@ class TrainConfig:
     min_steps: int = 150
     grad_clip: float | None = 10.0
     seed: int = 0
-    augment: str = "auto"
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_MODES:

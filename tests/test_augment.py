@@ -47,3 +47,14 @@ def test_too_few_images_are_never_augmented():
     images = _texture(3)
     decisions = choose_flips(_features(images), {"hflip": _features(apply_flip(images, "hflip"))})
     assert not any(d.used for d in decisions)
+
+
+@pytest.mark.parametrize("make, expected", [(_texture, "coarse"), (_aligned_part, "max")])
+def test_auto_pooling_scores_flip_invariant_images_by_the_coarse_scale(make, expected):
+    from cainnflow.augment import auto_pooling
+
+    images = make(24)
+    feats = _features(images)
+    decisions = choose_flips(feats, {name: _features(apply_flip(images, name)) for name in FLIPS})
+    assert auto_pooling(decisions) == expected
+    assert auto_pooling([]) == "max"

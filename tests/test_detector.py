@@ -43,6 +43,18 @@ def test_fit_calibrates(trained):
     assert trained.info["n_val"] >= 1 and trained.info["n_train"] + trained.info["n_val"] == 16
 
 
+def test_auto_pooling_is_decided_from_the_good_images_and_kept(trained, tmp_path):
+    from cainnflow.augment import FlipDecision, auto_pooling
+
+    assert trained.config.pooling in ("coarse", "max")  # "auto" is resolved when training
+    decisions = [FlipDecision(**d) for d in trained.history.flips]
+    assert [d.name for d in decisions] == ["hflip", "vflip", "rot180"]
+    assert trained.config.pooling == auto_pooling(decisions)
+    loaded = Detector.load(trained.save(tmp_path / "p.safetensors"), device="cpu")
+    assert loaded.config.pooling == trained.config.pooling
+    assert [d["used"] for d in loaded.history.flips] == [d.used for d in decisions]
+
+
 def test_save_load_round_trip_gives_same_scores(trained, demo, tmp_path):
     images = sorted((demo / CATEGORY / "test").rglob("*.png"))[:3]
     before = trained.predict(images)

@@ -100,6 +100,6 @@ def test_coarse_score_is_the_coarsest_scales_maximum_and_ignores_fine_tails():
 def test_checkpoints_without_pooling_keep_the_maps_maximum():
     from cainnflow.model import CAINNFlowConfig
 
-    assert CAINNFlowConfig().pooling == "coarse"
+    assert CAINNFlowConfig().pooling == "auto"  # resolved from the good images when training
     old = {k: v for k, v in CAINNFlowConfig().to_dict().items() if k != "pooling"}
     assert CAINNFlowConfig.from_dict(old).pooling == "max"
