@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from app import warmup
+from app import keys, warmup
 
 warmup.start()  # first of all: generates the demo data in another process
 
@@ -46,7 +46,7 @@ def requested_page(current: st.Page) -> st.Page | None:
     bookmark asked for before the router ran (``?page=``, :func:`app.state.require_router`)."""
     if current is home_alias:
         return pages[0]
-    wanted = st.query_params.get(state.OPEN_PAGE)
+    wanted = st.query_params.get(keys.OPEN_PAGE)
     if wanted is None:
         return None
     return by_name.get(wanted, pages[0])
@@ -56,11 +56,11 @@ with quickstart.page_run():  # PyTorch imports in the background while no page i
     navigation = st.navigation([*pages, home_alias])  # first, so the page list shows at once
     target = requested_page(navigation)
     if target is not None:
-        query = {k: v for k, v in st.query_params.to_dict().items() if k != state.OPEN_PAGE}
+        query = {k: v for k, v in st.query_params.to_dict().items() if k != keys.OPEN_PAGE}
         st.switch_page(target, query_params=query)  # keeps ?s=token
     quickstart.start()
     state.init_state()  # this session's token, and what a reload restores
-    st.session_state[state.ROUTED] = True  # pages opened without the router hand over to it
+    st.session_state[keys.ROUTED] = True  # pages opened without the router hand over to it
     state.resolve_pending_data(wait=False)  # demo data generated since the demo model was loaded
     need = needs.get(navigation.url_path, "torch")
     if need == "torch":

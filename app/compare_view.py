@@ -18,7 +18,7 @@ import streamlit as st
 from cainnflow.errors import CainnflowError
 from cainnflow.sweep import RESULTS_FILE, TrialResult, paper_table, parse_results
 
-from . import figures, hosting, loaders
+from . import figures, hosting, keys, loaders
 
 __all__ = ["METRICS", "pivot", "render", "results_frame", "runs_dir", "table_figure"]
 
@@ -27,11 +27,6 @@ RUNS_DIRNAME = "runs"
 MAX_CSV_BYTES = 5 * 1024 * 1024
 PERCENT = 100.0
 SOURCES = {"runs": "A sweep in the app's runs folder", "upload": "Upload a results.csv"}
-K_SOURCE = "compare_source"
-K_FILE = "compare_file"
-K_UPLOAD = "compare_upload"
-K_METRIC = "compare_metric"
-K_BACKBONE = "compare_backbone"
 ALL = "all (mean)"
 SHOWN_COLUMNS = (
     "category",
@@ -112,9 +107,11 @@ def table_figure(table: pd.DataFrame, title: str, label: str) -> go.Figure:
 
 def _read_source() -> tuple[str, str] | None:
     """(name, text) of the chosen results file, or None (with a hint shown)."""
-    source = st.radio("Results", list(SOURCES), format_func=SOURCES.get, horizontal=True, key=K_SOURCE)
+    source = st.radio(
+        "Results", list(SOURCES), format_func=SOURCES.get, horizontal=True, key=keys.K_COMPARE_SOURCE
+    )
     if source == "upload":
-        upload = st.file_uploader("A sweep's results.csv", type=["csv"], key=K_UPLOAD)
+        upload = st.file_uploader("A sweep's results.csv", type=["csv"], key=keys.K_COMPARE_UPLOAD)
         if upload is None:
             return None
         if upload.size > MAX_CSV_BYTES:
@@ -139,7 +136,10 @@ def _read_source() -> tuple[str, str] | None:
         )
         return None
     chosen = st.selectbox(
-        "Sweep", found, format_func=lambda p: str(p.parent.relative_to(folder)) or ".", key=K_FILE
+        "Sweep",
+        found,
+        format_func=lambda p: str(p.parent.relative_to(folder)) or ".",
+        key=keys.K_COMPARE_FILE,
     )
     return str(chosen.parent.relative_to(folder)), chosen.read_text(encoding="utf-8")
 
@@ -160,11 +160,13 @@ def render() -> None:
         return
     frame = results_frame(results)
     c1, c2 = st.columns(2)
-    metric = c1.selectbox("Metric", list(METRICS), format_func=METRICS.get, key=K_METRIC)
+    metric = c1.selectbox("Metric", list(METRICS), format_func=METRICS.get, key=keys.K_COMPARE_METRIC)
     backbones = sorted(frame["backbone"].unique())
     backbone = ALL
     if len(backbones) > 1:
-        backbone = c2.selectbox("Backbone for variant × steps", [ALL, *backbones], key=K_BACKBONE)
+        backbone = c2.selectbox(
+            "Backbone for variant × steps", [ALL, *backbones], key=keys.K_COMPARE_BACKBONE
+        )
     label = METRICS[metric]
     if frame[metric].isna().all():
         st.warning(f"No trial of {name} has a {label} (no masks or no test split).")

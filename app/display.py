@@ -22,7 +22,7 @@ from cainnflow.data import read_image, read_mask
 from cainnflow.errors import CainnflowError
 from cainnflow.visualization import colorize, overlay_heatmap
 
-from . import hosting, state
+from . import hosting, keys, session_store, state
 
 if TYPE_CHECKING:  # or its ONNX Runtime twin, app.quickstart.QuickDemoDetector (same attributes)
     from cainnflow.detector import Detector
@@ -49,7 +49,7 @@ __all__ = [
 #: Image types the upload widgets accept (PIL reads them all).
 UPLOAD_IMAGE_TYPES: tuple[str, ...] = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp")
 
-SCORE_CACHE = state.SCORE_CACHE
+SCORE_CACHE = keys.SCORE_CACHE
 COLOR_BAR_SIZE = (256, 12)
 SCORE_CACHE_SIZE = 96  # maps kept per session (one 256x256 float32 map is 256 KiB)
 GOOD, ANOMALOUS = "good", "anomalous"
@@ -222,7 +222,7 @@ def uploaded_images(key: str, label: str = "Upload images") -> list[ImageInput]:
             data = hosting.decode_upload(file.getvalue(), file.name)
             name = _unique_upload_name(store, file.name, data)
             if name is not None:
-                state.keep_upload(name, data)
+                session_store.keep_upload(name, data)
         except CainnflowError as exc:
             st.warning(f"Skipped an image: {exc}", icon=":material/broken_image:")
             name = None
@@ -247,7 +247,7 @@ def uploaded_images(key: str, label: str = "Upload images") -> list[ImageInput]:
 
 
 def _forget_uploads(key: str) -> None:
-    state.forget_uploads()
+    session_store.forget_uploads()
     st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
     st.session_state.pop(f"{key}_seen", None)
 

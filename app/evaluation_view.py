@@ -20,7 +20,7 @@ from cainnflow.errors import CainnflowError
 from cainnflow.evaluation import EvaluationResult
 from cainnflow.metrics import confusion_at, misclassified_first, percentile_threshold
 
-from . import figures, loaders, state
+from . import figures, keys, loaders, session_store, state
 from .display import render_overlay
 from .threshold import MIN_VALIDATION_IMAGES, few_validation_images, synthetic_threshold
 
@@ -34,13 +34,6 @@ __all__ = [
     "threshold_explorer",
 ]
 
-SYNTHETIC_NOTE = "cf_eval_synthetic_note"  # (owner, text) of the last threshold set from synthetic anomalies
-THRESHOLD = "cf_eval_threshold"  # slider value
-THRESHOLD_OWNER = "cf_eval_threshold_owner"
-CALIBRATED = "cf_eval_calibrated"  # {model version: threshold from validation normals}
-GOOD_PERCENTILE = "cf_eval_good_percentile"
-N_EXAMPLES = "cf_eval_n_examples"
-COMPARE = "cf_eval_compare"  # (owner, other name, EvaluationResult) of the last comparison
 
 SLIDER_STEPS = 1000
 EXAMPLE_COLUMNS = 4
@@ -67,7 +60,7 @@ def require_test_data() -> state.DataEntry:
 
 def calibrated_threshold(entry: state.ModelEntry) -> float | None:
     """The threshold the model had when first seen here (from its validation normals)."""
-    remembered: dict[int, float | None] = st.session_state.setdefault(CALIBRATED, {})
+    remembered: dict[int, float | None] = st.session_state.setdefault(keys.EVAL_CALIBRATED, {})
     if entry.version not in remembered:
         remembered[entry.version] = entry.detector.threshold
     return remembered[entry.version]
@@ -178,12 +171,12 @@ def _slider_range(result: EvaluationResult, extra: list[float | None]) -> tuple[
 
 
 def _set_threshold(value: float) -> None:
-    st.session_state[THRESHOLD] = float(value)
+    st.session_state[keys.EVAL_THRESHOLD] = float(value)
 
 
 def _set_good_percentile(result: EvaluationResult) -> None:
     good = result.scores[result.labels == 0]
-    percentile = float(st.session_state.get(GOOD_PERCENTILE, DEFAULT_THRESHOLD_PERCENTILE))
+    percentile = float(st.session_state.get(keys.EVAL_GOOD_PERCENTILE, DEFAULT_THRESHOLD_PERCENTILE))
     _set_threshold(percentile_threshold(good, percentile))
 
 
@@ -231,10 +224,13 @@ def threshold_explorer(entry: state.ModelEntry, data: state.DataEntry, result: E
     """The threshold slider and everything that follows from it (a fragment)."""
     owner = _owner(entry, data)
     calibrated = calibrated_threshold(entry)
-    if st.session_state.get(THRESHOLD_OWNER) != owner or THRESHOLD not in st.session_state:
+    if (
+        st.session_state.get(keys.EVAL_THRESHOLD_OWNER) != owner
+        or keys.EVAL_THRESHOLD not in st.session_state
+    ):
         start = entry.detector.threshold if entry.detector.threshold is not None else result.threshold
-        st.session_state[THRESHOLD] = float(start)
-        st.session_state[THRESHOLD_OWNER] = owner
+        st.session_state[keys.EVAL_THRESHOLD] = float(start)
+        st.session_state[keys.EVAL_THRESHOLD_OWNER] = owner
     few_validation_warning(entry, data)
     _explorer_fragment(entry, result, calibrated)
 
@@ -261,7 +257,7 @@ def few_validation_warning(entry: state.ModelEntry, data: state.DataEntry) -> No
         help="Needs the data the model was trained on." if not same_data else None,
         key="eval_synthetic_threshold",
     )
-    note = st.session_state.get(SYNTHETIC_NOTE)
+    note = st.session_state.get(keys.EVAL_SYNTHETIC_NOTE)
     if note is not None and note[0] == _owner(entry, data):
         st.caption(note[1])
 
@@ -270,10 +266,10 @@ def _set_synthetic_threshold(entry: state.ModelEntry, data: state.DataEntry) -> 
     try:
         found = synthetic_threshold(entry.detector, data.data)
     except CainnflowError as exc:
-        st.session_state[SYNTHETIC_NOTE] = (_owner(entry, data), f"Could not set it: {exc}")
+        st.session_state[keys.EVAL_SYNTHETIC_NOTE] = (_owner(entry, data), f"Could not set it: {exc}")
         return
     _set_threshold(found.threshold)
-    st.session_state[SYNTHETIC_NOTE] = (
+    st.session_state[keys.EVAL_SYNTHETIC_NOTE] = (
         _owner(entry, data),
         f"Shown threshold {found.threshold:.4g}: F1-optimal between {found.n_good} validation image(s) and "
         f"{found.n_synthetic} synthetic anomalies. **Save threshold with the model** below to keep it.",
@@ -282,8 +278,10 @@ def _set_synthetic_threshold(entry: state.ModelEntry, data: state.DataEntry) -> 
 
 @st.fragment
 def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibrated: float | None) -> None:
-    lo, hi = _slider_range(result, [calibrated, result.f1_threshold, st.session_state.get(THRESHOLD)])
-    st.session_state[THRESHOLD] = float(np.clip(st.session_state[THRESHOLD], lo, hi))
+    lo, hi = _slider_range(
+        result, [calibrated, result.f1_threshold, st.session_state.get(keys.EVAL_THRESHOLD)]
+    )
+    st.session_state[keys.EVAL_THRESHOLD] = float(np.clip(st.session_state[keys.EVAL_THRESHOLD], lo, hi))
 
     b1, b2, b3, b4 = st.columns([1.2, 1, 1.1, 0.9], vertical_alignment="bottom")
     b1.button(
@@ -301,7 +299,12 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         help="Maximises F1 on this test split — optimistic, since it is chosen on the data it is judged on.",
     )
     b3.slider(
-        "Percentile of good test scores", 50.0, 100.0, DEFAULT_THRESHOLD_PERCENTILE, 0.5, key=GOOD_PERCENTILE
+        "Percentile of good test scores",
+        50.0,
+        100.0,
+        DEFAULT_THRESHOLD_PERCENTILE,
+        0.5,
+        key=keys.EVAL_GOOD_PERCENTILE,
     )
     b4.button(
         "Use percentile",
@@ -316,7 +319,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         max_value=hi,
         step=(hi - lo) / SLIDER_STEPS,
         format="%.4f",
-        key=THRESHOLD,
+        key=keys.EVAL_THRESHOLD,
     )
 
     if result.f1_threshold is not None and abs(threshold - result.f1_threshold) <= 1e-9 * max(
@@ -345,7 +348,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     )
 
     st.markdown("##### Examples")
-    count = st.select_slider("Examples shown", [4, 8, 12, 16], value=8, key=N_EXAMPLES)
+    count = st.select_slider("Examples shown", [4, 8, 12, 16], value=8, key=keys.EVAL_N_EXAMPLES)
     _examples(result, entry, threshold, count)
 
     st.markdown("##### Keep this threshold")
@@ -402,14 +405,14 @@ def _metric_rows(result: EvaluationResult) -> dict[str, str]:
 
 
 def _other_checkpoint() -> tuple[str, bytes | Path] | None:
-    saved = sorted(p.name for p in state.session_dir().glob(f"*{loaders.CHECKPOINT_SUFFIX}"))
+    saved = sorted(p.name for p in session_store.session_dir().glob(f"*{loaders.CHECKPOINT_SUFFIX}"))
     c1, c2 = st.columns(2)
     choice = c1.selectbox("One of this session's checkpoints", ["—", *saved], key="cf_eval_compare_saved")
     upload = c2.file_uploader("or upload one", type=["safetensors"], key="cf_eval_compare_upload")
     if upload is not None:
         return upload.name, upload.getvalue()
     if choice != "—":
-        return choice, state.session_dir() / choice
+        return choice, session_store.session_dir() / choice
     return None
 
 
@@ -426,8 +429,8 @@ def compare_panel(entry: state.ModelEntry, data: state.DataEntry, result: Evalua
         except CainnflowError as exc:
             st.error(f"Could not compare with {name}: {exc}")
             return
-        st.session_state[COMPARE] = (owner, name, other_result)
-    stored = st.session_state.get(COMPARE)
+        st.session_state[keys.EVAL_COMPARE] = (owner, name, other_result)
+    stored = st.session_state.get(keys.EVAL_COMPARE)
     if stored is None or stored[0] != owner:
         st.caption("Pick a checkpoint to score the same test images with it.")
         return

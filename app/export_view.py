@@ -14,11 +14,12 @@ import streamlit as st
 from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError
 
+from . import keys
+
 __all__ = ["render_export"]
 
 _FORMATS = {"ONNX (ONNX Runtime)": "onnx", "OpenVINO IR": "openvino"}
 _ENGINE_PACKAGES = {"onnx": ("onnx",), "openvino": ("onnx", "openvino")}
-_ZIP_KEY = "export_view_zip"
 
 
 def _missing(fmt: str) -> list[str]:
@@ -47,11 +48,11 @@ def render_export(detector: Detector) -> None:
 
         with st.spinner("Tracing and converting the graph…"):
             try:
-                st.session_state[_ZIP_KEY] = (key, export_zip_bytes(detector, format=fmt))
+                st.session_state[keys.K_EXPORT_ZIP] = (key, export_zip_bytes(detector, format=fmt))
             except CainnflowError as exc:
                 st.error(str(exc))
                 return
-    stored = st.session_state.get(_ZIP_KEY)
+    stored = st.session_state.get(keys.K_EXPORT_ZIP)
     if stored is not None and stored[0] == key:
         category = str(detector.info.get("category") or "model")
         st.download_button(

@@ -21,7 +21,7 @@ from PIL import Image
 from cainnflow.data import Sample, find_images, read_image
 from cainnflow.errors import CainnflowError
 
-from . import display, hosting, jobs, loaders, state
+from . import display, hosting, jobs, keys, loaders, session_store, state
 
 __all__ = ["BatchResult", "batch_panel", "choose_images", "results_panel", "score_batch"]
 
@@ -31,10 +31,6 @@ MAX_DEFAULT_PICKS = 5
 THRESHOLD_STEPS = 200
 THRESHOLD_HEADROOM = 0.5  # the slider reaches this much past the colour range, in units of the range
 SORTS = {"score_desc": "score, highest first", "score_asc": "score, lowest first", "name": "name"}
-K_DETAIL = "inspect_detail"
-K_UPLOADS = "inspect_uploads"
-K_BATCH = "inspect_batch_result"  # BatchResult of the last batch run
-K_BATCH_UNPACKED = "inspect_batch_unpacked"  # {upload id: (folder, [(name, path)], skipped)}
 MAX_BATCH_IMAGES = 200
 BATCH_CHUNK = 8
 
@@ -57,7 +53,7 @@ def choose_images(data: state.DataEntry | None) -> list[display.ImageInput]:
     """
     left, right = st.columns(2, gap="large")
     with left:
-        uploaded = display.uploaded_images(K_UPLOADS)
+        uploaded = display.uploaded_images(keys.K_INSPECT_UPLOADS)
     if data is None or not data.data.test:
         right.caption("Choose a dataset with a test split on **Train / load** to pick test images here.")
         return uploaded
@@ -148,7 +144,7 @@ def _detail(
 
 
 def _show_detail(digest: str) -> None:
-    st.session_state[K_DETAIL] = digest
+    st.session_state[keys.K_DETAIL] = digest
 
 
 def _gallery(
@@ -234,14 +230,14 @@ def results_panel(items: list[display.ScoredImage], entry: state.ModelEntry) -> 
     if len(items) == 1:
         _detail(items[0], entry, alpha, limits, show_gt)
         return
-    keys = [it.key for it in items]
-    if st.session_state.get(K_DETAIL) not in keys:
-        st.session_state[K_DETAIL] = keys[0]
+    item_keys = [it.key for it in items]
+    if st.session_state.get(keys.K_DETAIL) not in item_keys:
+        st.session_state[keys.K_DETAIL] = item_keys[0]
     chosen = st.selectbox(
-        "Detail view", keys, format_func=lambda k: _label(items[keys.index(k)]), key=K_DETAIL
+        "Detail view", item_keys, format_func=lambda k: _label(items[item_keys.index(k)]), key=keys.K_DETAIL
     )
     with st.container(border=True):
-        _detail(items[keys.index(chosen)], entry, alpha, limits, show_gt)
+        _detail(items[item_keys.index(chosen)], entry, alpha, limits, show_gt)
     st.markdown("##### Gallery")
     _gallery(items, entry, alpha, limits)
 
@@ -326,11 +322,11 @@ def _unpacked_zip(file) -> tuple[list[tuple[str, Path]], list[str]]:
     """A batch zip unpacked once per upload into the session's folder: (name, path) per image,
     named by its path inside the zip, and the members skipped (not images)."""
     unpacked: dict[str, tuple[Path, list[tuple[str, Path]], list[str]]] = st.session_state.setdefault(
-        K_BATCH_UNPACKED, {}
+        keys.K_BATCH_UNPACKED, {}
     )
     if file.file_id not in unpacked:
-        session = state.session_dir()
-        staging = session / state.BATCH_DIR / secrets.token_urlsafe(6)
+        session = session_store.session_dir()
+        staging = session / session_store.BATCH_DIR / secrets.token_urlsafe(6)
         skipped: list[str] = []
         written = hosting.extract_zip(
             file.getvalue(), staging, room=hosting.session_room(session), skipped=skipped
@@ -343,7 +339,7 @@ def _unpacked_zip(file) -> tuple[list[tuple[str, Path]], list[str]]:
 
 def _drop_unpacked(keep: set[str]) -> None:
     """Removes unpacked batch zips whose upload is gone from the widget."""
-    unpacked = st.session_state.get(K_BATCH_UNPACKED) or {}
+    unpacked = st.session_state.get(keys.K_BATCH_UNPACKED) or {}
     for file_id in [f for f in unpacked if f not in keep]:
         shutil.rmtree(unpacked.pop(file_id)[0], ignore_errors=True)
 
@@ -351,7 +347,7 @@ def _drop_unpacked(keep: set[str]) -> None:
 def _batch_inputs(mode: str) -> list[tuple[str, bytes | Path]] | None:
     if mode == "server":
         folder = st.text_input(
-            "Server folder with images", key="inspect_batch_folder", persist_state="session"
+            "Server folder with images", key=keys.K_BATCH_FOLDER, persist_state="session"
         ).strip()
         if hosting.allowed_roots(loaders.app_home()) is not None:
             st.caption("Server folders are limited to the data folders this app is allowed to read.")
@@ -429,9 +425,9 @@ def batch_panel(entry: state.ModelEntry) -> None:
             except CainnflowError as exc:
                 st.error(f"Batch not scored: {exc}")
             else:
-                st.session_state[K_BATCH] = result
+                st.session_state[keys.K_BATCH] = result
             bar.empty()
-    result: BatchResult | None = st.session_state.get(K_BATCH)
+    result: BatchResult | None = st.session_state.get(keys.K_BATCH)
     if result is None or result.model_version != entry.version:
         return
     for problem in result.problems:

@@ -11,18 +11,18 @@ import streamlit as st
 
 from cainnflow.errors import CainnflowError
 
-from . import loaders, quickstart, state, warmup
+from . import keys, loaders, quickstart, state, warmup
 
 __all__ = ["load_demo", "notify", "open_model_data", "show_notice"]
 
 
 def notify(kind: str, text: str) -> None:
     """A message shown once, at the next render of the Train / load page."""
-    st.session_state[state.NOTICE] = (kind, text)
+    st.session_state[keys.NOTICE] = (kind, text)
 
 
 def show_notice() -> None:
-    notice = st.session_state.pop(state.NOTICE, None)
+    notice = st.session_state.pop(keys.NOTICE, None)
     if notice:
         kind, text = notice
         {"error": st.error, "warning": st.warning}.get(kind, st.success)(text)
@@ -41,7 +41,7 @@ def open_model_data(data_ref: state.DataRef) -> None:
 def load_demo() -> None:
     """Button callback: the ready demo model plus the demo category it was trained on."""
     try:
-        detector = quickstart.demo_model(state.get(state.DEVICE_CHOICE))
+        detector = quickstart.demo_model(state.get(keys.DEVICE_CHOICE))
     except CainnflowError as exc:
         notify("error", f"Could not load the demo checkpoint: {exc}")
         return

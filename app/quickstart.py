@@ -4,8 +4,8 @@ Importing PyTorch, timm and the library takes 3–6 s on 2 cores, longer than a 
 wait for a first heatmap. So the router calls :func:`start` on every run, which imports them
 in a background thread, and until :func:`torch_ready`:
 
-* the Train / load page shows a quick-start panel (load the ready demo model) and fills in
-  its training controls as soon as PyTorch is there;
+* the Train / load page shows a quick-start panel (:mod:`app.train_quick`: load the ready
+  demo model) and fills in its training controls as soon as PyTorch is there;
 * the ready demo model is served by its ONNX export shipped in ``assets/`` on ONNX Runtime
   (which imports in a fraction of a second) as a :class:`QuickDemoDetector`: the same model,
   the same maps and scores (to float precision), enough for Inspect and the sidebar;
@@ -63,7 +63,10 @@ LIGHT_MODULES: tuple[str, ...] = ("app.inspect_view",)
 #: What it imports next, at a quiet moment: the library's PyTorch half and the views on it.
 HEAVY_MODULES: tuple[str, ...] = (
     "cainnflow.detector",
-    "app.train_view",
+    "app.train_data",
+    "app.train_settings",
+    "app.train_job",
+    "app.train_model",
     "app.evaluation_view",
     "app.compare_view",
     "app.latent_view",
@@ -275,46 +278,3 @@ def demo_model(device: str) -> Any | None:
             return quick
         wait_for_torch()
     return loaders.load_demo_detector(device)
-
-
-# --------------------------------------------------------------------------- Train / load while PyTorch loads
-
-POLL_SECONDS = 1.0
-
-
-@st.fragment(run_every=POLL_SECONDS)
-def _rerun_when_ready() -> None:
-    if torch_ready():
-        st.rerun(scope="app")
-
-
-def loading_panel() -> None:
-    """Train / load before PyTorch is imported: the ready demo model now, the rest when it is there.
-
-    Ends the page run (``st.stop``); the page reruns in full once the import is done.
-    """
-    from . import model_actions, state
-
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        st.info(
-            "Loading PyTorch for training (a few seconds after the server starts). The data and "
-            "training controls appear here when it is ready; the ready demo model works already.",
-            icon=":material/hourglass_top:",
-        )
-        _rerun_when_ready()
-    with right:
-        st.subheader("Load a model")
-        st.button(
-            "Load the ready demo checkpoint",
-            icon=":material/bolt:",
-            on_click=model_actions.load_demo,
-            help=f"A small model trained on the demo category {loaders.DEMO_CHECKPOINT_CATEGORY}; "
-            "sets that data too.",
-        )
-        model_actions.show_notice()
-        if state.current_model() is not None:
-            st.page_link(
-                "pages/inspect.py", label="Inspect images with this model", icon=":material/image_search:"
-            )
-    st.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import hosting, quickstart, state, warmup
+from . import hosting, keys, quickstart, state, warmup
 from .loaders import detected_device
 from .threshold import few_validation_images
 
@@ -15,7 +15,7 @@ def render_sidebar() -> None:
     """The sidebar; the router has initialised this session's state (``state.init_state``) first."""
     state.adopt_finished_training()
     with st.sidebar:
-        restored = st.session_state.pop(state.RESTORED, None)
+        restored = st.session_state.pop(keys.RESTORED, None)
         if restored:
             st.toast(restored, icon=":material/history:")
         st.markdown("### Current model")
@@ -39,7 +39,7 @@ def render_sidebar() -> None:
             _status()
         else:
             _status_while_loading()
-        job = state.get(state.TRAIN_JOB)
+        job = state.get(keys.TRAIN_JOB)
         if job is not None:
             snap = job.snapshot()
             if snap.running and snap.progress is not None:

@@ -1,34 +1,28 @@
-"""Session state: every key the app keeps, the session's own folder, and what survives a reload.
+"""Session state: the current model, data and evaluation, and what a reload brings back.
 
-Each browser session gets an unguessable token, kept in the URL (``?s=<token>``) and naming
-its folder ``<app home>/sessions/<token>/``. Every model the session trains or loads is saved
-there under a unique name, together with ``session.json`` (the current model and data).
-A reload (same URL) finds the token and brings model and data back; another session cannot
-open it without the token, and the app never lists other sessions' folders.
+The keys are named in :mod:`app.keys`; the session's folder and files are kept by
+:mod:`app.session_store`. This module decides what is current: it sets the model and the
+data, keeps the evaluation that belongs to them, and on a session's first run restores what
+the session file recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import secrets
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.errors import CainnflowError
 
-from . import hosting, jobs, loaders, quickstart, sessions, warmup
+from . import hosting, jobs, keys, loaders, quickstart, session_store, sessions, warmup
 from .loaders import unique_checkpoint_path
+from .session_store import DataRef, session_dir
 
 if TYPE_CHECKING:  # PyTorch: this module is imported before it is (see app.quickstart)
     from cainnflow.detector import Detector
@@ -45,124 +39,17 @@ __all__ = [
     "data_mismatch",
     "evaluation_is_current",
     "evaluation_owner",
-    "forget_uploads",
     "get",
     "init_state",
-    "keep_upload",
     "require_model",
     "save_threshold",
-    "session_dir",
-    "session_token",
     "set_data",
     "set_evaluation",
     "set_model",
-    "unique_checkpoint_path",
+    "upload_store",
 ]
 
-# ----------------------------------------------------------------- keys (the only place they are named)
-MODEL = "cf_model"  # ModelEntry | None
-DATA = "cf_data"  # DataEntry | None
-TRAIN_JOB = "cf_train_job"  # app.jobs.TrainingJob | None
-EVALUATION = "cf_evaluation"  # EvaluationResult | None (for the current model + data)
-DEVICE_CHOICE = "cf_device"  # one of cainnflow.device.DEVICE_CHOICES
-TOKEN = "cf_session_token"  # this session's token (also in the URL)
-RESTORED = "cf_restored"  # a one-line note about what came back after a reload, or None
-NOTICE = "cf_notice"  # (kind, text, model version) of the last load / save action
-UPLOADS = "cf_uploads"  # {name: bytes} images uploaded on any page, kept for the session
-SCORE_CACHE = "cf_score_cache"  # OrderedDict[(model version, digest), scored image]
-PENDING_DATA = "cf_pending_data"  # DataRef of demo data still being generated, to become current
-ROUTED = "cf_routed"  # True once the router (streamlit_app.py) has run in this session
-OPEN_PAGE = "page"  # query parameter: the page a bookmark asked for, carried through require_router
-
-# Widget keys of the Train / load page (kept here so restore and views agree).
-K_SOURCE = "train_source"
-K_DEMO_CATEGORY = "train_demo_category"
-K_CKPT_UPLOAD = "train_ckpt_upload"
-K_LAST_CKPT_UPLOAD = "train_last_upload_id"
-K_DATA_UPLOAD = "train_data_upload"
-K_SAVED_CKPT = "train_saved_ckpt"
-K_SAVE_NAME = "train_save_name"
-
-EVAL_OWNER = "cf_eval_owner"  # evaluation_owner() of the stored evaluation
-FIELDS_WRITTEN = "cf_fields_written"  # the form fields last written to FIELDS_FILE
-EVAL_FILE = "evaluation.json"
-EVAL_ARRAYS = "evaluation.npz"
-FIELDS_FILE = "fields.json"
-MAX_FIELD_CHARS = 4096
-#: Form fields a reload brings back (text and choices of Train / load and Inspect's batch folder).
-REMEMBERED_FIELDS = (
-    "train_source",
-    "train_demo_category",
-    "train_mvtec_root",
-    "train_mvtec_category",
-    "train_custom_good",
-    "train_custom_test_good",
-    "train_custom_defect",
-    "train_custom_masks",
-    "train_upload_name",
-    "inspect_batch_folder",
-)
-UPLOADED_IMAGES = "images"  # the session's uploaded images (folder), with their index
-BATCH_DIR = "batch"  # batch zips unpacked while Inspect scores them (app.inspect_view)
-UPLOADS_INDEX = "index.json"
-MAX_UPLOAD_NAME = 300
-MAX_UPLOAD_BYTES = 64 * 1024**2
-URL_PARAM = "s"
 PENDING_POLL_S = 0.05
-SESSION_FILE = "session.json"
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
-_FILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-
-_DEFAULTS: dict[str, Any] = {
-    MODEL: None,
-    DATA: None,
-    TRAIN_JOB: None,
-    EVALUATION: None,
-    DEVICE_CHOICE: "auto",
-    RESTORED: None,
-    NOTICE: None,
-}
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """Where a dataset comes from, enough to open it again (saved in checkpoints and sessions).
-
-    Attributes:
-        source: ``demo``, ``mvtec``, ``custom`` or ``upload``.
-        root: mvtec: the dataset root; custom: the good-images folder; upload: the upload id
-            (a folder of this session); demo: empty (the app's own demo folder).
-        category: category name.
-        test_good, defect, masks: optional folders of a custom dataset.
-    """
-
-    source: str
-    root: str
-    category: str
-    test_good: str = ""
-    defect: str = ""
-    masks: str = ""
-
-    SOURCES = ("demo", "mvtec", "custom", "upload")
-
-    def describe(self) -> str:
-        where = {"demo": "demo", "mvtec": "MVTec folder", "custom": "custom folders", "upload": "upload"}
-        return f"{where.get(self.source, self.source)} / {self.category}"
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: object) -> DataRef | None:
-        """The ref recorded in a checkpoint or session file; None if absent or malformed."""
-        if not isinstance(raw, dict):
-            return None
-        values = {k: raw.get(k, "") for k in ("source", "root", "category", "test_good", "defect", "masks")}
-        if not all(isinstance(v, str) and len(v) < 4096 for v in values.values()):
-            return None
-        if values["source"] not in cls.SOURCES or not hosting.is_folder_name(values["category"]):
-            return None
-        return cls(**values)
 
 
 @dataclass
@@ -178,6 +65,11 @@ class ModelEntry:
     origin: str  # e.g. "trained on demo / carpet_weave", "demo checkpoint", "uploaded x.safetensors"
     version: int  # bumps whenever the model changes, so caches keyed on it refresh
     path: Path | None = None  # its file in this session's folder (None: the shipped demo model)
+
+    @property
+    def file(self) -> str | None:
+        """Its file name in this session's folder (None: the shipped demo model)."""
+        return self.path.name if self.path else None
 
 
 @dataclass
@@ -195,98 +87,56 @@ class DataEntry:
             self.ref = DataRef(self.source, root, self.data.name)
 
 
-# ----------------------------------------------------------------- session token and folder
-
-
-def _valid_token(token: object) -> bool:
-    return isinstance(token, str) and bool(_TOKEN_RE.match(token))
-
-
-def session_token() -> str:
-    """This session's token: from session state, else the URL (a reload), else a new one."""
-    token = st.session_state.get(TOKEN)
-    if not _valid_token(token):
-        from_url = st.query_params.get(URL_PARAM)
-        if _valid_token(from_url) and (loaders.sessions_dir() / from_url).is_dir():
-            token = from_url
-        else:
-            token = secrets.token_urlsafe(24)
-        st.session_state[TOKEN] = token
-    # Page navigation drops query parameters: put the token back on every run, so a reload
-    # or a bookmark of any page finds this session again.
-    if st.query_params.get(URL_PARAM) != token:
-        st.query_params[URL_PARAM] = token
-    return token
-
-
-def session_dir() -> Path:
-    """This session's private folder (created with owner-only permissions)."""
-    path = loaders.sessions_dir() / session_token()
-    if not path.is_dir():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+# ----------------------------------------------------------------- a session's first run and every run
 
 
 def _write_session_file() -> None:
     model, data = current_model(), current_data()
-    doc: dict[str, Any] = {}
-    if model is not None:
-        doc["model"] = {"file": model.path.name if model.path else None, "origin": model.origin}
-    if data is not None and data.ref is not None:
-        doc["data"] = data.ref.to_dict()
-    path = session_dir() / SESSION_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    session_store.write_session_file(
+        None if model is None else (model.file, model.origin),
+        None if data is None else data.ref,
+    )
 
 
 def _restore() -> None:
     """Brings back this session's last model and data after a reload (once per session)."""
-    shutil.rmtree(session_dir() / BATCH_DIR, ignore_errors=True)  # unpacked batch zips of the old page
-    path = session_dir() / SESSION_FILE
+    session_store.clear_batch_folder()  # unpacked batch zips of the old page
     notes: list[str] = []
-    try:
-        doc = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        doc = {}
-    if not isinstance(doc, dict):
-        doc = {}
-    ref = DataRef.from_dict(doc.get("data"))
+    model, ref = session_store.read_session_file()
     if ref is not None:
         try:
             open_data_ref(ref, remember=False)
             notes.append(f"data {ref.describe()}")
         except CainnflowError:
             pass
-    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
     origin = str(model.get("origin") or "restored")[:200]
     file = model.get("file")
     try:
         if file is None and model:
-            detector = quickstart.demo_model(st.session_state.get(DEVICE_CHOICE, "auto"))
+            detector = quickstart.demo_model(st.session_state.get(keys.DEVICE_CHOICE, "auto"))
             if detector is not None:
                 set_model(detector, origin, demo=True, remember=False)
                 notes.append("the demo model")
-        elif isinstance(file, str) and _FILE_RE.match(file) and (session_dir() / file).is_file():
+        elif (path := session_store.session_file(file)) is not None:
             quickstart.require_torch()
             from cainnflow.detector import Detector
 
-            detector = Detector.load(session_dir() / file, device=st.session_state.get(DEVICE_CHOICE, "auto"))
-            set_model(detector, origin, path=session_dir() / file, remember=False)
+            detector = Detector.load(path, device=st.session_state.get(keys.DEVICE_CHOICE, "auto"))
+            set_model(detector, origin, path=path, remember=False)
             notes.append(f"model {file}")
     except CainnflowError:
         pass
-    job = jobs.job_for(session_token())
+    job = jobs.job_for(session_store.session_token())
     if job is not None:
-        st.session_state[TRAIN_JOB] = job
+        st.session_state[keys.TRAIN_JOB] = job
         notes.append("the training job")
-    if n_uploads := _restore_uploads():
+    if n_uploads := session_store.restore_uploads():
         notes.append(f"{n_uploads} uploaded image(s)")
     if _restore_evaluation():
         notes.append("the last evaluation")
-    _restore_fields()
+    session_store.restore_fields()
     if notes:
-        st.session_state[RESTORED] = "Restored after reload: " + ", ".join(notes) + "."
+        st.session_state[keys.RESTORED] = "Restored after reload: " + ", ".join(notes) + "."
 
 
 def require_router() -> None:
@@ -295,13 +145,17 @@ def require_router() -> None:
     Until the first ``st.navigation`` call after a server start, Streamlit treats ``pages/``
     as a legacy page folder: a page opened by its own address (a bookmark) then runs alone,
     with file names for navigation and no sidebar. The router marks every session it runs
-    (:data:`ROUTED`); a page without the mark switches to the router, which opens the app on
-    its first page with the same query (the session token of a bookmark comes along) and the
-    page asked for (:data:`OPEN_PAGE`, the last part of the address), which the router opens.
+    (:data:`app.keys.ROUTED`); a page without the mark switches to the router, which opens
+    the app on its first page with the same query (the session token of a bookmark comes
+    along) and the page asked for (:data:`app.keys.OPEN_PAGE`, the last part of the
+    address), which the router opens.
     """
-    if st.session_state.get(ROUTED):
+    if st.session_state.get(keys.ROUTED):
         return
-    query = {**st.query_params.to_dict(), OPEN_PAGE: (st.context.url or "").rstrip("/").rsplit("/", 1)[-1]}
+    query = {
+        **st.query_params.to_dict(),
+        keys.OPEN_PAGE: (st.context.url or "").rstrip("/").rsplit("/", 1)[-1],
+    }
     # A page run on its own (a test of one page) has no router to hand over to: it renders.
     with contextlib.suppress(StreamlitAPIException):
         st.switch_page("streamlit_app.py", query_params=query)  # keeps ?s=token
@@ -310,31 +164,36 @@ def require_router() -> None:
 def init_state() -> None:
     """Called by the router on every run: defaults once per session; on the first run, the
     session token and what a reload restores; on later runs, the form fields a reload brings back."""
-    first = TOKEN not in st.session_state
-    for key, value in _DEFAULTS.items():
+    first = keys.TOKEN not in st.session_state
+    for key, value in keys.DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    st.session_state.setdefault(UPLOADS, {})
-    token = session_token()
+    st.session_state.setdefault(keys.UPLOADS, {})
+    token = session_store.session_token()
     jobs.attach_session(token)
     if first:
         _restore()
         sessions.expire_idle(keep=token)
     else:
-        _remember_fields()
+        session_store.remember_fields()
     sessions.mark_used(session_dir())
 
 
 def get(key: str) -> Any:
-    if TOKEN not in st.session_state:  # a page run without the router (which initialises every run)
+    if keys.TOKEN not in st.session_state:  # a page run without the router (which initialises every run)
         init_state()
     return st.session_state[key]
+
+
+def upload_store() -> dict[str, bytes]:
+    """Images uploaded in this session (name → downscaled bytes), shared by every page."""
+    return get(keys.UPLOADS)
 
 
 # ----------------------------------------------------------------- model and data
 
 
 def current_model() -> ModelEntry | None:
-    return st.session_state.get(MODEL)
+    return st.session_state.get(keys.MODEL)
 
 
 def set_model(
@@ -361,8 +220,8 @@ def set_model(
             path = None
     previous = current_model()
     entry = ModelEntry(detector, origin, (previous.version + 1) if previous else 1, path)
-    st.session_state[MODEL] = entry
-    st.session_state[EVALUATION] = None
+    st.session_state[keys.MODEL] = entry
+    st.session_state[keys.EVALUATION] = None
     if remember:
         _write_session_file()
     return entry
@@ -374,7 +233,7 @@ def _default_name(detector: Detector) -> str:
 
 
 def current_data() -> DataEntry | None:
-    return st.session_state.get(DATA)
+    return st.session_state.get(keys.DATA)
 
 
 def set_data(
@@ -385,9 +244,9 @@ def set_data(
         entry = DataEntry(data, ref, root or "")
     else:
         entry = DataEntry(data, ref.source, ref.root, ref)
-    st.session_state[DATA] = entry
-    st.session_state[EVALUATION] = None
-    st.session_state[PENDING_DATA] = None
+    st.session_state[keys.DATA] = entry
+    st.session_state[keys.EVALUATION] = None
+    st.session_state[keys.PENDING_DATA] = None
     if remember:
         _write_session_file()
     return entry
@@ -413,11 +272,11 @@ def set_pending_data(data_ref: DataRef) -> None:
     The ready demo model is usable at once; the pages resolve this at their next run
     (:func:`resolve_pending_data`), and Inspect waits for it.
     """
-    st.session_state[PENDING_DATA] = data_ref
+    st.session_state[keys.PENDING_DATA] = data_ref
 
 
 def pending_data() -> DataRef | None:
-    return st.session_state.get(PENDING_DATA)
+    return st.session_state.get(keys.PENDING_DATA)
 
 
 def resolve_pending_data(*, wait: bool) -> None:
@@ -425,7 +284,7 @@ def resolve_pending_data(*, wait: bool) -> None:
     ref = pending_data()
     if ref is None or (not wait and warmup.generating(ref.category)):
         return
-    st.session_state[PENDING_DATA] = None
+    st.session_state[keys.PENDING_DATA] = None
     try:
         open_data_ref(ref)
     except CainnflowError as exc:
@@ -458,13 +317,13 @@ def data_for_inspection() -> DataEntry | None:
 
 def show_source(data_ref: DataRef) -> None:
     """Sets the Train / load data widgets to show ``data_ref`` (before they render)."""
-    st.session_state[K_SOURCE] = data_ref.source
+    st.session_state[keys.K_SOURCE] = data_ref.source
     if data_ref.source == "demo":
-        st.session_state[K_DEMO_CATEGORY] = data_ref.category
+        st.session_state[keys.K_DEMO_CATEGORY] = data_ref.category
 
 
 def current_evaluation() -> EvaluationResult | None:
-    return get(EVALUATION)
+    return get(keys.EVALUATION)
 
 
 def evaluation_owner(entry: ModelEntry, data: DataEntry) -> tuple:
@@ -476,74 +335,30 @@ def evaluation_owner(entry: ModelEntry, data: DataEntry) -> tuple:
 def set_evaluation(result: EvaluationResult | None, *, remember: bool = True) -> None:
     """Makes ``result`` the evaluation of the current model on the current data; kept in the
     session's folder (arrays in an ``.npz``, never a pickle) so a reload brings it back."""
-    st.session_state[EVALUATION] = result
+    st.session_state[keys.EVALUATION] = result
     model, data = current_model(), current_data()
     if result is None or model is None or data is None:
-        st.session_state[EVAL_OWNER] = None
+        st.session_state[keys.EVAL_OWNER] = None
         return
-    st.session_state[EVAL_OWNER] = evaluation_owner(model, data)
+    st.session_state[keys.EVAL_OWNER] = evaluation_owner(model, data)
     if remember and data.ref is not None:
-        _save_evaluation(result, model, data.ref)
+        session_store.save_evaluation(result, model.file, data.ref)
 
 
 def evaluation_is_current(result: EvaluationResult, entry: ModelEntry, data: DataEntry) -> bool:
     return (
-        st.session_state.get(EVAL_OWNER) == evaluation_owner(entry, data)
+        st.session_state.get(keys.EVAL_OWNER) == evaluation_owner(entry, data)
         and result.category == data.data.name
     )
 
 
-def _save_evaluation(result: EvaluationResult, model: ModelEntry, ref: DataRef) -> None:
-    folder = session_dir()
-    masks = result.masks if result.masks is not None else np.zeros(result.maps.shape, dtype=bool)
-    try:
-        hosting.require_room(folder, result.maps.nbytes + masks.size // 8)
-        with (folder / EVAL_ARRAYS).open("wb") as f:
-            np.savez_compressed(
-                f,
-                maps=result.maps.astype(np.float32),
-                scores=result.scores,
-                masks=masks,
-                has_mask=result.has_mask,
-            )
-    except (CainnflowError, OSError):
-        (folder / EVAL_FILE).unlink(missing_ok=True)
-        return
-    doc = {
-        "model": model.path.name if model.path else None,
-        "data": ref.to_dict(),
-        "threshold": result.threshold,
-        "ms_per_image": result.ms_per_image,
-    }
-    _write_json(folder / EVAL_FILE, doc)
-
-
 def _restore_evaluation() -> bool:
     """The last evaluation of this session, when it belongs to the restored model and data."""
-    from cainnflow.evaluation import evaluation_result
-
-    folder, model, data = session_dir(), current_model(), current_data()
-    if model is None or data is None or data.ref is None or not (folder / EVAL_FILE).is_file():
+    model, data = current_model(), current_data()
+    if model is None or data is None or data.ref is None:
         return False
-    try:
-        doc = json.loads((folder / EVAL_FILE).read_text())
-        same = (
-            isinstance(doc, dict)
-            and doc.get("model") == (model.path.name if model.path else None)
-            and DataRef.from_dict(doc.get("data")) == data.ref
-        )
-        if not same:
-            return False
-        with np.load(folder / EVAL_ARRAYS, allow_pickle=False) as arrays:
-            maps, scores = arrays["maps"], arrays["scores"]
-            masks, has_mask = arrays["masks"].astype(bool), arrays["has_mask"].astype(bool)
-        n = len(data.data.test)
-        if maps.ndim != 3 or maps.shape[0] != n or scores.shape != (n,) or masks.shape != maps.shape:
-            return False
-        threshold = float(doc["threshold"])
-        elapsed = float(doc.get("ms_per_image", 0.0)) * n / 1000.0
-        result = evaluation_result(data.data, maps, scores, masks, has_mask, threshold, elapsed)
-    except (OSError, ValueError, KeyError, TypeError, CainnflowError):
+    result = session_store.load_evaluation(model.file, data.ref, data.data)
+    if result is None:
         return False
     set_evaluation(result, remember=False)
     return True
@@ -570,41 +385,10 @@ def save_threshold(threshold: float) -> Path | None:
     except (CainnflowError, OSError):
         return None
     if entry.path is None:  # the stored evaluation now belongs to this file
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            doc = json.loads((session_dir() / EVAL_FILE).read_text())
-            if doc.get("model") is None:
-                _write_json(session_dir() / EVAL_FILE, {**doc, "model": path.name})
+        session_store.adopt_evaluation(path.name)
     entry.path = path
     _write_session_file()
     return path
-
-
-def _remember_fields() -> None:
-    """Writes the form fields a reload brings back, when they changed since the last run."""
-    fields = {
-        key: st.session_state[key]
-        for key in REMEMBERED_FIELDS
-        if isinstance(st.session_state.get(key), str) and len(st.session_state[key]) <= MAX_FIELD_CHARS
-    }
-    if fields == st.session_state.get(FIELDS_WRITTEN):
-        return
-    st.session_state[FIELDS_WRITTEN] = fields
-    with contextlib.suppress(OSError):
-        _write_json(session_dir() / FIELDS_FILE, fields)
-
-
-def _restore_fields() -> None:
-    try:
-        fields = json.loads((session_dir() / FIELDS_FILE).read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(fields, dict):
-        return
-    for key in REMEMBERED_FIELDS:
-        value = fields.get(key)
-        if isinstance(value, str) and len(value) <= MAX_FIELD_CHARS:
-            st.session_state[key] = value
-    st.session_state[FIELDS_WRITTEN] = {k: v for k, v in fields.items() if k in REMEMBERED_FIELDS}
 
 
 def model_data_ref(detector: Detector) -> DataRef | None:
@@ -651,7 +435,7 @@ def upgrade_quick_model(*, wait: bool) -> None:
         if not wait:
             return
         quickstart.require_torch()
-    detector = loaders.load_demo_detector(st.session_state.get(DEVICE_CHOICE, "auto"))
+    detector = loaders.load_demo_detector(st.session_state.get(keys.DEVICE_CHOICE, "auto"))
     if detector is None:
         return
     detector.threshold = entry.detector.threshold
@@ -683,76 +467,9 @@ def adopt_finished_training() -> ModelEntry | None:
     Called on every page (by the sidebar), so a job that finishes while the person is on
     another page still becomes the current model at their next interaction.
     """
-    job = st.session_state.get(TRAIN_JOB)
+    job = st.session_state.get(keys.TRAIN_JOB)
     detector = job.take_detector() if job is not None else None
     if detector is None:
         return None
     origin = f"trained on {job.label}" if job.label else "trained here"
     return set_model(detector, origin=origin, path=job.saved_path)
-
-
-def upload_store() -> dict[str, bytes]:
-    """Images uploaded in this session (name → downscaled bytes), shared by every page."""
-    return get(UPLOADS)
-
-
-def _uploads_index() -> Path:
-    return session_dir() / UPLOADED_IMAGES / UPLOADS_INDEX
-
-
-def keep_upload(name: str, data: bytes) -> None:
-    """Adds an uploaded image to the session: in memory and in its folder (a reload restores it).
-
-    Raises:
-        DataError: the session's storage is full.
-    """
-    store = upload_store()
-    folder = session_dir() / UPLOADED_IMAGES
-    hosting.require_room(session_dir(), len(data))
-    folder.mkdir(mode=0o700, exist_ok=True)
-    file = f"{len(store):04d}_{secrets.token_hex(4)}.img"
-    (folder / file).write_bytes(data)
-    store[name] = data
-    index = _read_uploads_index()
-    index.append([name, file])
-    _write_json(_uploads_index(), index)
-
-
-def forget_uploads() -> None:
-    """Drops this session's uploaded images (memory and folder)."""
-    upload_store().clear()
-    shutil.rmtree(session_dir() / UPLOADED_IMAGES, ignore_errors=True)
-
-
-def _read_uploads_index() -> list[list[str]]:
-    try:
-        index = json.loads(_uploads_index().read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(index, list):
-        return []
-    return [
-        [name, file]
-        for name, file in (e for e in index if isinstance(e, list) and len(e) == 2)
-        if isinstance(name, str)
-        and len(name) <= MAX_UPLOAD_NAME
-        and isinstance(file, str)
-        and _FILE_RE.match(file)
-    ]
-
-
-def _restore_uploads() -> int:
-    """Brings this session's uploaded images back after a reload; returns how many."""
-    store = st.session_state[UPLOADS]
-    folder = session_dir() / UPLOADED_IMAGES
-    for name, file in _read_uploads_index():
-        path = folder / file
-        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_UPLOAD_BYTES:
-            store.setdefault(name, path.read_bytes())
-    return len(store)
-
-
-def _write_json(path: Path, doc: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)

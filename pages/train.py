@@ -6,7 +6,7 @@ from app import state
 
 state.require_router()  # opened by its own address before the router ran: hand over
 
-from app import quickstart  # noqa: E402
+from app import quickstart, train_quick  # noqa: E402
 
 st.title("Train / load")
 st.caption(
@@ -14,17 +14,17 @@ st.caption(
     "or load one. Quick start: **Load the ready demo checkpoint** below, then open **Inspect**."
 )
 if not quickstart.torch_ready():
-    quickstart.loading_panel()  # the quick start now, the training controls once PyTorch is imported
+    train_quick.loading_panel()  # the quick start now, the training controls once PyTorch is imported
 
-from app import train_view as view  # noqa: E402 - imports PyTorch
+from app import train_data, train_job, train_model, train_settings  # noqa: E402 - imports PyTorch
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    view.data_section()
-    model_config, optim_config, random_weights = view.settings_section()
+    train_data.data_section()
+    model_config, optim_config, random_weights = train_settings.settings_section()
     st.divider()
-    view.model_section()
+    train_model.model_section()
 with right:
-    view.train_section(model_config, optim_config, random_weights)
+    train_job.train_section(model_config, optim_config, random_weights)
     st.divider()
-    view.load_section()
+    train_model.load_section()

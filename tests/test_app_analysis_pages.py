@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import evaluation_view, state, toy_view
+from app import evaluation_view, keys, state, toy_view
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
@@ -45,8 +45,8 @@ def open_page(page: str, tiny: tuple[Detector, CategoryData, Path] | None = None
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
     if tiny is not None:
         detector, data, root = tiny
-        at.session_state[state.MODEL] = state.ModelEntry(detector, "test model", 1)
-        at.session_state[state.DATA] = state.DataEntry(data, "demo", str(root))
+        at.session_state[keys.MODEL] = state.ModelEntry(detector, "test model", 1)
+        at.session_state[keys.DATA] = state.DataEntry(data, "demo", str(root))
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
@@ -64,7 +64,7 @@ def test_evaluate_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     at = open_page("pages/evaluate.py", tiny)
     button(at, "Evaluate on test split").click().run()
     assert not at.exception, at.exception
-    result = at.session_state[state.EVALUATION]
+    result = at.session_state[keys.EVALUATION]
     assert result is not None and result.n_test == len(data.test)
     assert "Image AUROC" in at.table[0].value.index.tolist()
 
@@ -92,8 +92,8 @@ def test_evaluate_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     # Data without a test split: a clear message instead of the button.
     no_test = CategoryData(data.name, data.root, data.train, ())
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    at.session_state[state.MODEL] = state.ModelEntry(detector, "test model", 1)
-    at.session_state[state.DATA] = state.DataEntry(no_test, "demo", str(root))
+    at.session_state[keys.MODEL] = state.ModelEntry(detector, "test model", 1)
+    at.session_state[keys.DATA] = state.DataEntry(no_test, "demo", str(root))
     at.switch_page("pages/evaluate.py").run()
     assert not at.exception, at.exception
     assert any("no test images" in i.value for i in at.info)
@@ -183,6 +183,6 @@ def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, Category
     table = at.table[-1].value
     assert list(table.columns) == ["current: test model", "other: other.safetensors"]
     assert table.loc["Image AUROC"].tolist() == [
-        f"{at.session_state[state.EVALUATION].image_auroc:.3f}",
+        f"{at.session_state[keys.EVALUATION].image_auroc:.3f}",
         f"{result.image_auroc:.3f}",
     ]

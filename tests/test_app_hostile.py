@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from app import hosting, inspect_view, jobs, loaders, sessions, state
+from app import hosting, inspect_view, jobs, keys, loaders, sessions, state
 from cainnflow.checkpoint import read_checkpoint
 from cainnflow.errors import DataError
 from tests.app_support import (  # noqa: F401 - fixtures
@@ -103,7 +103,7 @@ def no_traceback(at) -> None:
 
 
 def session_folder(at) -> Path:
-    return loaders.sessions_dir() / at.session_state[state.TOKEN]
+    return loaders.sessions_dir() / at.session_state[keys.TOKEN]
 
 
 def with_dataset(dataset: dict) -> bytes:
@@ -124,15 +124,15 @@ def test_1_a_checkpoint_whose_dataset_names_a_server_path_is_refused(
     monkeypatch.setenv(hosting.HOSTED_ENV, "1")
     at = open_app()
     load_demo(at)
-    before = at.session_state[state.MODEL]
+    before = at.session_state[keys.MODEL]
     data = with_dataset({"source": "mvtec", "root": str(loaders.app_home()), "category": category})
-    at.file_uploader(key=state.K_CKPT_UPLOAD).set_value(
+    at.file_uploader(key=keys.K_CKPT_UPLOAD).set_value(
         ("evil.safetensors", data, "application/octet-stream")
     ).run()
     no_traceback(at)
     errors = errors_of(at)
     assert len(errors) == 1 and "info.dataset.category" in errors[0] and "current model was kept" in errors[0]
-    assert at.session_state[state.MODEL] is before
+    assert at.session_state[keys.MODEL] is before
     assert not [b for b in at.button if b.label.startswith("Open the model's data")]
 
 
@@ -203,7 +203,7 @@ def test_4_a_batch_zip_of_large_images_streams_and_stays_within_budget() -> None
     button(at, "Score 8 image(s)").click().run()
     no_traceback(at)
     growth = peak_rss() - before
-    result: inspect_view.BatchResult = at.session_state[inspect_view.K_BATCH]
+    result: inspect_view.BatchResult = at.session_state[keys.K_BATCH]
     assert len(result.table) == 8 and not result.problems
     assert growth < MAX_PEAK_GROWTH_MIB, f"8 × {BIG_SIDE}² PNGs took the process {growth:.0f} MiB up"
 
@@ -213,9 +213,9 @@ def test_4_images_over_the_pixel_limit_in_a_zip_are_refused_before_decoding() ->
     bomb = zip_of({f"bomb_{i}.png": flat_png(BOMB_SIDE) for i in range(2)})
     # Train / load: refused in one line and nothing is kept.
     at = open_app()
-    at.radio(key=state.K_SOURCE).set_value("upload").run()
+    at.radio(key=keys.K_SOURCE).set_value("upload").run()
     before = reset_peak_rss()
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("bomb.zip", bomb, "application/zip")]).run()
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value([("bomb.zip", bomb, "application/zip")]).run()
     button(at, "Use the uploaded images").click().run()
     no_traceback(at)
     assert peak_rss() - before < 150
@@ -247,7 +247,7 @@ def test_4_batch_scoring_takes_a_job_slot(monkeypatch: pytest.MonkeyPatch) -> No
     assert any("Batch not scored" in e and "limit" in e for e in errors_of(at))
     assert jobs.running_jobs() == 0
     button(at, "Score 1 image(s)").click().run()
-    assert len(at.session_state[inspect_view.K_BATCH].table) == 1
+    assert len(at.session_state[keys.K_BATCH].table) == 1
 
 
 # --------------------------------------------------------------------------- 5. disk and memory budgets
@@ -269,19 +269,19 @@ def _zip_with_junk(junk_bytes: int) -> bytes:
 
 def test_5_zips_keep_only_images_and_sessions_have_a_disk_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_app()
-    at.radio(key=state.K_SOURCE).set_value("upload").run()
+    at.radio(key=keys.K_SOURCE).set_value("upload").run()
     junk = _zip_with_junk(200 * MIB)
     assert len(junk) < MIB
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("parts.zip", junk, "application/zip")]).run()
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value([("parts.zip", junk, "application/zip")]).run()
     button(at, "Use the uploaded images").click().run()
     no_traceback(at)
-    assert len(at.session_state[state.DATA].data.train) == 3
+    assert len(at.session_state[keys.DATA].data.train) == 3
     assert hosting.folder_bytes(session_folder(at)) < MIB  # the 200 MiB of non-images were never written
     assert any("Left out 2 file(s)" in c.value and "junk.bin" in c.value for c in at.caption)
     # With a 1 MiB cap, 2 MiB of images do not fit: one line, nothing kept.
     monkeypatch.setenv(hosting.SESSION_MB_ENV, "1")
     large = zip_of({f"big/train/good/{i}.png": noise_png(i, size=512) for i in range(3)})
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("big.zip", large, "application/zip")]).run()
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value([("big.zip", large, "application/zip")]).run()
     button(at, "Use the uploaded images").click().run()
     no_traceback(at)
     assert any(e.startswith("Upload refused:") and "room for" in e for e in errors_of(at))
@@ -332,19 +332,19 @@ def test_6_cmyk_and_int32_uploads_are_scored_not_tracebacks() -> None:
     at.file_uploader(key="inspect_uploads_0").set_value(files).run()
     no_traceback(at)
     assert not [w for w in at.warning if "Skipped" in w.value]
-    assert set(at.session_state[state.UPLOADS]) == {"print.jpg", "depth.tif"}
-    for data in at.session_state[state.UPLOADS].values():
+    assert set(at.session_state[keys.UPLOADS]) == {"print.jpg", "depth.tif"}
+    for data in at.session_state[keys.UPLOADS].values():
         assert Image.open(io.BytesIO(data)).mode == "RGB"
     at.run()  # and on the next rerun too
     no_traceback(at)
     assert any("image(s) scored" in m.value for m in at.markdown)
     # Train / load takes them as good images.
     at = open_app()
-    at.radio(key=state.K_SOURCE).set_value("upload").run()
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value(files).run()
+    at.radio(key=keys.K_SOURCE).set_value("upload").run()
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value(files).run()
     button(at, "Use the uploaded images").click().run()
     no_traceback(at)
-    assert len(at.session_state[state.DATA].data.train) == 2
+    assert len(at.session_state[keys.DATA].data.train) == 2
 
 
 # --------------------------------------------------------------------------- 7. zips the file system refuses
@@ -366,16 +366,16 @@ def test_7_zips_with_clashing_or_overlong_names_are_refused_and_leave_nothing(
     files: dict[str, bytes], message: str
 ) -> None:
     at = open_app()
-    at.radio(key=state.K_SOURCE).set_value("upload").run()
-    data_before = at.session_state[state.DATA]
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("x.zip", zip_of(files), "application/zip")]).run()
+    at.radio(key=keys.K_SOURCE).set_value("upload").run()
+    data_before = at.session_state[keys.DATA]
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value([("x.zip", zip_of(files), "application/zip")]).run()
     button(at, "Use the uploaded images").click().run()
     no_traceback(at)
     errors = errors_of(at)
     assert len(errors) == 1 and errors[0].startswith("Upload refused:") and message in errors[0], errors
     assert str(loaders.sessions_dir()) not in errors[0]
     assert not list((session_folder(at) / "uploads").glob("*/*"))
-    assert at.session_state[state.DATA] is data_before
+    assert at.session_state[keys.DATA] is data_before
 
 
 # --------------------------------------------------------------------------- 8. what the user set is kept
@@ -385,30 +385,30 @@ def _evaluate(at) -> None:
     at.switch_page("pages/evaluate.py").run()
     button(at, "Evaluate on test split").click().run()
     no_traceback(at)
-    assert at.session_state[state.EVALUATION] is not None
+    assert at.session_state[keys.EVALUATION] is not None
 
 
 @needs_demo
 def test_8_a_saved_threshold_is_written_kept_after_reload_and_exported() -> None:
     at = open_app()
     load_demo(at)
-    token = at.session_state[state.TOKEN]
+    token = at.session_state[keys.TOKEN]
     at.switch_page("pages/inspect.py").run()
     at.file_uploader(key="inspect_uploads_0").set_value([("mine.png", noise_png(7), "image/png")]).run()
     _evaluate(at)
-    old = at.session_state[state.MODEL].detector.threshold
+    old = at.session_state[keys.MODEL].detector.threshold
     slider = next(s for s in at.slider if s.label.startswith("Threshold on the image score"))
     new = float(np.clip(old * 1.1, slider.min, slider.max))
     slider.set_value(new).run()
     button(at, "Save threshold with the model").click().run()
     no_traceback(at)
-    entry = at.session_state[state.MODEL]
+    entry = at.session_state[keys.MODEL]
     assert entry.path is not None and entry.path.parent == session_folder(at)
     _, document = read_checkpoint(entry.path)
     assert document["threshold"] == pytest.approx(new)
 
     reloaded = open_app(s=token)
-    detector = reloaded.session_state[state.MODEL].detector
+    detector = reloaded.session_state[keys.MODEL].detector
     assert detector.threshold == pytest.approx(new)
     assert any(f"Threshold {new:.4g}" in c.value for c in reloaded.sidebar.caption)
     from cainnflow.export import export_document
@@ -416,8 +416,8 @@ def test_8_a_saved_threshold_is_written_kept_after_reload_and_exported() -> None
     assert export_document(detector, "onnx", detector.config.image_size, [])["threshold"] == pytest.approx(
         new
     )
-    assert set(reloaded.session_state[state.UPLOADS]) == {"mine.png"}
-    assert reloaded.session_state[state.EVALUATION] is not None  # no need to evaluate again
+    assert set(reloaded.session_state[keys.UPLOADS]) == {"mine.png"}
+    assert reloaded.session_state[keys.EVALUATION] is not None  # no need to evaluate again
     reloaded.switch_page("pages/evaluate.py").run()
     no_traceback(reloaded)
     assert any(b.label == "Evaluate again" for b in reloaded.button)
@@ -425,13 +425,13 @@ def test_8_a_saved_threshold_is_written_kept_after_reload_and_exported() -> None
 
 def test_8_form_fields_come_back_after_a_reload() -> None:
     at = open_app()
-    token = at.session_state[state.TOKEN]
-    at.radio(key=state.K_SOURCE).set_value("mvtec").run()
+    token = at.session_state[keys.TOKEN]
+    at.radio(key=keys.K_SOURCE).set_value("mvtec").run()
     at.text_input(key="train_mvtec_root").set_value(str(loaders.app_home() / "datasets")).run()
     at.run()
     reloaded = open_app(s=token)
     no_traceback(reloaded)
-    assert reloaded.session_state[state.K_SOURCE] == "mvtec"
+    assert reloaded.session_state[keys.K_SOURCE] == "mvtec"
     assert reloaded.text_input(key="train_mvtec_root").value == str(loaders.app_home() / "datasets")
 
 
@@ -445,7 +445,7 @@ def test_9_an_upload_identical_to_a_picked_test_image_is_shown_under_both_names(
     at.switch_page("pages/inspect.py").run()
     picked = next(m for m in at.multiselect if m.label.startswith("Test images of"))
     n_picked = len(picked.value)
-    sample = at.session_state[state.DATA].data.test[picked.value[0]]
+    sample = at.session_state[keys.DATA].data.test[picked.value[0]]
     copy = sample.path.read_bytes()
     at.file_uploader(key="inspect_uploads_0").set_value(
         [("copy_of_test.png", copy, "image/png"), ("other/x.png", noise_png(1), "image/png")]
@@ -458,7 +458,7 @@ def test_9_an_upload_identical_to_a_picked_test_image_is_shown_under_both_names(
     # Two different files with the same name are both kept.
     at.file_uploader(key="inspect_uploads_0").set_value([("x.png", noise_png(2), "image/png")]).run()
     at.file_uploader(key="inspect_uploads_0").set_value([("x.png", noise_png(3), "image/png")]).run()
-    assert {"x.png", "x (2).png"} <= set(at.session_state[state.UPLOADS])
+    assert {"x.png", "x (2).png"} <= set(at.session_state[keys.UPLOADS])
 
 
 @needs_demo
@@ -470,7 +470,7 @@ def test_9_batch_names_keep_their_folders() -> None:
     at.file_uploader(key="inspect_batch_upload").set_value([("batch.zip", batch, "application/zip")]).run()
     button(at, "Score 2 image(s)").click().run()
     no_traceback(at)
-    result: inspect_view.BatchResult = at.session_state[inspect_view.K_BATCH]
+    result: inspect_view.BatchResult = at.session_state[keys.K_BATCH]
     assert sorted(pd.read_csv(io.BytesIO(result.csv))["image"]) == ["a/x.png", "b/x.png"]
     with zipfile.ZipFile(io.BytesIO(result.heatmaps_zip)) as archive:
         assert sorted(archive.namelist()) == ["a/x_heatmap.png", "b/x_heatmap.png"]
@@ -484,7 +484,7 @@ def test_9_batch_names_keep_their_folders() -> None:
 def test_11_a_threshold_from_few_validation_images_is_flagged_and_can_come_from_synthetic_anomalies() -> None:
     at = open_app()
     load_demo(at)  # the demo model's threshold comes from 9 validation images
-    n_val = at.session_state[state.MODEL].detector.stats.n_images
+    n_val = at.session_state[keys.MODEL].detector.stats.n_images
     assert n_val < 10
     assert any(f"from only {n_val} validation image(s)" in c.value for c in at.sidebar.caption)
     _evaluate(at)
@@ -502,13 +502,13 @@ def test_11_a_threshold_from_few_validation_images_is_flagged_and_can_come_from_
 def test_5_saved_model_copies_count_against_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_app()
     load_demo(at)
-    at.text_input(key=state.K_SAVE_NAME).set_value("one").run()
+    at.text_input(key=keys.K_SAVE_NAME).set_value("one").run()
     at.button(key="train_save").click().run()
     assert (session_folder(at) / "one.safetensors").is_file()
     monkeypatch.setenv(
         hosting.SESSION_MB_ENV, "1"
     )  # the demo checkpoint is 0.8 MB: a second copy does not fit
-    at.text_input(key=state.K_SAVE_NAME).set_value("two").run()
+    at.text_input(key=keys.K_SAVE_NAME).set_value("two").run()
     at.button(key="train_save").click().run()
     no_traceback(at)
     assert any("Could not save two.safetensors" in e and "storage is full" in e for e in errors_of(at))

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import hosting, inspect_view, jobs, loaders, state
+from app import hosting, inspect_view, jobs, keys, loaders, state
 from cainnflow.errors import DataError
 from tests.app_support import (  # noqa: F401 - fixtures
     APP,
@@ -153,17 +153,17 @@ def test_checkpoint_names_are_unique(tmp_path: Path) -> None:
 def test_hostile_checkpoints_are_refused_with_one_line_each_and_no_memory_growth() -> None:
     at = open_app()
     load_demo(at)
-    before_model = at.session_state[state.MODEL]
+    before_model = at.session_state[keys.MODEL]
     corpus = hostile_corpus(DEMO_CHECKPOINT.read_bytes())
     rss_before = rss_mib()
     for name, data in corpus.items():
-        at.file_uploader(key=state.K_CKPT_UPLOAD).set_value((name, data, "application/octet-stream")).run()
+        at.file_uploader(key=keys.K_CKPT_UPLOAD).set_value((name, data, "application/octet-stream")).run()
         assert not at.exception, f"{name}: {at.exception}"
         errors = [e.value for e in at.error]
         assert len(errors) == 1, (name, errors)
         assert errors[0].startswith(f"Could not load {name}: ") and "\n" not in errors[0], errors[0]
         assert "Traceback" not in errors[0] and "current model was kept" in errors[0]
-        assert at.session_state[state.MODEL] is before_model
+        assert at.session_state[keys.MODEL] is before_model
     growth = rss_mib() - rss_before
     assert growth < MAX_RSS_GROWTH_MIB, f"RSS grew by {growth:.0f} MiB over {len(corpus)} hostile checkpoints"
     at.switch_page("pages/inspect.py").run()  # the kept model still scores
@@ -178,7 +178,7 @@ def test_server_paths_outside_the_allowed_roots_are_refused(monkeypatch: pytest.
     monkeypatch.setenv(hosting.HOSTED_ENV, "1")
     monkeypatch.delenv(hosting.DATA_ROOTS_ENV, raising=False)
     at = open_app()
-    at.radio(key=state.K_SOURCE).set_value("mvtec").run()
+    at.radio(key=keys.K_SOURCE).set_value("mvtec").run()
     refusals = []
     for outside in ("/etc", "/definitely/not/there"):
         at.text_input(key="train_mvtec_root").set_value(outside).run()
@@ -188,38 +188,38 @@ def test_server_paths_outside_the_allowed_roots_are_refused(monkeypatch: pytest.
     assert "not inside the data folders" in refusals[0][0] and "/etc" not in refusals[0][0]
     assert not [b for b in at.button if b.label == "Use this category"]
     # Custom folders and the batch folder go through the same check.
-    at.radio(key=state.K_SOURCE).set_value("custom").run()
+    at.radio(key=keys.K_SOURCE).set_value("custom").run()
     at.text_input(key="train_custom_good").set_value("/etc").run()
     button(at, "Use these folders").click().run()
     assert any("not inside the data folders" in e.value for e in at.error)
-    assert at.session_state[state.DATA].source == "demo"  # the data stays
+    assert at.session_state[keys.DATA].source == "demo"  # the data stays
 
 
 @needs_demo
 def test_reload_restores_model_and_data_then_loading_refreshes_every_panel() -> None:
     first = open_app()
     load_demo(first)
-    token = first.session_state[state.TOKEN]
+    token = first.session_state[keys.TOKEN]
     assert first.query_params["s"] == [token] or first.query_params["s"] == token
-    first.text_input(key=state.K_SAVE_NAME).set_value("mine").run()
+    first.text_input(key=keys.K_SAVE_NAME).set_value("mine").run()
     first.button(key="train_save").click().run()
 
     reloaded = open_app(s=token)  # a browser reload: a new session with the same URL
-    entry = reloaded.session_state[state.MODEL]
+    entry = reloaded.session_state[keys.MODEL]
     assert entry is not None and entry.origin.startswith("demo checkpoint")
-    assert reloaded.session_state[state.DATA].ref.describe() == "demo / carpet_weave"
-    reloaded.selectbox(key=state.K_SAVED_CKPT).set_value("mine.safetensors").run()
+    assert reloaded.session_state[keys.DATA].ref.describe() == "demo / carpet_weave"
+    reloaded.selectbox(key=keys.K_SAVED_CKPT).set_value("mine.safetensors").run()
     reloaded.button(key="train_load_saved").click().run()
     assert not reloaded.exception, reloaded.exception
-    assert reloaded.session_state[state.MODEL].origin == "loaded mine.safetensors"
+    assert reloaded.session_state[keys.MODEL].origin == "loaded mine.safetensors"
     assert any("loaded mine.safetensors" in m.value for m in reloaded.sidebar.markdown)
     assert not any("No model yet" in c.value for c in reloaded.caption)
     reloaded.switch_page("pages/inspect.py").run()
     assert any("image(s) scored" in m.value for m in reloaded.markdown)
 
     stranger = open_app(s="x" * 30)  # a made-up token opens nothing
-    assert stranger.session_state[state.MODEL] is None
-    assert stranger.session_state[state.TOKEN] != "x" * 30
+    assert stranger.session_state[keys.MODEL] is None
+    assert stranger.session_state[keys.TOKEN] != "x" * 30
 
 
 @needs_demo
@@ -229,16 +229,16 @@ def test_scoring_other_data_than_the_models_warns() -> None:
     at.switch_page("pages/inspect.py").run()
     assert not [w for w in at.warning if "trained on" in w.value]
     at.switch_page("pages/train.py").run()
-    at.selectbox(key=state.K_DEMO_CATEGORY).set_value("metal_plate").run()
+    at.selectbox(key=keys.K_DEMO_CATEGORY).set_value("metal_plate").run()
     assert not at.exception, at.exception
-    assert at.session_state[state.DATA].ref.category == "metal_plate"
+    assert at.session_state[keys.DATA].ref.category == "metal_plate"
     assert button(at, "Open the model's data: demo / carpet_weave")
     at.switch_page("pages/inspect.py").run()
     warnings = [w.value for w in at.warning if "trained on" in w.value]
     assert warnings and "demo / carpet_weave" in warnings[0] and "demo / metal_plate" in warnings[0]
     at.switch_page("pages/train.py").run()
     button(at, "Open the model's data").click().run()
-    assert at.session_state[state.DATA].ref.category == "carpet_weave"
+    assert at.session_state[keys.DATA].ref.category == "carpet_weave"
     assert not [w for w in at.warning if "trained on" in w.value]
 
 
@@ -268,36 +268,36 @@ def small_settings(at: AppTest, epochs: int) -> None:
 
 def test_train_on_an_uploaded_zip() -> None:
     at = open_app()
-    at.radio(key=state.K_SOURCE).set_value("upload").run()
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value([("bolts.zip", mvtec_zip(), "application/zip")]).run()
+    at.radio(key=keys.K_SOURCE).set_value("upload").run()
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value([("bolts.zip", mvtec_zip(), "application/zip")]).run()
     button(at, "Use the uploaded images").click().run()
     assert not at.exception, at.exception
-    data = at.session_state[state.DATA]
+    data = at.session_state[keys.DATA]
     assert data.ref.source == "upload" and len(data.data.train) == 8 and data.data.has_masks
     assert data.data.n_anomalous == 2
     small_settings(at, epochs=1)
     button(at, "Train").click().run()
-    job = at.session_state[state.TRAIN_JOB]
+    job = at.session_state[keys.TRAIN_JOB]
     assert wait(job) == "done", job.snapshot().error
     at.run()
-    entry = at.session_state[state.MODEL]
+    entry = at.session_state[keys.MODEL]
     assert entry.detector.info["dataset"]["source"] == "upload"
     assert job.detector is None  # handed to the session: the server's job list no longer holds the model
     assert entry.path is not None and entry.path.is_file()  # saved automatically
     # The same data comes back after a reload, and the model is not flagged as mismatched.
-    reloaded = open_app(s=at.session_state[state.TOKEN])
-    assert reloaded.session_state[state.DATA].ref == data.ref
-    assert reloaded.session_state[state.MODEL].path == entry.path
+    reloaded = open_app(s=at.session_state[keys.TOKEN])
+    assert reloaded.session_state[keys.DATA].ref == data.ref
+    assert reloaded.session_state[keys.MODEL].path == entry.path
     assert state.DataRef.from_dict(entry.detector.info["dataset"]) == data.ref
     reloaded.switch_page("pages/inspect.py").run()
     assert not [w for w in reloaded.warning if "trained on" in w.value]
     # A broken zip is refused with one line, the data stays.
-    at.file_uploader(key=state.K_DATA_UPLOAD).set_value(
+    at.file_uploader(key=keys.K_DATA_UPLOAD).set_value(
         [("x.zip", b"PK\x03\x04broken", "application/zip")]
     ).run()
     button(at, "Use the uploaded images").click().run()
     assert any(e.value.startswith("Upload refused:") for e in at.error)
-    assert at.session_state[state.DATA].ref == data.ref
+    assert at.session_state[keys.DATA].ref == data.ref
 
 
 @needs_demo
@@ -309,7 +309,7 @@ def test_batch_zip_gives_a_csv_and_heatmaps() -> None:
     at.file_uploader(key="inspect_batch_upload").set_value([("batch.zip", batch, "application/zip")]).run()
     button(at, "Score 3 image(s)").click().run()  # notes.txt is not an image: left out, and said so
     assert not at.exception, at.exception
-    result: inspect_view.BatchResult = at.session_state[inspect_view.K_BATCH]
+    result: inspect_view.BatchResult = at.session_state[keys.K_BATCH]
     table = pd.read_csv(io.BytesIO(result.csv))
     assert sorted(table["image"]) == ["a.png", "c.png", "sub/b.png"]
     assert set(table["verdict"]) <= {"good", "anomalous"} and np.isfinite(table["score"]).all()
@@ -324,15 +324,15 @@ def test_a_closed_sessions_job_stops_and_jobs_are_capped(monkeypatch: pytest.Mon
     first, second = open_app(), open_app()
     small_settings(first, epochs=500)
     button(first, "Train").click().run()
-    job = first.session_state[state.TRAIN_JOB]
+    job = first.session_state[keys.TRAIN_JOB]
     assert job.snapshot().running
     small_settings(second, epochs=1)
     button(second, "Train").click().run()
     assert any("Training not started" in e.value and "limit" in e.value for e in second.error)
-    assert second.session_state[state.TRAIN_JOB] is None
+    assert second.session_state[keys.TRAIN_JOB] is None
 
     # The first browser tab closes: Streamlit reports its session as inactive.
-    token = first.session_state[state.TOKEN]
+    token = first.session_state[keys.TOKEN]
     monkeypatch.setattr(jobs, "session_alive", lambda session_id: False)
     assert jobs._sessions.get(token), "the script run did not register its session"
     job.grace_s = 0.0
@@ -341,6 +341,6 @@ def test_a_closed_sessions_job_stops_and_jobs_are_capped(monkeypatch: pytest.Mon
     assert jobs.running_jobs() == 0
     monkeypatch.setattr(jobs, "session_alive", lambda session_id: True)
     button(second, "Train").click().run()  # the slot is free again
-    assert second.session_state[state.TRAIN_JOB] is not None
-    assert wait(second.session_state[state.TRAIN_JOB]) == "done"
+    assert second.session_state[keys.TRAIN_JOB] is not None
+    assert wait(second.session_state[keys.TRAIN_JOB]) == "done"
     assert os.environ[hosting.MAX_JOBS_ENV] == "1"

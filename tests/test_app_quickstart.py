@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import loaders, quickstart, state
+from app import keys, loaders, quickstart
 from cainnflow.demo_data import render_demo_sample
 from cainnflow.detector import Detector
 from tests.app_support import APP, ROOT, app_home, home, load_demo, navigation_not_pages_folder, open_app  # noqa: F401
@@ -79,20 +79,20 @@ def test_quick_start_then_the_same_model_on_pytorch(torch_loading: threading.Eve
     load_demo(at)
     assert not at.exception, at.exception
     assert any("Loaded the demo checkpoint" in s.value for s in at.success)
-    entry = at.session_state[state.MODEL]
+    entry = at.session_state[keys.MODEL]
     assert quickstart.is_quick(entry.detector)
 
     at.switch_page("pages/inspect.py").run()
     assert not at.exception, at.exception
     assert any("image(s) scored" in m.value for m in at.markdown), "Inspect scored nothing on the ONNX twin"
     assert any("ONNX Runtime" in c.value for c in at.sidebar.caption)
-    assert quickstart.is_quick(at.session_state[state.MODEL].detector)  # Inspect keeps the twin
+    assert quickstart.is_quick(at.session_state[keys.MODEL].detector)  # Inspect keeps the twin
     quick_threshold = entry.detector.threshold
 
     torch_loading.set()  # the import finished
     at.switch_page("pages/evaluate.py").run()
     assert not at.exception, at.exception
-    upgraded = at.session_state[state.MODEL]
+    upgraded = at.session_state[keys.MODEL]
     assert isinstance(upgraded.detector, Detector)
     assert upgraded.version == entry.version  # the same model: cached maps stay valid
     assert upgraded.detector.threshold == pytest.approx(quick_threshold)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import state
+from app import keys
 from tests import app_support
 from tests.app_support import APP, ROOT, app_home, button, home, navigation_not_pages_folder, open_app  # noqa: F401
 
@@ -35,7 +35,7 @@ def png_bytes(seed: int = 0, size: int = 96) -> bytes:
 
 
 def session_folder(at: AppTest) -> Path:
-    return Path(os.environ["CAINNFLOW_HOME"]) / "sessions" / at.session_state[state.TOKEN]
+    return Path(os.environ["CAINNFLOW_HOME"]) / "sessions" / at.session_state[keys.TOKEN]
 
 
 def visit_all_pages(at: AppTest) -> None:
@@ -61,9 +61,9 @@ def test_page_opens_without_a_model(page: str) -> None:
 def test_demo_checkpoint_makes_every_page_work() -> None:
     at = open_app()
     load_demo(at)
-    entry = at.session_state[state.MODEL]
+    entry = at.session_state[keys.MODEL]
     assert entry.detector.is_trained and "demo checkpoint" in entry.origin
-    assert at.session_state[state.DATA].data.name == "carpet_weave"
+    assert at.session_state[keys.DATA].data.name == "carpet_weave"
     visit_all_pages(at)
     at.switch_page("pages/inspect.py").run()
     assert len(at.image) >= 2  # default test picks: detail view + gallery
@@ -75,18 +75,18 @@ def test_demo_checkpoint_makes_every_page_work() -> None:
 def test_bad_checkpoints_keep_the_current_model() -> None:
     at = open_app()
     load_demo(at)
-    before = at.session_state[state.MODEL]
+    before = at.session_state[keys.MODEL]
     bad_files = {
         "garbage.safetensors": b"this is not a checkpoint at all",
         "pickle.safetensors": b"\x80\x04\x95" + b"\x00" * 64,
         "truncated.safetensors": DEMO_CHECKPOINT.read_bytes()[:4096],
     }
     for name, data in bad_files.items():
-        at.file_uploader(key=state.K_CKPT_UPLOAD).set_value((name, data, "application/octet-stream")).run()
+        at.file_uploader(key=keys.K_CKPT_UPLOAD).set_value((name, data, "application/octet-stream")).run()
         assert not at.exception, at.exception
         errors = [e.value for e in at.error]
         assert any(f"Could not load {name}" in e and "current model was kept" in e for e in errors), errors
-        assert at.session_state[state.MODEL] is before
+        assert at.session_state[keys.MODEL] is before
 
 
 @pytest.mark.skipif(not DEMO_CHECKPOINT.exists(), reason="assets/demo_carpet_weave.safetensors is missing")
@@ -96,15 +96,15 @@ def test_save_copies_never_overwrite_and_load_back() -> None:
     folder = session_folder(at)
     names = []
     for typed in ("run.1", "run.2", "run.2"):
-        at.text_input(key=state.K_SAVE_NAME).set_value(typed).run()
+        at.text_input(key=keys.K_SAVE_NAME).set_value(typed).run()
         at.button(key="train_save").click().run()
         assert not at.exception, at.exception
         names.append(sorted(p.name for p in folder.glob("run*.safetensors")))
     assert names[-1] == ["run.1.safetensors", "run.2-2.safetensors", "run.2.safetensors"], names
-    at.selectbox(key=state.K_SAVED_CKPT).set_value("run.1.safetensors").run()
+    at.selectbox(key=keys.K_SAVED_CKPT).set_value("run.1.safetensors").run()
     at.button(key="train_load_saved").click().run()
     assert not at.exception, at.exception
-    entry = at.session_state[state.MODEL]
+    entry = at.session_state[keys.MODEL]
     assert entry.origin == "loaded run.1.safetensors" and entry.version == 2
     # The sidebar and the Current model panel show the loaded model in the same render.
     assert any("loaded run.1.safetensors" in m.value for m in at.sidebar.markdown)
@@ -113,14 +113,14 @@ def test_save_copies_never_overwrite_and_load_back() -> None:
 
 def test_train_tiny_model_then_inspect_uploads() -> None:
     at = open_app()  # the train page with the demo data (carpet_weave) chosen by default
-    assert at.session_state[state.DATA].source == "demo"
+    assert at.session_state[keys.DATA].source == "demo"
     at.select_slider(key="train_size_tf_efficientnet_lite0").set_value(64)
     at.number_input(key="train_epochs").set_value(1)
     at.number_input(key="train_steps").set_value(1)
     at.run()
     button(at, "Train").click().run()
     assert not at.exception, at.exception
-    job = at.session_state[state.TRAIN_JOB]
+    job = at.session_state[keys.TRAIN_JOB]
     assert job is not None
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while job.snapshot().running and time.monotonic() < deadline:
@@ -129,7 +129,7 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     assert snap.state == "done", snap.error
     at.run()  # the next interaction adopts the model, exactly once
     assert not at.exception, at.exception
-    entry = at.session_state[state.MODEL]
+    entry = at.session_state[keys.MODEL]
     assert entry.path == job.saved_path and entry.origin == "trained on demo / carpet_weave"
     assert job.detector is None  # handed over: the server's job list no longer holds the model
     assert entry.path is not None and entry.path.parent == session_folder(at)  # saved automatically
@@ -146,11 +146,11 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     summary = next(t.value for t in at.table if "trained on" in t.value.index)
     assert summary.loc["trained on", "value"] == "demo / carpet_weave"
     at.run()
-    assert at.session_state[state.MODEL] is entry  # not adopted twice
+    assert at.session_state[keys.MODEL] is entry  # not adopted twice
 
     at.switch_page("pages/inspect.py").run()
     assert not at.exception, at.exception
-    at.multiselect(key="inspect_pick_demo_" + at.session_state[state.DATA].root + "_carpet_weave").set_value(
+    at.multiselect(key="inspect_pick_demo_" + at.session_state[keys.DATA].root + "_carpet_weave").set_value(
         []
     )
     at.file_uploader(key="inspect_uploads_0").set_value(
@@ -188,14 +188,14 @@ def test_two_sessions_train_independently_and_cancel_works() -> None:
     first, second = open_app(), open_app()
     _start_training(first, epochs=500)  # the most the page allows: cancelled mid-way
     _start_training(second, epochs=1)
-    job_first, job_second = first.session_state[state.TRAIN_JOB], second.session_state[state.TRAIN_JOB]
+    job_first, job_second = first.session_state[keys.TRAIN_JOB], second.session_state[keys.TRAIN_JOB]
     assert job_first is not job_second
 
     # The first session visits another page while its flow trains; the job is there on return.
     first.switch_page("pages/learn.py").run()
     assert not first.exception, first.exception
     first.switch_page("pages/train.py").run()
-    assert first.session_state[state.TRAIN_JOB] is job_first and job_first.snapshot().running
+    assert first.session_state[keys.TRAIN_JOB] is job_first and job_first.snapshot().running
     button(first, "Cancel training").click().run()
     assert not first.exception, first.exception
     assert _wait_finished(job_first) == "cancelled"
@@ -204,23 +204,23 @@ def test_two_sessions_train_independently_and_cancel_works() -> None:
     # The other session's training is untouched by that cancel and becomes its model.
     assert _wait_finished(job_second) == "done", job_second.snapshot().error
     second.run()
-    assert second.session_state[state.MODEL].path == job_second.saved_path is not None
+    assert second.session_state[keys.MODEL].path == job_second.saved_path is not None
     first.run()
     assert not first.exception, first.exception
-    model_first = first.session_state[state.MODEL]
+    model_first = first.session_state[keys.MODEL]
     assert model_first is None or model_first.detector is not job_second.detector
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_training_error_is_one_line_in_the_page() -> None:
     at = open_app()
-    at.selectbox(key=state.DEVICE_CHOICE).set_value("cuda").run()
+    at.selectbox(key=keys.DEVICE_CHOICE).set_value("cuda").run()
     assert any("cuda" in w.value.lower() for w in at.warning)  # said before training starts
     button(at, "Train").click().run()
-    job = at.session_state[state.TRAIN_JOB]
+    job = at.session_state[keys.TRAIN_JOB]
     job.join(TRAIN_TIMEOUT_S)
     at.run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error if e.value.startswith("Training failed")]
     assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0], errors
-    assert at.session_state[state.MODEL] is None
+    assert at.session_state[keys.MODEL] is None
