@@ -63,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         default=None,
-        help="optimizer-step budget, early-stopped on validation NLL (default: 18·√images, 120 to 400)",
+        help="optimizer-step budget, early-stopped on validation NLL (default: 18·√images, 300 to 400)",
     )
     train.add_argument("--epochs", type=int, default=None, help="train exactly this many epochs instead")
     train.add_argument(
