@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import evaluation_view, keys, state, toy_view
+from app import keys, state, toy_view
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
@@ -68,24 +68,24 @@ def test_evaluate_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     assert result is not None and result.n_test == len(data.test)
     assert "Image AUROC" in at.table[0].value.index.tolist()
 
-    slider = at.slider(key=evaluation_view.THRESHOLD)
+    slider = at.slider(key=keys.EVAL_THRESHOLD)
     low, high = slider.min, slider.max
     target = float(low + 0.3 * (high - low))
     slider.set_value(target).run()
     assert not at.exception, at.exception
-    assert at.slider(key=evaluation_view.THRESHOLD).value == pytest.approx(target, rel=1e-3)
+    assert at.slider(key=keys.EVAL_THRESHOLD).value == pytest.approx(target, rel=1e-3)
     assert any(m.label == "Precision" for m in at.metric)
 
     button(at, "F1-optimal on test").click().run()
     assert not at.exception, at.exception
-    assert at.slider(key=evaluation_view.THRESHOLD).value == pytest.approx(result.f1_threshold, rel=1e-3)
+    assert at.slider(key=keys.EVAL_THRESHOLD).value == pytest.approx(result.f1_threshold, rel=1e-3)
 
     button(at, "Use percentile").click().run()
     assert not at.exception, at.exception
 
     button(at, "Save threshold with the model").click().run()
     assert not at.exception, at.exception
-    assert detector.threshold == pytest.approx(at.slider(key=evaluation_view.THRESHOLD).value)
+    assert detector.threshold == pytest.approx(at.slider(key=keys.EVAL_THRESHOLD).value)
     # The stored evaluation is reused: no "Evaluate on test split" button any more.
     assert not any(b.label == "Evaluate on test split" for b in at.button)
 
@@ -178,7 +178,7 @@ def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, Category
     ).run()
     button(at, "Compare on this test split").click().run()
     assert not at.exception, at.exception
-    _, name, result = at.session_state[evaluation_view.COMPARE]
+    _, name, result = at.session_state[keys.EVAL_COMPARE]
     assert name == "other.safetensors" and result.n_test == len(data.test)
     table = at.table[-1].value
     assert list(table.columns) == ["current: test model", "other: other.safetensors"]
