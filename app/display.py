@@ -24,7 +24,7 @@ from cainnflow.visualization import colorize, overlay_heatmap
 
 from . import hosting, keys, session_store, state
 
-if TYPE_CHECKING:  # or its ONNX Runtime twin, app.quickstart.QuickDemoDetector (same attributes)
+if TYPE_CHECKING:  # or the demo model's export on ONNX Runtime (both are cainnflow.scorer.Scorer)
     from cainnflow.detector import Detector
 
 __all__ = [

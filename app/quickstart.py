@@ -7,8 +7,9 @@ in a background thread, and until :func:`torch_ready`:
 * the Train / load page shows a quick-start panel (:mod:`app.train_quick`: load the ready
   demo model) and fills in its training controls as soon as PyTorch is there;
 * the ready demo model is served by its ONNX export shipped in ``assets/`` on ONNX Runtime
-  (which imports in a fraction of a second) as a :class:`QuickDemoDetector`: the same model,
-  the same maps and scores (to float precision), enough for Inspect and the sidebar;
+  (which imports in a fraction of a second) as a :class:`cainnflow.runtime.ExportedDetector`:
+  the same model, the same maps and scores (to float precision), the same
+  :class:`cainnflow.scorer.Scorer` interface, enough for Inspect and the sidebar;
 * every other page waits for PyTorch (:func:`require_torch`), and the quick model is then
   swapped for the same model on PyTorch (:func:`app.state.upgrade_quick_model`).
 
@@ -29,25 +30,20 @@ import importlib
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
-from cainnflow.data import ImageSource
 from cainnflow.errors import CainnflowError
-from cainnflow.stats import ScoreStats
+from cainnflow.runtime import ExportedDetector, load_export
+from cainnflow.scorer import Scorer
 
 from . import loaders, warmup
 
 __all__ = [
     "HEAVY_MODULES",
     "LIGHT_MODULES",
-    "QuickConfig",
-    "QuickDemoDetector",
     "demo_model",
     "is_quick",
     "page_run",
@@ -168,74 +164,21 @@ def require_torch() -> None:
 # --------------------------------------------------------------------------- the demo model on ONNX Runtime
 
 
-@dataclass(frozen=True)
-class QuickConfig:
-    """The model configuration fields the sidebar and Inspect read (from ``export.json``)."""
-
-    backbone: str
-    variant: str
-    steps: int
-    image_size: int
-    out_indices: tuple[int, ...]
-
-
-class QuickDemoDetector:
-    """The shipped demo model on ONNX Runtime, standing in for its PyTorch twin while that loads.
-
-    It offers what Inspect and the sidebar use of :class:`cainnflow.detector.Detector`:
-    ``predict`` (maps and scores), ``threshold`` (this session's, free to change),
-    ``stats``, ``config``, ``info`` and ``device``. It shares one ONNX Runtime session with
-    every other browser session (running it is thread-safe).
-    """
-
-    is_trained = True
-    history = None
-    device = "cpu (ONNX Runtime while PyTorch loads)"
-
-    def __init__(self, exported: Any, info: dict[str, Any]) -> None:
-        self._exported = exported
-        export_info = exported.info
-        model = export_info.model
-        self.threshold: float | None = float(exported.threshold)
-        self.stats = ScoreStats(**export_info.stats, n_images=int(info.get("n_val", 0)))
-        self.config = QuickConfig(
-            backbone=str(model.get("backbone", export_info.backbone.get("name", ""))),
-            variant=str(model.get("variant", "")),
-            steps=int(model.get("steps", 0)),
-            image_size=int(export_info.image_size),
-            out_indices=tuple(int(i) for i in model.get("out_indices") or ()),
-        )
-        self.info = info
-
-    def predict(
-        self,
-        images: Sequence[Image.Image | ImageSource],
-        *,
-        batch_size: int = 8,
-        threshold: float | None = None,
-    ) -> Any:
-        """Maps (N, S, S) and scores (N,) as :meth:`cainnflow.detector.Detector.predict`."""
-        limit = self.threshold if threshold is None else threshold
-        return self._exported.predict(images, batch_size=batch_size, threshold=limit)
-
-
 _export_lock = threading.Lock()
 
 
-def _demo_export() -> Any | None:
+def _demo_export() -> ExportedDetector | None:
     with _export_lock:  # one load, whoever asks first (the preload thread or a page)
         return _load_demo_export()
 
 
 @functools.cache
-def _load_demo_export() -> Any | None:
+def _load_demo_export() -> ExportedDetector | None:
     """The shipped demo export on ONNX Runtime, shared by all sessions (None: unavailable).
 
     Loaded once per process (by the preload thread, usually before anyone asks) and run once
     on a blank image, so the first real request does not pay for the engine's warm-up.
     """
-    from cainnflow.runtime import load_export
-
     if not (loaders.DEMO_EXPORT / "export.json").is_file():
         return None
     try:
@@ -247,24 +190,21 @@ def _load_demo_export() -> Any | None:
     return exported
 
 
-def quick_demo_detector() -> QuickDemoDetector | None:
-    """A new session-private :class:`QuickDemoDetector`, or None when the export is unavailable."""
+def quick_demo_detector() -> ExportedDetector | None:
+    """The ready demo model on ONNX Runtime for one session: its own threshold, the shared engine.
+
+    None when the export is unavailable.
+    """
     exported = _demo_export()
-    if exported is None:
-        return None
-    category = loaders.DEMO_CHECKPOINT_CATEGORY
-    info = {
-        "category": category,
-        "dataset": {"source": "demo", "root": "", "category": category},
-    }
-    return QuickDemoDetector(exported, info)
+    return None if exported is None else exported.copy()
 
 
 def is_quick(detector: object) -> bool:
-    return isinstance(detector, QuickDemoDetector)
+    """Whether ``detector`` is the demo model's export (upgraded to PyTorch when a page needs it)."""
+    return isinstance(detector, ExportedDetector)
 
 
-def demo_model(device: str) -> Any | None:
+def demo_model(device: str) -> Scorer | None:
     """The ready demo model: on PyTorch when it is imported, else on ONNX Runtime if shipped.
 
     Returns None when the demo checkpoint is missing.

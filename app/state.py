@@ -27,6 +27,10 @@ from .session_store import DataRef, session_dir
 if TYPE_CHECKING:  # PyTorch: this module is imported before it is (see app.quickstart)
     from cainnflow.detector import Detector
     from cainnflow.evaluation import EvaluationResult
+    from cainnflow.runtime import ExportedDetector
+
+    #: The current model: on PyTorch, or the ready demo model's export while PyTorch loads.
+    Model = Detector | ExportedDetector
 
 __all__ = [
     "DataEntry",
@@ -57,11 +61,12 @@ class ModelEntry:
     """The current model and where it came from (shown in the sidebar).
 
     ``detector`` is a :class:`cainnflow.detector.Detector`, or for the ready demo model while
-    PyTorch is still importing on a fresh server, its ONNX Runtime twin
-    (:class:`app.quickstart.QuickDemoDetector`; :func:`upgrade_quick_model` swaps it).
+    PyTorch is still importing on a fresh server, its export on ONNX Runtime (a
+    :class:`cainnflow.runtime.ExportedDetector`, the other :class:`cainnflow.scorer.Scorer`;
+    :func:`upgrade_quick_model` swaps it).
     """
 
-    detector: Detector
+    detector: Model
     origin: str  # e.g. "trained on demo / carpet_weave", "demo checkpoint", "uploaded x.safetensors"
     version: int  # bumps whenever the model changes, so caches keyed on it refresh
     path: Path | None = None  # its file in this session's folder (None: the shipped demo model)
@@ -197,7 +202,7 @@ def current_model() -> ModelEntry | None:
 
 
 def set_model(
-    detector: Detector,
+    detector: Model,
     origin: str,
     *,
     path: Path | None = None,
@@ -227,9 +232,8 @@ def set_model(
     return entry
 
 
-def _default_name(detector: Detector) -> str:
-    category = str(detector.info.get("category") or "model")
-    return f"cainnflow_{category}_{detector.config.variant}"
+def _default_name(detector: Model) -> str:
+    return f"cainnflow_{model_category(detector) or 'model'}_{detector.config.variant}"
 
 
 def current_data() -> DataEntry | None:
@@ -391,9 +395,17 @@ def save_threshold(threshold: float) -> Path | None:
     return path
 
 
-def model_data_ref(detector: Detector) -> DataRef | None:
-    """The dataset a model was trained on, as recorded in its checkpoint."""
-    return DataRef.from_dict(detector.info.get("dataset"))
+def model_data_ref(detector: Model) -> DataRef | None:
+    """The dataset a model was trained on, as recorded in its checkpoint (an export records none)."""
+    info = detector.info
+    return DataRef.from_dict(info.get("dataset")) if isinstance(info, dict) else None
+
+
+def model_category(detector: Model) -> str:
+    """The category a model was trained on ('' when unknown): its checkpoint's or its export's."""
+    info = detector.info
+    category = info.get("category") if isinstance(info, dict) else info.category
+    return category if isinstance(category, str) else ""
 
 
 def data_mismatch() -> str | None:
@@ -402,7 +414,7 @@ def data_mismatch() -> str | None:
     if model is None or data is None or data.ref is None:
         return None
     trained = model_data_ref(model.detector)
-    category = model.detector.info.get("category")
+    category = model_category(model.detector)
     if trained is not None:
         same = (trained.source, trained.root, trained.category) == (
             data.ref.source,
@@ -410,7 +422,7 @@ def data_mismatch() -> str | None:
             data.ref.category,
         )
         what = trained.describe()
-    elif isinstance(category, str) and category:
+    elif category:
         same, what = category == data.ref.category, f"“{category}”"
     else:
         return None

@@ -44,7 +44,7 @@ def few_validation_images(detector: Detector) -> int | None:
     """How many validation images the threshold came from, when fewer than :data:`MIN_VALIDATION_IMAGES`."""
     stats = getattr(detector, "stats", None)
     n = getattr(stats, "n_images", None)
-    if not isinstance(n, int) or detector.threshold is None:
+    if not isinstance(n, int) or n < 1 or detector.threshold is None:  # 0: an export that does not say
         return None
     return n if n < MIN_VALIDATION_IMAGES else None
 

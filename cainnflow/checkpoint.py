@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import struct
@@ -39,6 +38,7 @@ from .model import CAINNFlow, CAINNFlowConfig
 from .registry import BACKBONES
 from .scoring import ScoreStats
 from .training import TrainingHistory
+from .validate import finite_number
 from .weights import WeightsOrigin, WeightsSource
 
 __all__ = [
@@ -272,27 +272,16 @@ def detector_to_bytes(parts: DetectorParts) -> bytes:
 
 
 def _finite_or_none(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CheckpointError(f"checkpoint field {what} must be a finite number, got {str(value)[:40]!r}")
-    return float(value)
+    return None if value is None else finite_number(value, f"checkpoint field {what}", CheckpointError)
 
 
 def _parse_stats(value: Any) -> ScoreStats | None:
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise CheckpointError("checkpoint field stats must be an object")
-    fields = ScoreStats.__dataclass_fields__
-    missing = [k for k in fields if k not in value]
-    if missing:
-        raise CheckpointError(f"checkpoint field stats lacks {', '.join(missing)}")
-    numbers = {k: _finite_or_none(value[k], f"stats.{k}") for k in fields}
-    if numbers["n_images"] is None or numbers["n_images"] < 1 or numbers["image_std"] < 0:
-        raise CheckpointError("checkpoint field stats holds impossible values (n_images < 1 or std < 0)")
-    numbers["n_images"] = int(numbers["n_images"])
-    return ScoreStats(**numbers)
+    try:
+        return ScoreStats.from_dict(value)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint field stats {exc}") from exc
 
 
 def _parse_history(value: Any) -> TrainingHistory | None:

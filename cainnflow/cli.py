@@ -28,6 +28,7 @@ from .device import DEVICE_CHOICES
 from .errors import CainnflowError
 
 if TYPE_CHECKING:
+    from .scorer import Scorer
     from .sweep import SweepProgress
 
 __all__ = ["add_sweep_parser", "main", "run_sweep_command"]
@@ -320,15 +321,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.checkpoint.is_dir():
         from .runtime import load_export
 
-        detector = load_export(args.checkpoint)
-        pixel_p50, pixel_max = detector.stats["pixel_p50"], detector.stats["pixel_max"]
+        detector: Scorer = load_export(args.checkpoint)
     else:
         from .detector import Detector
 
         detector = Detector.load(args.checkpoint, device=args.device)
-        if detector.stats is None or detector.threshold is None:
-            raise CainnflowError(f"{args.checkpoint.name} holds an untrained model (no calibration)")
-        pixel_p50, pixel_max = detector.stats.pixel_p50, detector.stats.pixel_max
+    if detector.stats is None or detector.threshold is None:
+        raise CainnflowError(f"{args.checkpoint.name} holds an untrained model (no calibration)")
+    pixel_p50, pixel_max = detector.stats.pixel_p50, detector.stats.pixel_max
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path, stem in zip(args.images, _output_stems(args.images), strict=True):

@@ -49,8 +49,10 @@ __all__ = [
     "load_custom_folder",
     "load_mvtec_category",
     "preprocess",
+    "preprocess_image",
     "read_image",
     "read_mask",
+    "sample_mask",
     "split_train_val",
 ]
 
@@ -631,13 +633,13 @@ def read_mask(path: str | Path, size: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(resized) > 0
 
 
-def preprocess(
-    image: Image.Image,
-    size: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-) -> torch.Tensor:
-    """Resize (bilinear, antialiased), scale to ``[0, 1]`` and normalise an image.
+def preprocess_image(
+    image: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """Resize (bilinear, antialiased), scale to ``[0, 1]`` and normalise an image, in numpy.
+
+    The one preprocessing of every engine: :func:`preprocess` (PyTorch) wraps it, and the
+    exported runtime (:mod:`cainnflow.runtime`) calls it directly.
 
     Args:
         image: Input image (converted to RGB if needed).
@@ -646,20 +648,41 @@ def preprocess(
         std: Per-channel standard deviation to divide by.
 
     Returns:
-        Float32 tensor ``(3, size, size)``.
+        Float32 array ``(3, size, size)``.
     """
-    import torch  # lazily: folder parsing and image reading stay usable without torch
-
     if image.mode != "RGB":
         image = _to_rgb(image)
     if image.size != (size, size):
         # PIL's bilinear filter widens its support when downsampling, i.e. it antialiases.
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.float32) / _UINT8_MAX
-    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (tensor - mean_t) / std_t
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1))
+    mean_a = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std_a = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return (chw - mean_a) / std_a
+
+
+def preprocess(
+    image: Image.Image,
+    size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> torch.Tensor:
+    """:func:`preprocess_image` as a float32 tensor ``(3, size, size)``."""
+    import torch  # lazily: folder parsing and image reading stay usable without torch
+
+    return torch.from_numpy(preprocess_image(image, size, mean, std))
+
+
+def sample_mask(sample: Sample, size: int) -> tuple[np.ndarray, bool]:
+    """A test sample's ground truth ``(size, size)`` bool and whether it is real ground truth.
+
+    Good images have an exact all-zero mask; a defect without a mask file gets zeros that
+    count for nothing (``False``), so pixel metrics leave it out.
+    """
+    if sample.mask_path is not None:
+        return read_mask(sample.mask_path, size), True
+    return np.zeros((size, size), dtype=bool), sample.label == GOOD_LABEL
 
 
 class DatasetItem(NamedTuple):
@@ -711,12 +734,6 @@ class AnomalyDataset:
 
         sample = self.samples[index]
         image = preprocess(read_image(sample.path), self.image_size, self.mean, self.std)
-        size = self.image_size
-        if sample.mask_path is not None:
-            mask_np = read_mask(sample.mask_path, size)
-            mask = torch.from_numpy(mask_np.astype(np.float32)).unsqueeze(0)
-            has_mask = True
-        else:
-            mask = torch.zeros(1, size, size, dtype=torch.float32)
-            has_mask = sample.label == GOOD_LABEL
+        mask_np, has_mask = sample_mask(sample, self.image_size)
+        mask = torch.from_numpy(mask_np.astype(np.float32)).unsqueeze(0)
         return DatasetItem(image=image, label=sample.label, mask=mask, has_mask=has_mask, index=index)

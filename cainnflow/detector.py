@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from threading import Event
@@ -51,9 +51,10 @@ from .data import (
 )
 from .device import autocast_dtype, resolve_device
 from .errors import DataError, TrainingError
-from .evaluation import EvaluationResult, evaluate
+from .evaluation import EvaluationResult, TestBatch, evaluate
 from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
+from .scorer import Prediction, predict_batches
 from .scoring import ScoreStats
 from .training import ProgressCallback, TrainConfig, TrainingHistory, extract_features, fit_flows
 
@@ -62,25 +63,10 @@ __all__ = ["Detector", "Prediction"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """Scores of a batch of images.
-
-    Attributes:
-        maps: anomaly maps (N, S, S) at the model's input size.
-        scores: image scores (N,).
-        is_anomalous: ``scores >= threshold`` (N,).
-        threshold: the decision threshold used.
-    """
-
-    maps: np.ndarray
-    scores: np.ndarray
-    is_anomalous: np.ndarray
-    threshold: float
-
-
 class Detector:
     """A CAINNFlow model plus what it needs to score: statistics, threshold, history.
+
+    The PyTorch engine of :class:`cainnflow.scorer.Scorer` (the exported runtime is the other).
 
     Args:
         model: the model, on its device.
@@ -136,6 +122,10 @@ class Detector:
     @property
     def backbone(self) -> FeatureExtractor:
         return self.model.backbone
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
 
     @property
     def is_trained(self) -> bool:
@@ -283,23 +273,33 @@ class Detector:
             features = self.model.extract_features(images.to(self.device))
         return self._score_features(features)
 
-    def predict(self, images: Sequence[ImageSource], batch_size: int = 8) -> Prediction:
+    def _score_numpy(self, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        maps, scores = self.score_batch(images)
+        return maps.cpu().numpy(), scores.cpu().numpy()
+
+    def predict(
+        self, images: Sequence[ImageSource], batch_size: int = 8, *, threshold: float | None = None
+    ) -> Prediction:
         """Scores images given as PIL images, paths or bytes.
+
+        Args:
+            threshold: overrides :attr:`threshold` for this call.
 
         Raises:
             DataError: an image cannot be read (its name is in the message).
         """
-        threshold = self.threshold if self.threshold is not None else float("inf")
-        maps, scores = [], []
-        for start in range(0, len(images), batch_size):
-            batch = self.preprocess(images[start : start + batch_size])
-            m, s = self.score_batch(batch)
-            maps.append(m.cpu().numpy())
-            scores.append(s.cpu().numpy())
-        if not maps:
-            raise DataError("no images given")
-        score_arr = np.concatenate(scores)
-        return Prediction(np.concatenate(maps), score_arr, score_arr >= threshold, threshold)
+        limit = self.threshold if threshold is None else threshold
+        return predict_batches(
+            images, self.preprocess, self._score_numpy, batch_size=batch_size, threshold=limit
+        )
+
+    def _test_batches(self, loader: DataLoader) -> Iterator[TestBatch]:
+        """The loader's batches as :data:`cainnflow.evaluation.TestBatch`, images on the device."""
+        for batch in loader:  # DatasetItem fields, batched
+            images, masks, has_mask = batch.image.to(self.device), batch.mask, batch.has_mask
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()  # the copy is not timed as scoring
+            yield images, masks[:, 0].numpy() > 0.5, has_mask.numpy().astype(bool)
 
     def evaluate(
         self,
@@ -311,12 +311,13 @@ class Detector:
         cancel: Event | None = None,
     ) -> EvaluationResult:
         """Scores the test split; see :func:`cainnflow.evaluation.evaluate`."""
+        loader = self.loader(data.test, batch_size, num_workers)
         return evaluate(
             data,
-            self.score_batch,
-            self.loader(data.test, batch_size, num_workers),
+            self._score_numpy,
+            self._test_batches(loader),
+            n_batches=len(loader),
             threshold=self.threshold,
-            device=self.device,
             callback=callback,
             cancel=cancel,
         )

@@ -2,6 +2,9 @@
 
 :func:`evaluate` scores every test image once and returns an :class:`EvaluationResult` that
 keeps the maps and masks, so thresholds can be explored afterwards without scoring again.
+It is the one test loop of every engine: the PyTorch detector feeds it its DataLoader's
+batches, the exported runtime :func:`read_test_batches`; each passes its own score function.
+Numpy only (no PyTorch import).
 Per-defect-type figures are typed rows (:class:`DefectRow`), per-image outcomes
 :class:`ImageResult`.
 """
@@ -9,14 +12,14 @@ Per-defect-type figures are typed rows (:class:`DefectRow`), per-image outcomes
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from threading import Event
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .data import CategoryData
+from .data import CategoryData, ImageSource, sample_mask
 from .errors import DataError, TrainingError
 from .metrics import (
     PrCurve,
@@ -30,13 +33,24 @@ from .metrics import (
     roc_curve_points,
 )
 
-if TYPE_CHECKING:
-    import torch
+#: An engine's scoring of one preprocessed batch (N, 3, S, S) → anomaly maps (N, S, S) and
+#: image scores (N,), numpy (:class:`cainnflow.scorer.Scorer`'s engines each have one).
+ScoreFn = Callable[[Any], tuple[np.ndarray, np.ndarray]]
 
-# A batch of preprocessed images (N, 3, S, S) on the model's device -> (maps (N, S, S), scores (N,)).
-ScoreBatch = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
+#: One batch of the test split, in order: preprocessed images (N, 3, S, S) as the score
+#: function takes them, ground truth (N, S, S) bool, and whether it is real ground truth (N,).
+TestBatch = tuple[Any, np.ndarray, np.ndarray]
 
-__all__ = ["DefectRow", "EvaluationResult", "ImageResult", "ScoreBatch", "evaluate", "evaluation_result"]
+__all__ = [
+    "DefectRow",
+    "EvaluationResult",
+    "ImageResult",
+    "ScoreFn",
+    "TestBatch",
+    "evaluate",
+    "evaluation_result",
+    "read_test_batches",
+]
 
 
 @dataclass(frozen=True)
@@ -150,13 +164,31 @@ def _defect_rows(
     return rows
 
 
+def read_test_batches(
+    data: CategoryData,
+    preprocess: Callable[[Sequence[ImageSource]], Any],
+    image_size: int,
+    batch_size: int,
+) -> Iterator[TestBatch]:
+    """The test split in order, ``batch_size`` images at a time, with its ground truth.
+
+    For engines without a DataLoader; the masks follow :func:`cainnflow.data.sample_mask`,
+    as the PyTorch dataset's do.
+    """
+    for start in range(0, len(data.test), batch_size):
+        samples = data.test[start : start + batch_size]
+        truth = [sample_mask(sample, image_size) for sample in samples]
+        images = preprocess([sample.path for sample in samples])
+        yield images, np.stack([mask for mask, _ in truth]), np.array([real for _, real in truth], dtype=bool)
+
+
 def evaluate(
     data: CategoryData,
-    score_batch: ScoreBatch,
-    loader: torch.utils.data.DataLoader,
+    score: ScoreFn,
+    batches: Iterable[TestBatch],
     *,
+    n_batches: int,
     threshold: float | None,
-    device: torch.device,
     callback: Callable[[int, int], None] | None = None,
     cancel: Event | None = None,
 ) -> EvaluationResult:
@@ -165,11 +197,12 @@ def evaluate(
     Pixel metrics are None when no anomalous image has a mask (image-level only).
 
     Args:
-        data: the category; ``loader`` yields ``data.test`` in order.
-        score_batch: the model's scoring of one batch (``Detector.score_batch``).
-        loader: batches ``(images, labels, masks (N, 1, S, S), has_mask (N,))``.
+        data: the category; ``batches`` yield ``data.test`` in order.
+        score: the engine's scoring of one batch (numpy maps and scores out); it alone is
+            timed for ``ms_per_image``.
+        batches: :data:`TestBatch` tuples (a DataLoader's, or :func:`read_test_batches`).
+        n_batches: how many batches there are (for ``callback``).
         threshold: the decision threshold (None: the median score).
-        device: where ``score_batch`` runs (images are moved there; timed with a CUDA sync).
         callback: ``(batch, n_batches)`` after each batch.
         cancel: set to stop.
 
@@ -177,28 +210,22 @@ def evaluate(
         DataError: the category has no test images.
         TrainingError: cancelled through ``cancel``.
     """
-    import torch  # lazily: evaluation_result is shared with the torch-free export runtime
-
     if not data.test:
         raise DataError(f"category {data.name!r} has no test images to evaluate on")
     maps, scores, masks, has_mask = [], [], [], []
     elapsed = 0.0
-    for step, batch in enumerate(loader, start=1):
+    for step, (images, truth, real) in enumerate(batches, start=1):
         if cancel is not None and cancel.is_set():
             raise TrainingError("evaluation cancelled")
-        images = batch[0].to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        m, s = score_batch(images)
-        m_np, s_np = m.cpu().numpy(), s.cpu().numpy()
+        m, s = score(images)
         elapsed += time.perf_counter() - t0
-        maps.append(m_np.astype(np.float32))
-        scores.append(s_np)
-        masks.append(batch[2][:, 0].numpy() > 0.5)
-        has_mask.append(batch[3].numpy().astype(bool))
+        maps.append(np.asarray(m, dtype=np.float32))
+        scores.append(s)
+        masks.append(truth)
+        has_mask.append(real)
         if callback is not None:
-            callback(step, len(loader))
+            callback(step, n_batches)
     return evaluation_result(
         data,
         np.concatenate(maps),

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .runtime import (
+from .export_format import (
     EXPORT_FORMAT_VERSION,
     EXPORT_JSON,
     FORMATS,
@@ -43,10 +43,10 @@ from .runtime import (
     MAX_IMAGE_SIZE,
     OUTPUT_NAMES,
     SETTINGS_HASH,
-    EngineUnavailableError,
     ExportError,
     settings_digest,
 )
+from .runtime import EngineUnavailableError
 from .speedups import fuse_conv_batchnorm
 
 __all__ = ["ScoringGraph", "export_detector", "export_document", "export_zip_bytes"]

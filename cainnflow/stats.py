@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .validate import MAX_ABS_VALUE, finite_number
+
 __all__ = ["ScoreStats"]
 
 
@@ -56,5 +58,29 @@ class ScoreStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScoreStats:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+    def from_dict(cls, data: object, *, n_images: int | None = None) -> ScoreStats:
+        """Validated statistics from a checkpoint's or an export's document (the one check of them).
+
+        Args:
+            data: the :meth:`to_dict` form.
+            n_images: the count to use when ``data`` has none (an export records none: 0,
+                unknown).
+
+        Raises:
+            ValueError: not an object, a field missing, a value not a finite number of sane
+                size, or impossible values (``n_images < 1``, ``image_std < 0``); one line
+                that starts with what is wrong, for the caller to prefix with where.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("must be an object")
+        fewest = 1
+        if n_images is not None and "n_images" not in data:
+            data, fewest = {**data, "n_images": n_images}, 0
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise ValueError(f"has no {missing[0]!r}")
+        values = {k: finite_number(data[k], repr(k), limit=MAX_ABS_VALUE) for k in cls.__dataclass_fields__}
+        count = values["n_images"]
+        if count < fewest or count != int(count) or values["image_std"] < 0:
+            raise ValueError("holds impossible values (n_images < 1 or std < 0)")
+        return cls(**{**values, "n_images": int(values["n_images"])})

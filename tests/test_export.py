@@ -21,16 +21,12 @@ import torch
 from PIL import Image
 
 from cainnflow.cli import main
-from cainnflow.data import preprocess
+from cainnflow.data import load_mvtec_category, preprocess, preprocess_image
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlow, CAINNFlowConfig
-from cainnflow.runtime import (
-    EngineUnavailableError,
-    ExportError,
-    load_export,
-    preprocess_image,
-)
+from cainnflow.runtime import EngineUnavailableError, ExportError, load_export
+from cainnflow.scorer import Prediction, Scorer
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -140,17 +136,58 @@ def test_predict_with_a_changeable_threshold(onnx_export, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "I;16"])
-def test_numpy_preprocessing_equals_the_torch_one(mode):
+def test_both_engines_preprocess_through_one_numpy_core(mode, onnx_export):
+    detector, out = onnx_export
+    exported = load_export(out)
     rng = np.random.default_rng(0)
     if mode == "I;16":
         image = Image.fromarray(rng.integers(0, 65535, (70, 50), dtype=np.uint16))
     else:
         image = Image.fromarray(rng.integers(0, 255, (70, 50, 4), dtype=np.uint8), "RGBA").convert(mode)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    expected = preprocess(image, SIZE, mean, std).numpy()
-    got = preprocess_image(image, SIZE, mean, std)
-    assert got.dtype == np.float32 and got.shape == (3, SIZE, SIZE)
-    np.testing.assert_array_equal(got, expected)
+    core = preprocess_image(image, SIZE, detector.backbone.mean, detector.backbone.std)
+    assert core.dtype == np.float32 and core.shape == (3, SIZE, SIZE)
+    np.testing.assert_array_equal(exported.preprocess([image])[0], core)
+    np.testing.assert_array_equal(detector.preprocess([image])[0].cpu().numpy(), core)
+    np.testing.assert_array_equal(
+        preprocess(image, SIZE, detector.backbone.mean, detector.backbone.std).numpy(), core
+    )
+
+
+def test_both_engines_are_scorers_with_one_prediction_type(onnx_export, tmp_path):
+    detector, out = onnx_export
+    exported = load_export(out)
+    assert isinstance(detector, Scorer) and isinstance(exported, Scorer)
+    assert exported.image_size == detector.image_size == SIZE
+    assert exported.stats == detector.stats  # read back through ScoreStats.from_dict
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    for engine in (detector, exported):
+        prediction = engine.predict([image], threshold=0.0)
+        assert type(prediction) is Prediction and prediction.is_anomalous.all()
+    twin = exported.copy()
+    twin.threshold = 5.0
+    assert exported.threshold == pytest.approx(detector.threshold)  # a copy has its own threshold
+
+
+def test_both_engines_evaluate_through_one_loop(onnx_export, tmp_path):
+    detector, out = onnx_export
+    exported = load_export(out)
+    make_demo_dataset(
+        tmp_path,
+        categories=[CATEGORY],
+        image_size=SIZE,
+        n_train=2,
+        n_test_good=2,
+        n_test_per_defect=1,
+        workers=1,
+    )
+    data = load_mvtec_category(tmp_path, CATEGORY)
+    ours, theirs = exported.evaluate(data, batch_size=3), detector.evaluate(data, batch_size=3)
+    np.testing.assert_allclose(ours.scores, theirs.scores, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(ours.has_mask, theirs.has_mask)
+    assert (ours.masks is None) == (theirs.masks is None)
+    if ours.masks is not None:
+        np.testing.assert_array_equal(ours.masks, theirs.masks)
+    assert ours.image_auroc == pytest.approx(theirs.image_auroc, abs=1e-6)
 
 
 def test_zip_bytes_hold_a_loadable_export(onnx_export, tmp_path):
