@@ -5,8 +5,10 @@
 
 Each job is a separate process that imports cainnflow (so its OpenMP settings apply before
 PyTorch loads), builds the default model (EfficientNet-Lite0, stages 1-4, 256 px) and runs
-``--steps`` maximum-likelihood training steps on cached-feature-shaped tensors with
-``--threads`` threads, after ``--warmup`` steps. It runs one job alone, then ``--jobs`` jobs
+``cainnflow.training.fit_flows`` — what the app, the command line and sweeps train with — for
+``--steps`` steps on cached-feature-shaped tensors, starting with ``--threads`` threads, after
+``--warmup`` steps. ``--no-share`` turns off the fair thread shares (``CAINNFLOW_JOBS_DIR`` set
+to a fresh folder per job, so no job sees the other). It runs one job alone, then ``--jobs`` jobs
 at once, and prints s/step of each and the ratio of the solo speed each job keeps. Run it on
 an otherwise idle machine: anything else running lowers both numbers.
 """
@@ -25,34 +27,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(args: argparse.Namespace) -> None:
-    """One training job: prints a JSON line with its seconds per step."""
+    """One training job through ``fit_flows``: prints a JSON line with its seconds per step."""
     sys.path.insert(0, str(ROOT))
     import torch
 
     import cainnflow  # noqa: F401 - OpenMP settings before torch
     from cainnflow.detector import Detector
-    from cainnflow.model import negative_log_likelihood
+    from cainnflow.training import TrainConfig, fit_flows
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    detector = Detector.create(device="cpu", weights="random")
-    model = detector.model
-    shapes = model.feature_shapes
-    features = [torch.randn(args.batch, c, h, w) for c, h, w in shapes]
-    model.fit_standardizers(features)
-    optimizer = torch.optim.Adam(model.flow_parameters(), lr=1e-3)
-    model.flows.train()
-    times = []
-    for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        loss = negative_log_likelihood(model(features))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    print(json.dumps({"s_per_step": sum(times) / len(times), "median": times[len(times) // 2]}))
+    model = Detector.create(device="cpu", weights="random").model
+    features = [torch.randn(4 * args.batch, c, h, w) for c, h, w in model.feature_shapes]
+    stamps: list[float] = []
+    threads: list[int] = []
+
+    def on_step(progress) -> None:
+        if progress.phase == "train":
+            stamps.append(time.perf_counter())
+            threads.append(torch.get_num_threads())
+
+    config = TrainConfig(
+        max_steps=args.warmup + args.steps, batch_size=args.batch, patience=None, val_every=10**6
+    )
+    fit_flows(model, features, None, config, callback=on_step)
+    times = [b - a for a, b in zip(stamps[args.warmup :], stamps[args.warmup + 1 :], strict=False)]
+    print(json.dumps({"s_per_step": sum(times) / len(times), "threads": sorted(set(threads))}))
 
 
 def run_jobs(n: int, args: argparse.Namespace) -> list[float]:
@@ -61,6 +61,8 @@ def run_jobs(n: int, args: argparse.Namespace) -> list[float]:
         env["OMP_WAIT_POLICY"] = args.wait_policy.upper()
         env["KMP_BLOCKTIME"] = "0" if args.wait_policy == "passive" else "200"
     env["CAINNFLOW_DEV"] = "1"
+    if args.no_share:
+        import tempfile
     cmd = [
         sys.executable,
         __file__,
@@ -70,13 +72,20 @@ def run_jobs(n: int, args: argparse.Namespace) -> list[float]:
         f"--warmup={args.warmup}",
         f"--batch={args.batch}",
     ]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = []
+    for _ in range(n):
+        job_env = dict(env)
+        if args.no_share:
+            job_env["CAINNFLOW_JOBS_DIR"] = tempfile.mkdtemp(prefix="cainnflow-alone-")
+        procs.append(
+            subprocess.Popen(cmd, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        )
     results = []
     for p in procs:
         out, _ = p.communicate()
         if p.returncode != 0:
             raise SystemExit(f"a job failed (exit {p.returncode})")
-        results.append(json.loads(out.strip().splitlines()[-1])["s_per_step"])
+        results.append(json.loads(out.strip().splitlines()[-1]))
     return results
 
 
@@ -91,6 +100,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
+        "--no-share", action="store_true", help="no fair thread shares (each job keeps its threads)"
+    )
+    parser.add_argument(
         "--wait-policy",
         choices=("default", "passive", "active"),
         default="default",
@@ -103,13 +115,18 @@ def main() -> None:
     solo = run_jobs(1, args)[0]
     together = run_jobs(args.jobs, args)
     print(
-        f"wait policy {args.wait_policy}, {args.threads} threads per job, batch {args.batch}, "
-        f"{os.cpu_count()} cores"
+        f"wait policy {args.wait_policy}, {args.threads} threads per job at start, batch {args.batch}, "
+        f"{os.cpu_count()} cores, fair thread shares {'off' if args.no_share else 'on'}"
     )
-    print(f"alone:           {solo:.3f} s/step")
+    print(f"alone:           {solo['s_per_step']:.3f} s/step  (threads {solo['threads']})")
     for i, t in enumerate(together, start=1):
-        print(f"{args.jobs} at once, job {i}: {t:.3f} s/step  -> keeps {solo / t:.0%} of its solo speed")
-    print(f"worst share kept: {min(solo / t for t in together):.0%} (target >= 40%)")
+        kept = solo["s_per_step"] / t["s_per_step"]
+        print(
+            f"{args.jobs} at once, job {i}: {t['s_per_step']:.3f} s/step  (threads {t['threads']}) -> keeps {kept:.0%}"
+        )
+    print(
+        f"worst share kept: {min(solo['s_per_step'] / t['s_per_step'] for t in together):.0%} (target >= 40%)"
+    )
 
 
 if __name__ == "__main__":

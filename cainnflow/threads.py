@@ -9,20 +9,36 @@ Two things make PyTorch jobs collapse when they share a few cores:
   sleep at once (``KMP_BLOCKTIME=0`` is the same for Intel's OpenMP). OpenMP reads it once,
   when PyTorch's libraries load, so :func:`configure_openmp` runs when ``cainnflow`` is
   imported and must come before ``import torch``; a user's own setting always wins.
-* **More threads than cores.** Jobs that run at once (two trainings in the app, a sweep's
-  trials) each take :func:`fair_threads` — the cores divided by the jobs — set in the job's
-  own thread by :func:`use_threads` (PyTorch's OpenMP thread count is per calling thread).
-
-Thread counts change floating-point summation order, not what is computed: training with
-one or two threads gives the same model to float32 rounding (benchmarks/README.md).
+* **More threads than cores** — the bigger of the two. Two trainings of two threads each on
+  two cores ran 6.4× slower per step than one alone, with or without the passive policy
+  (benchmarks/README.md). So every CPU training registers itself machine-wide while it runs
+  (:func:`cpu_job`: a file per job in a per-user folder of the temporary directory, stale ones
+  from dead processes ignored) and, every few steps, takes its share of the threads it started
+  with, divided by the trainings running (:meth:`CpuJob.rebalance`, set in the job's own thread:
+  PyTorch's OpenMP thread count is per calling thread). Alone, a training keeps its threads
+  and its results are bit-identical from run to run; beside another one, it runs with fewer
+  threads, which changes float summation order (results within rounding of each other).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
 
-__all__ = ["OPENMP_DEFAULTS", "available_cores", "configure_openmp", "fair_threads", "use_threads"]
+__all__ = [
+    "OPENMP_DEFAULTS",
+    "CpuJob",
+    "available_cores",
+    "configure_openmp",
+    "cpu_job",
+    "fair_threads",
+    "running_cpu_jobs",
+    "use_threads",
+]
 
 OPENMP_DEFAULTS: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 """Environment defaults set before PyTorch loads (a value already in the environment wins)."""
@@ -66,3 +82,95 @@ def use_threads(threads: int) -> int:
     if threads != old:
         torch.set_num_threads(max(1, int(threads)))
     return old
+
+
+JOBS_DIR_ENV = "CAINNFLOW_JOBS_DIR"
+"""Where running CPU trainings register (default: a per-user folder in the temporary directory)."""
+
+
+def _jobs_dir() -> Path:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(os.environ.get(JOBS_DIR_ENV) or Path(tempfile.gettempdir()) / f"cainnflow-cpu-jobs-{uid}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def running_cpu_jobs() -> int:
+    """CPU trainings registered on this machine by live processes (stale entries are removed)."""
+    folder = _jobs_dir()
+    count = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            count += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return count
+
+
+class CpuJob:
+    """One registered CPU training: its share of threads follows the trainings running."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.base_threads = 1
+        self.threads = 1
+
+    def rebalance(self) -> int:
+        """Sets this thread's PyTorch threads to its share; returns the count in use."""
+        if self.path is None:
+            return self.threads
+        share = fair_threads(running_cpu_jobs() or 1, self.base_threads)
+        if share != self.threads:
+            use_threads(share)
+            self.threads = share
+        return self.threads
+
+
+class cpu_job:
+    """Registers a CPU training for the duration of a ``with`` block (a no-op elsewhere).
+
+    Args:
+        device_type: ``"cpu"`` registers; any other device type does nothing.
+    """
+
+    def __init__(self, device_type: str = "cpu") -> None:
+        self.device_type = device_type
+        self.job = CpuJob(None)
+
+    def __enter__(self) -> CpuJob:
+        if self.device_type != "cpu":
+            return self.job
+        import torch
+
+        folder = _jobs_dir()
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = folder / f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+            path.touch()
+        except OSError:  # an unwritable temporary folder: train as before
+            return self.job
+        self.job = CpuJob(path)
+        self.job.base_threads = self.job.threads = torch.get_num_threads()
+        self.job.rebalance()
+        return self.job
+
+    def __exit__(self, *exc: object) -> None:
+        job = self.job
+        if job.path is None:
+            return
+        job.path.unlink(missing_ok=True)
+        if job.threads != job.base_threads:
+            use_threads(job.base_threads)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from .device import autocast_dtype
 from .errors import TrainingCancelled, TrainingError
 from .model import CAINNFlow, negative_log_likelihood
+from .threads import CpuJob, cpu_job
 
 AUGMENT_MODES = ("auto", "none")
 
@@ -117,6 +118,8 @@ class TrainConfig:
         return asdict(self)
 
 
+REBALANCE_EVERY = 5
+"""Steps between two looks at how many CPU trainings share the machine (:mod:`cainnflow.threads`)."""
 MIN_BUDGET_STEPS = 300
 MAX_BUDGET_STEPS = 400
 STEPS_PER_SQRT_IMAGE = 18.0
@@ -300,6 +303,30 @@ def fit_flows(
     Raises:
         TrainingError: the loss became NaN or infinite (the last good state is restored).
     """
+    with cpu_job(model.device.type) as job:
+        return _fit_flows(
+            model,
+            train_features,
+            val_features,
+            config,
+            callback=callback,
+            cancel=cancel,
+            n_images=n_images,
+            job=job,
+        )
+
+
+def _fit_flows(
+    model: CAINNFlow,
+    train_features: Sequence[Tensor],
+    val_features: Sequence[Tensor] | None,
+    config: TrainConfig,
+    *,
+    callback: ProgressCallback | None,
+    cancel: Event | None,
+    n_images: int | None,
+    job: CpuJob,
+) -> TrainingHistory:
     device = model.device
     entry_state = copy.deepcopy(model.flows.state_dict())  # restored if nothing good comes of it
     model.fit_standardizers(train_features)
@@ -356,6 +383,8 @@ def fit_flows(
             seen += idx.numel()
             done += 1
             since_val += 1
+            if done % REBALANCE_EVERY == 0:
+                job.rebalance()
             if callback is not None:
                 elapsed = time.perf_counter() - start
                 callback(

@@ -25,3 +25,30 @@ def test_a_users_own_setting_wins(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     configure_openmp()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_cpu_trainings_register_and_share_the_threads_they_started_with(tmp_path, monkeypatch):
+    import torch
+
+    from cainnflow.threads import cpu_job, running_cpu_jobs
+
+    monkeypatch.setenv("CAINNFLOW_JOBS_DIR", str(tmp_path))
+    start = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        (tmp_path / "999999999-1-dead").touch()  # a dead process's entry is not counted
+        assert running_cpu_jobs() == 0 and not (tmp_path / "999999999-1-dead").exists()
+        with cpu_job("cpu") as job:
+            assert running_cpu_jobs() == 1 and job.rebalance() == 4
+            (tmp_path / f"{os.getpid()}-0-other").touch()  # a second training starts
+            assert job.rebalance() == 2 and torch.get_num_threads() == 2
+            (tmp_path / f"{os.getpid()}-0-other").unlink()
+            assert job.rebalance() == 4
+            (tmp_path / f"{os.getpid()}-0-other").touch()
+            job.rebalance()
+        assert torch.get_num_threads() == 4  # restored when the training ends
+        assert running_cpu_jobs() == 1  # only the other one is left
+        with cpu_job("cuda") as job:  # accelerators are not counted
+            assert job.path is None
+    finally:
+        torch.set_num_threads(start)
