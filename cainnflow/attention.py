@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import MIN_HIDDEN
+
 __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 
 DEFAULT_REDUCTION = 16
 SPATIAL_KERNEL_SIZE = 7
-MIN_HIDDEN = 8
-"""Floor on the channel MLP's hidden width. ``C // r`` alone is 1 unit for 16–31 channels:
-once that one ReLU unit dies, every channel gate is the constant 0.5 (seen in trained
-models: 4 of 6 CBAM modules), and the attention that names the model does nothing."""
+# MIN_HIDDEN, the floor on the channel MLP's hidden width, lives in cainnflow.config.
 
 
 class ChannelAttention(nn.Module):

@@ -20,21 +20,17 @@ The flow is fully convolutional, so it runs on any H × W.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
 import numpy as np
 import torch
 from torch import Tensor
 
-from .attention import MIN_HIDDEN
+from .config import COUPLINGS, MIN_HIDDEN, CouplingType
 from .subnet import SubnetVariant, create_subnet
 
 __all__ = ["COUPLINGS", "CouplingType", "FeatureStandardizer", "build_flow"]
 
-CouplingType = Literal["glow", "allinone"]
-COUPLINGS: tuple[str, ...] = get_args(CouplingType)
 
 STD_FLOOR_RELATIVE = 0.05
 """A channel's std is floored at this fraction of the median channel std: a channel that is

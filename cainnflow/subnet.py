@@ -26,16 +26,13 @@ two-convolution subnets do; ``CA`` and ``AC`` have one convolution and no ReLU.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-from .attention import CBAM, DEFAULT_REDUCTION, MIN_HIDDEN, SPATIAL_KERNEL_SIZE
+from .attention import CBAM, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
+from .config import MIN_HIDDEN, VARIANTS, SubnetVariant
 
 __all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet", "subnet_parameter_counts"]
-
-SubnetVariant = Literal["CA", "AC", "CAC", "CC"]
-VARIANTS: tuple[str, ...] = get_args(SubnetVariant)
 
 
 def _conv(c_in: int, c_out: int, kernel_size: int, zero: bool = False) -> nn.Conv2d:
@@ -57,7 +54,7 @@ class CouplingSubnet(nn.Module):
         reduction: CBAM channel-MLP reduction ratio ``r``.
         kernel_size: convolution size (3 in the paper).
         spatial_kernel_size: CBAM spatial-attention convolution size (7 in the paper).
-        min_hidden: floor on CBAM's channel-MLP hidden width (see :data:`cainnflow.attention.MIN_HIDDEN`).
+        min_hidden: floor on CBAM's channel-MLP hidden width (see :data:`cainnflow.config.MIN_HIDDEN`).
     """
 
     def __init__(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +171,24 @@ def test_modules_stay_short_or_say_why(path: Path) -> None:
         f"{path.relative_to(ROOT)} has {n_lines} lines (limit {MAX_LINES}): split it by concern, "
         f"or say why not in its docstring ('Over {MAX_LINES} lines: ...')"
     )
+
+
+def test_the_model_configuration_needs_no_torch() -> None:
+    """``cainnflow.config`` (settings, literals, validation) loads and validates without torch."""
+    code = (
+        "import sys\n"
+        "from cainnflow.config import CAINNFlowConfig\n"
+        "config = CAINNFlowConfig.from_dict(CAINNFlowConfig().to_dict())\n"
+        "assert config == CAINNFlowConfig(), config\n"
+        "assert 'torch' not in sys.modules, 'cainnflow.config imported torch'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_model_module_still_exports_the_configuration() -> None:
+    from cainnflow import config, model
+
+    assert model.CAINNFlowConfig is config.CAINNFlowConfig
