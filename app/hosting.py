@@ -289,7 +289,7 @@ def check_image_header(data: bytes, name: str) -> None:
 def decode_upload(data: bytes, name: str) -> bytes:
     """An uploaded image, checked and made small and safe to keep.
 
-    Goes through the library's decode guard (:func:`cainnflow.data.read_image`: pixels
+    Goes through the library's decode guard (:func:`cainnflow.image_io.read_image`: pixels
     counted before decoding, reduced while decoding, mode and EXIF orientation normalised).
     Small RGB / grey / palette images come back unchanged; everything else is re-encoded as
     an RGB PNG at most :data:`KEEP_SIDE` wide.

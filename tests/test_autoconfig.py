@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import cainnflow.data as data_module
+import cainnflow.image_io as image_io
 from cainnflow.autoconfig import auto_configure, candidate_settings
 from cainnflow.checkpoint import read_checkpoint
 from cainnflow.data import load_mvtec_category
@@ -40,13 +40,13 @@ def test_auto_configure_chooses_records_and_never_reads_test(demo, tmp_path, mon
     data = load_mvtec_category(demo, CATEGORY)
     test_paths = {str(s.path) for s in data.test}
     opened: list[str] = []
-    real_open = data_module._open_image
+    real_open = image_io._open_image
 
     def spy(source, display, what, max_side=None):
         opened.append(str(source))
         return real_open(source, display, what, max_side=max_side)
 
-    monkeypatch.setattr(data_module, "_open_image", spy)
+    monkeypatch.setattr(image_io, "_open_image", spy)
     progress: list[str] = []
     detector, report = auto_configure(
         data,

@@ -250,9 +250,9 @@ def test_read_image_errors(tmp_path):
 
 
 def test_read_image_refuses_bombs(tmp_path, monkeypatch):
-    import cainnflow.data as data_module
+    import cainnflow.image_io as image_io
 
-    monkeypatch.setattr(data_module, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(DataError, match="too large"):
         read_image(_png(tmp_path / "big.png", size=20))
 
