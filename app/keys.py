@@ -68,6 +68,15 @@ K_COMPARE_UPLOAD = "compare_upload"
 K_COMPARE_METRIC = "compare_metric"
 K_COMPARE_BACKBONE = "compare_backbone"
 
+# ----------------------------------------------------------------- Learn & latent space
+LEARN_ATTENTION = "cf_learn_attention"  # (version, id(analysis)) -> list[AttentionMaps]
+LEARN_TOY = "cf_learn_toy"  # app.toy_view.ToySession
+LATENT_ANALYSES = "cf_latent_cache"  # OrderedDict[(version, digest), LatentAnalysis]
+LATENT_EXPERIMENTS = "cf_latent_experiments"  # OrderedDict[params, PerturbationResult]
+LATENT_POINTS = "cf_latent_points"  # {scale: list[(row, col)]}
+LATENT_CLICK_GEN = "cf_latent_click_gen"  # bumps to reset the click chart's selection
+LATENT_LAST_CLICK = "cf_latent_last_click"  # (scale, row, col) last copied into the Row / Column inputs
+
 #: Form fields a reload brings back (text and choices of Train / load and Inspect's batch folder).
 REMEMBERED_FIELDS = (
     K_SOURCE,

@@ -30,7 +30,7 @@ from cainnflow.latent import (
 )
 from cainnflow.visualization import FeaturePCA
 
-from . import figures, state
+from . import figures, keys, state
 from .display import ANOMALOUS, GOOD, ImageInput, file_digest, render_overlay, upload_picker, verdict
 from .figures import heatmap_figure
 
@@ -44,11 +44,6 @@ __all__ = [
     "scale_label",
 ]
 
-ANALYSIS_CACHE = "cf_latent_cache"  # OrderedDict[(version, digest), LatentAnalysis]
-EXPERIMENT_CACHE = "cf_latent_experiments"  # OrderedDict[params, PerturbationResult]
-MANUAL_POINTS = "cf_latent_points"  # {scale: list[(row, col)]}
-CLICK_GENERATION = "cf_latent_click_gen"  # bumps to reset the click chart's selection
-LAST_CLICK = "cf_latent_last_click"  # (scale, row, col) last copied into the Row / Column inputs
 ROW, COL = "cf_latent_row", "cf_latent_col"  # the Row / Column number inputs
 ANALYSIS_CACHE_SIZE = 6
 EXPERIMENT_CACHE_SIZE = 8
@@ -147,7 +142,7 @@ def _compute(entry: state.ModelEntry, image: Image.Image) -> LatentAnalysis:
 
 def analyse(entry: state.ModelEntry, item: ImageInput) -> LatentAnalysis | None:
     """The image's forward pass, cached per (model version, image bytes)."""
-    cache = _lru(ANALYSIS_CACHE)
+    cache = _lru(keys.LATENT_ANALYSES)
     key = (entry.version, file_digest(item.data))
     if key in cache:
         cache.move_to_end(key)
@@ -217,14 +212,14 @@ def per_scale_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
 def _add_point(scale: int, h: int, w: int) -> None:
     row = int(st.session_state.get(ROW, 0))
     col = int(st.session_state.get(COL, 0))
-    points = st.session_state.setdefault(MANUAL_POINTS, {}).setdefault(scale, [])
+    points = st.session_state.setdefault(keys.LATENT_POINTS, {}).setdefault(scale, [])
     if (row, col) not in points and 0 <= row < h and 0 <= col < w:
         points.append((row, col))
 
 
 def _clear_points(scale: int) -> None:
-    st.session_state.setdefault(MANUAL_POINTS, {})[scale] = []
-    st.session_state[CLICK_GENERATION] = st.session_state.get(CLICK_GENERATION, 0) + 1
+    st.session_state.setdefault(keys.LATENT_POINTS, {})[scale] = []
+    st.session_state[keys.LATENT_CLICK_GEN] = st.session_state.get(keys.LATENT_CLICK_GEN, 0) + 1
 
 
 GRID_TRACE = 1  # index of the clickable grid trace in the click figure
@@ -278,9 +273,11 @@ def _follow_click(scale: int, clicked: list[tuple[int, int]], h: int, w: int) ->
     if not clicked:
         return
     row, col = clicked[-1]
-    if st.session_state.get(LAST_CLICK) == (scale, row, col) or not (0 <= row < h and 0 <= col < w):
+    if st.session_state.get(keys.LATENT_LAST_CLICK) == (scale, row, col) or not (
+        0 <= row < h and 0 <= col < w
+    ):
         return
-    st.session_state[LAST_CLICK] = (scale, row, col)
+    st.session_state[keys.LATENT_LAST_CLICK] = (scale, row, col)
     st.session_state[ROW], st.session_state[COL] = row, col
 
 
@@ -305,8 +302,8 @@ def _injection_controls(entry: state.ModelEntry, analysis: LatentAnalysis, scale
         points = random_points(h, w, count, seed=seed)
         return LatentInjection(scale=scale, points=points, amplitude=amplitude, extent=extent, seed=seed)
 
-    manual = st.session_state.setdefault(MANUAL_POINTS, {}).setdefault(scale, [])
-    generation = st.session_state.get(CLICK_GENERATION, 0)
+    manual = st.session_state.setdefault(keys.LATENT_POINTS, {}).setdefault(scale, [])
+    generation = st.session_state.get(keys.LATENT_CLICK_GEN, 0)
     chart_key = f"cf_latent_click_{scale}_{generation}"
     left, right = st.columns([3, 2])
     with left:
@@ -356,7 +353,7 @@ def _experiment(
         injection.extent,
         injection.seed,
     )
-    cache = _lru(EXPERIMENT_CACHE)
+    cache = _lru(keys.LATENT_EXPERIMENTS)
     if key in cache:
         return cache[key]
     result = perturbation_experiment(entry.detector.model, analysis.features, injection, z=analysis.z)

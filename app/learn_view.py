@@ -14,7 +14,7 @@ from cainnflow.model import AttentionMaps
 from cainnflow.subnet import VARIANTS, subnet_parameter_counts
 from cainnflow.toy import CouplingParams, affine_coupling, coupling_grid, polygon_area
 
-from . import figures, state
+from . import figures, keys, state
 from .display import display_image
 from .figures import heatmap_figure
 from .latent_view import LatentAnalysis, scale_label
@@ -27,7 +27,6 @@ __all__ = [
     "toy_flow_panel",
 ]
 
-ATTENTION_CACHE = "cf_learn_attention"  # (version, id(analysis)) -> list[AttentionMaps]
 COUPLING_Y_LIMIT = 8.0
 MARGIN = {"l": 5, "r": 5, "t": 35, "b": 5}
 
@@ -124,7 +123,7 @@ def coupling_panel() -> None:
 
 
 def _attention(entry: state.ModelEntry, analysis: LatentAnalysis) -> list[AttentionMaps]:
-    cache: dict = st.session_state.setdefault(ATTENTION_CACHE, {})
+    cache: dict = st.session_state.setdefault(keys.LEARN_ATTENTION, {})
     key = (entry.version, id(analysis))
     if key not in cache:
         cache.clear()

@@ -20,9 +20,10 @@ from PIL import Image
 from cainnflow.subnet import VARIANTS
 from cainnflow.toy import TOY_DATASETS, TOY_LR, ToyFlow, gaussian_nll, make_toy_data
 
-__all__ = ["TOY", "ToySession", "toy_figure", "toy_flow_panel"]
+from . import keys
 
-TOY = "cf_learn_toy"  # ToySession
+__all__ = ["ToySession", "toy_figure", "toy_flow_panel"]
+
 TOY_POINTS = 1500  # trained on; as many again are held out
 TOY_SAMPLES = 1500
 TOY_LIM = 3.0
@@ -61,14 +62,14 @@ class ToySession:
 
 
 def _toy_session(dataset: str, variant: str) -> ToySession:
-    toy: ToySession | None = st.session_state.get(TOY)
+    toy: ToySession | None = st.session_state.get(keys.LEARN_TOY)
     if toy is None or toy.dataset != dataset or toy.variant != variant:
-        toy = st.session_state[TOY] = ToySession.new(dataset, variant)
+        toy = st.session_state[keys.LEARN_TOY] = ToySession.new(dataset, variant)
     return toy
 
 
 def _reset_toy() -> None:
-    st.session_state.pop(TOY, None)
+    st.session_state.pop(keys.LEARN_TOY, None)
 
 
 def _square(ax, title: str) -> None:

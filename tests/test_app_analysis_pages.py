@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import keys, state, toy_view
+from app import keys, state
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
@@ -112,7 +112,7 @@ def test_latent_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     at.number_input(key="cf_latent_col").set_value(5).run()
     button(at, "Add point").click().run()
     assert not at.exception, at.exception
-    assert (2, 5) in at.session_state["cf_latent_points"][0]
+    assert (2, 5) in at.session_state[keys.LATENT_POINTS][0]
     at.slider(key="cf_latent_amp").set_value(12.0).run()
     assert not at.exception, at.exception
     score = next(m for m in at.metric if m.label == "Image score")
@@ -124,7 +124,7 @@ def test_latent_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     assert verdicts[0].startswith(("**good**", "**anomalous**"))
     button(at, "Clear points").click().run()
     assert not at.exception, at.exception
-    assert at.session_state["cf_latent_points"][0] == []
+    assert at.session_state[keys.LATENT_POINTS][0] == []
     at.radio(key="cf_latent_mode").set_value("Rectangle").run()
     assert not at.exception, at.exception
     at.radio(key="cf_latent_mode").set_value("Random points").run()
@@ -144,7 +144,7 @@ def test_learn_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     at.select_slider(key="cf_learn_toy_steps").set_value(TOY_TEST_STEPS).run()
     button(at, f"Train {TOY_TEST_STEPS} steps").click().run()
     assert not at.exception, at.exception
-    assert len(at.session_state[toy_view.TOY].step_losses) == TOY_TEST_STEPS
+    assert len(at.session_state[keys.LEARN_TOY].step_losses) == TOY_TEST_STEPS
     at.selectbox(key="cf_learn_toy_data").set_value("circles").run()
     assert not at.exception, at.exception
 
