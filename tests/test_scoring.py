@@ -79,7 +79,7 @@ def test_likelihood_combine_is_bounded_and_monotone():
 
 
 def test_coarse_score_is_the_coarsest_scales_maximum_and_ignores_fine_tails():
-    from cainnflow.scoring import coarsest_scale_map, score_latents
+    from cainnflow.scoring import coarse_scales_map, score_latents
 
     fine = torch.zeros(2, 4, 16, 16)
     coarse = torch.zeros(2, 4, 4, 4)
@@ -88,7 +88,8 @@ def test_coarse_score_is_the_coarsest_scales_maximum_and_ignores_fine_tails():
     maps, scores = score_latents([fine, coarse], 32, sigma=1.0, pooling="coarse")
     assert maps.shape == (2, 32, 32)
     torch.testing.assert_close(maps, anomaly_map([fine, coarse], 32, 1.0))
-    torch.testing.assert_close(scores, coarsest_scale_map([fine, coarse], 32, 1.0).flatten(1).amax(1))
+    torch.testing.assert_close(scores, coarse_scales_map([fine, coarse], 32, 1.0).flatten(1).amax(1))
+    torch.testing.assert_close(coarse_scales_map([fine, coarse], 32, 1.0), anomaly_map([coarse], 32, 1.0))
     assert scores[1] > scores[0]
     # The paper's max of the combined map ranks them the other way round.
     _, max_scores = score_latents([fine, coarse], 32, sigma=1.0, pooling="max")
