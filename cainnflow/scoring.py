@@ -18,8 +18,9 @@ is for localising (pixel AUROC, AUPRO). The image score (``pooling``) is for dec
   of four). Coarse stages' receptive fields cover a large part of the image, so they judge a
   region against its context, and their normal variation is small; on a texture the fine
   stages localise well but their maxima over a large stationary area have heavy normal
-  tails. Magnetic tile image AUROC 0.863 → 0.951 (the coarsest scale alone: 0.946), its
-  20-image subset 0.605 → 0.760 (benchmarks/README.md).
+  tails. Magnetic tile image AUROC 0.863 → 0.943, its 20-image subset 0.605 → 0.787
+  (benchmarks/README.md); on one trained model the two coarsest scales gave 0.951, the
+  coarsest alone 0.946.
 * ``"max"``: the maximum of the combined map (the paper): better where a small part missing
   from an aligned layout is fine-scale evidence (the structural demo category 0.982 vs 0.909).
 
