@@ -8,7 +8,7 @@ Two decisions are taken from it, never from a name:
   whose normal spread is small; the fine scales' maxima over a large stationary texture have
   heavy normal tails. Images that flips change — an aligned part or layout — are scored by
   the maximum of the combined map (``"max"``, the paper), where a small missing part is
-  fine-scale evidence. Measured: magnetic tile image AUROC 0.863 → 0.946 with ``coarse``; the
+  fine-scale evidence. Measured: magnetic tile image AUROC 0.863 → 0.943 with ``coarse``; the
   structural demo category 0.982 with ``max``, 0.909 with ``coarse`` (benchmarks/README.md).
 * **Flip augmentation of few good images** (``TrainConfig(augment="auto")``, off by default:
   it did not measure better, see benchmarks/README.md).
