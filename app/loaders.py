@@ -195,8 +195,8 @@ def step_timings(config_json: str, device: str | None) -> tuple[float, float, fl
     """
     from cainnflow.detector import Detector  # PyTorch
     from cainnflow.errors import CainnflowError
-    from cainnflow.model import CAINNFlowConfig
     from cainnflow.estimate import estimate_training
+    from cainnflow.model import CAINNFlowConfig
     from cainnflow.training import TrainConfig
 
     try:
