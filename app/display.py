@@ -362,7 +362,10 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         rows.append(("train / val images", f"{info['n_train']} / {info.get('n_val', 0)}"))
     history = detector.history
     if history is not None and history.epochs:
-        best = f"epoch {history.best_epoch} of {len(history.epochs)}"
+        # history.epochs holds one record per validation round, each naming the epoch it closed.
+        best = f"epoch {history.best_epoch} of {history.epochs[-1].epoch}"
+        if history.steps:
+            best += f" ({history.steps} steps)"
         if history.best_val_loss is not None:
             best += f", validation loss {history.best_val_loss:.4f}"
         if history.cancelled:

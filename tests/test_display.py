@@ -1,0 +1,24 @@
+"""The model summary reads right: the best epoch is out of the epochs trained, not of the validations."""
+
+from pathlib import Path
+
+from cainnflow.detector import Detector
+from cainnflow.training import EpochRecord, TrainingHistory
+
+DEMO = Path(__file__).resolve().parents[1] / "assets"
+
+
+def test_best_epoch_is_counted_in_epochs_not_validation_rounds():
+    from app import display
+
+    checkpoint = next(DEMO.glob("*.safetensors"))
+    detector = Detector.load(checkpoint, device="cpu")
+    # A step budget validates every few epochs: two rounds closing epochs 17 and 34.
+    detector.history = TrainingHistory(
+        epochs=[EpochRecord(17, -1.0, -1.1, 1.0), EpochRecord(34, -1.2, -1.3, 1.0)],
+        best_epoch=34,
+        best_val_loss=-1.3,
+        steps=400,
+    )
+    rows = dict(display.model_summary_rows(detector))
+    assert rows["best epoch"].startswith("epoch 34 of 34 (400 steps)")
