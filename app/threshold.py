@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from cainnflow.data import DEFAULT_VAL_FRACTION, CategoryData, read_image, split_train_val
 from cainnflow.errors import DataError
 
@@ -60,8 +58,7 @@ def synthetic_threshold(detector: Detector, data: CategoryData, *, seed: int = 0
     Raises:
         DataError: too few good images, or none that a synthetic defect can change.
     """
-    from cainnflow.metrics import f1_optimal_threshold
-    from cainnflow.synthetic import make_synthetic_anomalies
+    from cainnflow.synthetic import f1_threshold, make_synthetic_anomalies
 
     _, val = split_train_val(data.train, DEFAULT_VAL_FRACTION, seed=seed)
     if not val:
@@ -70,7 +67,5 @@ def synthetic_threshold(detector: Detector, data: CategoryData, *, seed: int = 0
     sources = [read_image(s.path, max_side=WORKING_SIDE) for s in data.train[:MAX_SOURCE_IMAGES]]
     n = max(MIN_SYNTHETIC, SYNTHETIC_PER_IMAGE * len(sources))
     anomalies = make_synthetic_anomalies(sources, n, seed=seed)
-    scores = detector.predict([*good, *(a.image for a in anomalies)]).scores.astype(np.float64)
-    labels = np.array([0] * len(good) + [1] * len(anomalies))
-    threshold, _ = f1_optimal_threshold(labels, scores)
-    return SyntheticThreshold(float(threshold), len(good), len(anomalies))
+    threshold = f1_threshold(detector, good, [a.image for a in anomalies])
+    return SyntheticThreshold(threshold, len(good), len(anomalies))

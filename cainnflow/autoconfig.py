@@ -28,10 +28,10 @@ import torch
 from .data import DEFAULT_VAL_FRACTION, CategoryData, read_image, split_train_val
 from .detector import Detector
 from .errors import DataError, TrainingCancelled
-from .metrics import f1_optimal_threshold, image_auroc, pixel_auroc
+from .metrics import image_auroc, pixel_auroc
 from .model import CAINNFlowConfig
 from .scoring import score_latents
-from .synthetic import ALL_KINDS, make_synthetic_anomalies
+from .synthetic import ALL_KINDS, f1_threshold, make_synthetic_anomalies
 from .training import TrainConfig, TrainProgress
 
 __all__ = ["AutoCandidate", "AutoReport", "auto_configure", "candidate_settings"]
@@ -260,10 +260,7 @@ def _propose_threshold(
     _, val = split_train_val(data.train, DEFAULT_VAL_FRACTION, seed=train_config.seed)
     if not val or not anomalies:
         return None
-    scores = detector.predict([*(s.path for s in val), *anomalies]).scores.astype(np.float64)
-    labels = np.array([0] * len(val) + [1] * len(anomalies))
-    threshold, _ = f1_optimal_threshold(labels, scores)
-    return float(threshold)
+    return f1_threshold(detector, [s.path for s in val], anomalies)
 
 
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -103,6 +103,21 @@ def _upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def _upsampled_terms(z: Sequence[Tensor], image_size: int | tuple[int, int], combine: str) -> list[Tensor]:
+    size = _size(image_size)
+    return [_upsample(m, size) for m in _scale_terms(z, combine)]
+
+
+def _combine(upsampled: Sequence[Tensor], sigma: float) -> Tensor:
+    return gaussian_blur(torch.stack(list(upsampled), dim=0).mean(dim=0), sigma)
+
+
+def _coarse_half(z: Sequence[Tensor]) -> list[int]:
+    """Indices of the coarser half of the scales (at least one), coarsest first."""
+    order = sorted(range(len(z)), key=lambda i: z[i].shape[-2] * z[i].shape[-1])
+    return order[: max(1, len(z) // 2)]
+
+
 def anomaly_map(
     z: Sequence[Tensor],
     image_size: int | tuple[int, int],
@@ -117,10 +132,7 @@ def anomaly_map(
         sigma: Gaussian smoothing in output pixels.
         combine: ``"likelihood"`` (mean of ``1 − exp(−nll)``) or ``"nll"`` (mean of nll).
     """
-    size = _size(image_size)
-    maps = [_upsample(m, size) for m in _scale_terms(z, combine)]
-    combined = torch.stack(maps, dim=0).mean(dim=0)
-    return gaussian_blur(combined, sigma)
+    return _combine(_upsampled_terms(z, image_size, combine), sigma)
 
 
 def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -134,9 +146,7 @@ def coarse_scales_map(
 
     With four scales (strides 4–32) the two coarsest (16, 32); with one to three, the coarsest.
     """
-    order = sorted(range(len(z)), key=lambda i: z[i].shape[-2] * z[i].shape[-1])
-    coarse = [z[i] for i in order[: max(1, len(z) // 2)]]
-    return anomaly_map(coarse, image_size, sigma, combine)
+    return anomaly_map([z[i] for i in _coarse_half(z)], image_size, sigma, combine)
 
 
 def score_latents(
@@ -149,11 +159,13 @@ def score_latents(
     """Anomaly maps (N, H, W) and image scores (N,) from per-scale latents.
 
     The map is :func:`anomaly_map`; the score pools it (``"max"``, ``"topk"``) or, with
-    ``"coarse"``, is the maximum of :func:`coarse_scales_map`.
+    ``"coarse"``, is the maximum of :func:`coarse_scales_map` (from the same upsampled terms).
     """
-    maps = anomaly_map(z, image_size, sigma, combine)
+    upsampled = _upsampled_terms(z, image_size, combine)
+    maps = _combine(upsampled, sigma)
     if pooling == "coarse":
-        return maps, coarse_scales_map(z, image_size, sigma, combine).flatten(1).amax(dim=1)
+        coarse = _combine([upsampled[i] for i in _coarse_half(z)], sigma)
+        return maps, coarse.flatten(1).amax(dim=1)
     return maps, image_scores(maps, pooling)
 
 

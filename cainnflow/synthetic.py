@@ -59,6 +59,7 @@ __all__ = [
     "SyntheticEvaluation",
     "SyntheticSample",
     "evaluate_synthetic",
+    "f1_threshold",
     "make_synthetic_anomalies",
     "synthesize",
 ]
@@ -525,6 +526,27 @@ def make_synthetic_anomalies(
 def _resized_mask(mask: np.ndarray, size: int) -> np.ndarray:
     image = Image.fromarray(mask.astype(np.uint8) * _UINT8_MAX, mode="L")
     return np.asarray(image.resize((size, size), Image.Resampling.NEAREST)) > 0
+
+
+def f1_threshold(detector: Detector, good: Sequence, anomalies: Sequence) -> float:
+    """The F1-optimal image-score threshold between good images and (synthetic) anomalies.
+
+    Args:
+        detector: a trained detector.
+        good: good images it did not train on (anything :meth:`Detector.predict` reads).
+        anomalies: anomalous images, e.g. ``[s.image for s in make_synthetic_anomalies(...)]``.
+
+    Raises:
+        DataError: no good images or no anomalies.
+    """
+    from .metrics import f1_optimal_threshold
+
+    if not good or not anomalies:
+        raise DataError("a threshold needs good images and anomalies")
+    scores = detector.predict([*good, *anomalies]).scores.astype(np.float64)
+    labels = np.array([0] * len(good) + [1] * len(anomalies))
+    threshold, _ = f1_optimal_threshold(labels, scores)
+    return float(threshold)
 
 
 def evaluate_synthetic(
