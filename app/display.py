@@ -328,6 +328,15 @@ def score_images(
 # --------------------------------------------------------------------------- training display
 
 
+SCORE_SOURCES = {"coarse": "max of coarse scales", "topk": "top 1 % of map"}
+
+
+def score_label(detector: object) -> str:
+    """What a model's image score is, for metric labels (see ``CAINNFlowConfig.pooling``)."""
+    pooling = getattr(getattr(detector, "config", None), "pooling", "max")
+    return f"Image score ({SCORE_SOURCES.get(pooling, 'max of map')})"
+
+
 def format_seconds(seconds: float | None) -> str:
     """``75.0`` → ``"1 min 15 s"``; None → ``"–"``."""
     if seconds is None or not np.isfinite(seconds):

@@ -123,7 +123,7 @@ def _detail(
     c_map.image(overlay, caption=caption, width="stretch")
     with c_info:
         _verdict_badge(item.score, limits.image)
-        st.metric("Image score (max of map)", f"{item.score:.4g}")
+        st.metric(display.score_label(detector), f"{item.score:.4g}")
         z = display.normalized_score(detector, item.score)
         if z is not None:
             st.metric(

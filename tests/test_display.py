@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from cainnflow.detector import Detector
 from cainnflow.training import EpochRecord, TrainingHistory
 
@@ -22,3 +24,19 @@ def test_best_epoch_is_counted_in_epochs_not_validation_rounds():
     )
     rows = dict(display.model_summary_rows(detector))
     assert rows["best epoch"].startswith("epoch 34 of 34 (400 steps)")
+
+
+@pytest.mark.parametrize(
+    "pooling, label",
+    [
+        ("coarse", "Image score (max of coarse scales)"),
+        ("max", "Image score (max of map)"),
+        ("auto", "Image score (max of map)"),
+    ],
+)
+def test_the_score_label_says_what_the_score_is(pooling, label):
+    from types import SimpleNamespace
+
+    from app import display
+
+    assert display.score_label(SimpleNamespace(config=SimpleNamespace(pooling=pooling))) == label
