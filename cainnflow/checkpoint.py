@@ -34,6 +34,7 @@ from . import __version__
 from .backbone import backbone_from_state, create_backbone
 from .device import resolve_device
 from .errors import CheckpointError, WeightsUnavailableError
+from .feedback import FeedbackSet
 from .model import CAINNFlow, CAINNFlowConfig
 from .registry import BACKBONES
 from .scoring import ScoreStats
@@ -334,6 +335,16 @@ def _check_dataset(value: Any) -> None:
         raise CheckpointError("checkpoint field info.dataset.category must be a folder name, not a path")
 
 
+def _check_feedback(value: Any) -> None:
+    """``info.feedback``: the images an operator marked (:meth:`cainnflow.feedback.FeedbackSet.from_dict`)."""
+    if value is None:
+        return
+    try:
+        FeedbackSet.from_dict(value)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint field info.feedback {_first_line(exc)}") from exc
+
+
 def _parse_weights_source(doc: dict[str, Any]) -> WeightsSource | None:
     recorded = doc.get("backbone_weights")
     if recorded is None:
@@ -382,6 +393,7 @@ def load_detector_parts(
     if not isinstance(info, dict) or len(json.dumps(info)) > MAX_INFO_BYTES:
         raise CheckpointError(f"checkpoint field info must be an object of at most {MAX_INFO_BYTES} bytes")
     _check_dataset(info.get("dataset"))
+    _check_feedback(info.get("feedback"))
     recorded = _parse_weights_source(doc)
     embedded = doc.get("backbone_embedded")
     if not isinstance(embedded, bool):
