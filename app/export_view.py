@@ -63,6 +63,8 @@ def render_export(detector: Detector) -> None:
             key="export_view_download",
         )
         st.caption(
-            "Unzip, then: `python -m cainnflow evaluate --checkpoint DIR --data-root … --category …` "
-            "or `python -m cainnflow predict --checkpoint DIR images… --out preds`."
+            "The zip holds the graph, `export.json` (preprocessing, thresholds and the decision rule: "
+            "image score ≥ threshold → anomalous) and a `README.md` with scripts that run it on ONNX Runtime "
+            "or OpenVINO with only numpy and pillow. With cainnflow: `python -m cainnflow predict "
+            "--checkpoint DIR images… --out preds`."
         )

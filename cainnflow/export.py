@@ -14,7 +14,10 @@ Graph contract (also written to ``export.json``):
   scaled to [0, 1] and normalised with the backbone's ``mean`` / ``std``;
 * outputs ``anomaly_map``: float32 (N, S, S) and ``score``: float32 (N,).
 
-The decision threshold stays outside the graph (in ``export.json``) so it can be changed.
+The decision thresholds stay outside the graph (``threshold`` and ``pixel_threshold`` in
+``export.json``, whose ``decision`` field states the rules) so they can be changed. A
+``README.md`` beside them gives the rules, the preprocessing and scripts that run the graph
+with only numpy, pillow and the engine (:mod:`cainnflow.export_readme`).
 ``onnx`` (and ``openvino`` for that format) are optional: ``pip install cainnflow[deploy]``.
 """
 
@@ -46,6 +49,7 @@ from .export_format import (
     ExportError,
     settings_digest,
 )
+from .export_readme import README_NAME, decision_document, readme_text
 from .runtime import EngineUnavailableError
 from .speedups import fuse_conv_batchnorm
 
@@ -168,6 +172,8 @@ def export_document(detector, format: str, image_size: int, files: list[dict[str
             {"name": OUTPUT_NAMES[1], "shape": ["batch"], "dtype": "float32"},
         ],
         "threshold": detector.threshold,
+        "pixel_threshold": stats.pixel_max,
+        "decision": decision_document(),
         "stats": stats.to_dict(),
         "model": detector.config.to_dict(),
         "backbone": {"name": backbone.name, "weights_source": backbone.weights_source},
@@ -231,11 +237,12 @@ def export_detector(
     files = [_file_record(out / name) for name in names]
     document = export_document(detector, format, size, files)
     (out / EXPORT_JSON).write_text(json.dumps(document, indent=2, allow_nan=False))
+    (out / README_NAME).write_text(readme_text(document), encoding="utf-8")
     return out
 
 
 def export_zip_bytes(detector, *, format: str = "onnx", image_size: int | None = None) -> bytes:
-    """The export as a zip archive (for downloads): the graph files and ``export.json``."""
+    """The export as a zip archive (for downloads): the graph files, ``export.json`` and ``README.md``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = export_detector(detector, Path(tmp) / "export", format=format, image_size=image_size)
         buffer = io.BytesIO()

@@ -125,7 +125,10 @@ class ExportInfo:
         image_size: input side ``S`` of the graph.
         calibrated_image_size: side the score statistics and threshold were computed at.
         mean, std: RGB normalisation of the input.
-        threshold: the exported default decision threshold.
+        threshold: the exported default decision threshold (an image is anomalous when its
+            score reaches it).
+        pixel_threshold: the exported pixel threshold (a pixel is anomalous when its map value
+            reaches it); exports written before it was recorded give ``stats.pixel_max``.
         stats: score statistics of validation normals (``n_images`` 0 where the export does
             not record it).
         model: the model configuration (as in checkpoints).
@@ -141,6 +144,7 @@ class ExportInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     threshold: float
+    pixel_threshold: float
     stats: ScoreStats
     model: dict[str, Any]
     backbone: dict[str, str]
@@ -210,6 +214,12 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         stats = ScoreStats.from_dict(_field(doc, "stats", dict), n_images=0)
     except ValueError as exc:
         raise ExportError(f"export.json stats {exc}") from exc
+    # Both optional: exports written before they were recorded still load.
+    pixel_threshold = _number(doc, "pixel_threshold") if "pixel_threshold" in doc else stats.pixel_max
+    if "decision" in doc:
+        decision = _field(doc, "decision", dict)
+        for key in decision:
+            _text(decision, key, "export.json decision")
     model = _field(doc, "model", dict)
     if len(json.dumps(model)) > MAX_TEXT * 20:
         raise ExportError("export.json model configuration is too large")
@@ -247,6 +257,7 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         mean=mean,
         std=std,
         threshold=threshold,
+        pixel_threshold=pixel_threshold,
         stats=stats,
         model=model,
         backbone=backbone,

@@ -91,7 +91,7 @@ def onnx_export(tmp_path_factory):
 def test_onnx_matches_pytorch_for_every_variant(variant, steps, tmp_path):
     detector = _trained_detector(variant, steps)
     out = export_detector(detector, tmp_path / "export")
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "export.json", "model.onnx"]
     _assert_parity(detector, load_export(out, threads=2))
 
 
@@ -100,7 +100,7 @@ def test_openvino_matches_pytorch(variant, steps, tmp_path):
     pytest.importorskip("openvino")
     detector = _trained_detector(variant, steps)
     out = export_detector(detector, tmp_path / "export", format="openvino")
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.bin", "model.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "export.json", "model.bin", "model.xml"]
     exported = load_export(out, threads=2)
     assert exported.engine == "OpenVINO"
     _assert_parity(detector, exported)
@@ -194,9 +194,97 @@ def test_zip_bytes_hold_a_loadable_export(onnx_export, tmp_path):
     detector, _ = onnx_export
     data = export_zip_bytes(detector)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert sorted(archive.namelist()) == ["export.json", "model.onnx"]
+        assert sorted(archive.namelist()) == ["README.md", "export.json", "model.onnx"]
         archive.extractall(tmp_path)
     _assert_parity(detector, load_export(tmp_path))
+
+
+def test_export_json_states_the_decision_rule(onnx_export):
+    detector, out = onnx_export
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["decision"]["image"].startswith("score >= threshold")
+    assert doc["decision"]["pixel"].startswith("anomaly_map >= pixel_threshold")
+    assert doc["pixel_threshold"] == pytest.approx(detector.stats.pixel_max)
+    info = load_export(out).info
+    assert info.pixel_threshold == pytest.approx(detector.stats.pixel_max)
+    readme = (out / "README.md").read_text()
+    for text in ("score >= threshold", "anomaly_map >= pixel_threshold", str(list(detector.backbone.mean))):
+        assert text in readme
+    assert f"{detector.threshold:.6g}" in readme
+
+
+def test_an_export_without_the_newer_fields_still_loads(onnx_export, tmp_path):
+    """Exports written before ``pixel_threshold``, ``decision`` and the README (the shipped demo's era)."""
+    _, out = onnx_export
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "README.md").unlink()
+    doc = json.loads((old / "export.json").read_text())
+    for key in ("pixel_threshold", "decision"):
+        del doc[key]
+    (old / "export.json").write_text(json.dumps(doc))
+    info = load_export(old).info
+    assert info.pixel_threshold == info.stats.pixel_max
+
+
+# Blocks cainnflow and torch in the snippet's interpreter: it must run on numpy, pillow and the engine.
+_NO_PROJECT = """\
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("cainnflow", "torch", "app"):
+            raise ImportError(f"the export's README snippet imported {name}")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def _snippet_images(folder: Path) -> list[Path]:
+    """Images of the kinds the snippet must read as cainnflow does (modes, transparency, a large side)."""
+    rng = np.random.default_rng(7)
+    rgba = Image.fromarray(rng.integers(0, 255, (70, 50, 4), dtype=np.uint8), "RGBA")
+    images = {
+        "rgb.png": rgba.convert("RGB"),
+        "gray.png": rgba.convert("L"),
+        "alpha.png": rgba,
+        "wide.png": Image.fromarray(rng.integers(0, 255, (40, 2100, 3), dtype=np.uint8)),
+        "photo.jpg": rgba.convert("RGB").resize((120, 90)),
+    }
+    paths = []
+    for name, image in images.items():
+        image.save(folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_the_readme_snippet_runs_without_cainnflow_and_matches(engine, onnx_export, tmp_path):
+    """Unzip an export, run its README's script in a fresh interpreter: the library's scores to 1e-4."""
+    from cainnflow.export_readme import readme_snippets
+
+    pytest.importorskip(engine)
+    detector, _ = onnx_export
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(io.BytesIO(export_zip_bytes(detector))) as archive:
+        archive.extractall(folder)
+    snippet = readme_snippets((folder / "README.md").read_text())[engine]
+    assert "import cainnflow" not in snippet and "from cainnflow" not in snippet
+    script = folder / f"score_{engine}.py"
+    script.write_text(_NO_PROJECT + snippet)
+    paths = _snippet_images(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-I", script.name, *map(str, paths)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split("\t") for line in run.stdout.strip().splitlines()]
+    assert [row[0] for row in rows] == list(map(str, paths))
+    reference = detector.predict(paths)
+    np.testing.assert_allclose([float(r[1]) for r in rows], reference.scores, atol=ATOL, rtol=0)
+    verdicts = ["anomalous" if a else "good" for a in reference.is_anomalous]
+    assert [r[2] for r in rows] == verdicts
 
 
 def test_untrained_detector_is_not_exported(tmp_path):
