@@ -17,7 +17,7 @@ import streamlit as st
 from cainnflow.data import read_image
 from cainnflow.detector import DEFAULT_THRESHOLD_PERCENTILE, Detector
 from cainnflow.errors import CainnflowError
-from cainnflow.evaluation import EvaluationResult
+from cainnflow.evaluation import EvaluationResult, comparison_figures
 from cainnflow.metrics import confusion_at, misclassified_first, percentile_threshold
 
 from . import figures, keys, loaders, session_store, state
@@ -170,14 +170,23 @@ def _slider_range(result: EvaluationResult, extra: list[float | None]) -> tuple[
     return lo - pad, hi + pad
 
 
-def _set_threshold(value: float) -> None:
+def _set_threshold(value: float, origin: str = "user") -> None:
+    """Shows ``value`` on the slider; ``origin`` says how it was set (:data:`cainnflow.record.THRESHOLD_ORIGINS`)."""
     st.session_state[keys.EVAL_THRESHOLD] = float(value)
+    st.session_state[keys.EVAL_THRESHOLD_ORIGIN] = (float(value), origin)
+
+
+def _shown_origin(threshold: float) -> str:
+    """How the shown threshold was set: by the button that set it, ``"user"`` once the slider moved."""
+    value, origin = st.session_state.get(keys.EVAL_THRESHOLD_ORIGIN) or (None, "user")
+    same = value is not None and abs(threshold - value) <= 1e-9 * max(1.0, abs(threshold))
+    return origin if same else "user"
 
 
 def _set_good_percentile(result: EvaluationResult) -> None:
     good = result.scores[result.labels == 0]
     percentile = float(st.session_state.get(keys.EVAL_GOOD_PERCENTILE, DEFAULT_THRESHOLD_PERCENTILE))
-    _set_threshold(percentile_threshold(good, percentile))
+    _set_threshold(percentile_threshold(good, percentile), "test_split")
 
 
 def results_table(result: EvaluationResult, threshold: float) -> pd.DataFrame:
@@ -268,7 +277,7 @@ def _set_synthetic_threshold(entry: state.ModelEntry, data: state.DataEntry) -> 
     except CainnflowError as exc:
         st.session_state[keys.EVAL_SYNTHETIC_NOTE] = (_owner(entry, data), f"Could not set it: {exc}")
         return
-    _set_threshold(found.threshold)
+    _set_threshold(found.threshold, "synthetic_f1")
     st.session_state[keys.EVAL_SYNTHETIC_NOTE] = (
         _owner(entry, data),
         f"Shown threshold {found.threshold:.4g}: F1-optimal between {found.n_good} validation image(s) and "
@@ -287,14 +296,14 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     b1.button(
         "Calibrated threshold",
         on_click=_set_threshold,
-        args=(calibrated if calibrated is not None else result.threshold,),
+        args=(calibrated if calibrated is not None else result.threshold, "validation_quantile"),
         help="The threshold stored with the model when it was trained: the "
         f"{DEFAULT_THRESHOLD_PERCENTILE:g}th percentile of scores of validation normals (carved from train/good).",
     )
     b2.button(
         "F1-optimal on test",
         on_click=_set_threshold,
-        args=(result.f1_threshold if result.f1_threshold is not None else result.threshold,),
+        args=(result.f1_threshold if result.f1_threshold is not None else result.threshold, "test_split"),
         disabled=result.f1_threshold is None,
         help="Maximises F1 on this test split — optimistic, since it is chosen on the data it is judged on.",
     )
@@ -360,7 +369,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         disabled=saved is not None and abs(saved - threshold) < 1e-12,
         help="Sets the model's decision threshold (used by Inspect and in saved checkpoints).",
     ):
-        path = state.save_threshold(threshold)
+        path = state.save_threshold(threshold, _shown_origin(threshold))
         where = (
             f" and written to {path.name}"
             if path is not None
@@ -368,7 +377,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         )
         st.toast(f"Threshold {threshold:.4f} saved with the model{where}.")
         st.rerun(scope="app")  # the sidebar shows the threshold
-    category = entry.detector.info.get("category") or result.category
+    category = state.model_category(entry.detector) or result.category
     s2.download_button(
         "Download checkpoint (saved threshold)",
         data=entry.detector.to_bytes,
@@ -394,13 +403,37 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
 # --------------------------------------------------------------------------- comparing two checkpoints
 
 
-def _metric_rows(result: EvaluationResult) -> dict[str, str]:
+COMPARE_NAME_CHARS = 32
+"""Model names longer than this are shortened in the comparison table's headers."""
+
+
+def _short(name: str, limit: int = COMPARE_NAME_CHARS) -> str:
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return f"{name[: keep - keep // 3]}…{name[-(keep // 3) :]}"
+
+
+def _rate(value: float | None) -> str:
+    return figures.format_value(value, "n/a")
+
+
+def comparison_rows(result: EvaluationResult, threshold: float | None) -> dict[str, str]:
+    """A model's column of the comparison table: its metrics and its verdicts at its own threshold."""
+    f = comparison_figures(result, threshold)
+    at = "at its own threshold"
     return {
-        "Image AUROC": figures.format_value(result.image_auroc),
-        "Pixel AUROC": figures.format_value(result.pixel_auroc, NA_NO_MASKS),
-        "AUPRO (FPR ≤ 0.3)": figures.format_value(result.aupro, NA_NO_MASKS),
-        "Best F1 on test": figures.format_value(result.f1),
-        "Threshold": figures.format_value(result.threshold),
+        "Image AUROC": figures.format_value(f.image_auroc, "n/a (one class only)"),
+        "Pixel AUROC": figures.format_value(f.pixel_auroc, NA_NO_MASKS),
+        "AUPRO (FPR ≤ 0.3)": figures.format_value(f.aupro, NA_NO_MASKS),
+        "Own threshold (score ≥ it: defective)": f"{f.threshold:.4g}",
+        f"Precision {at}": _rate(f.precision),
+        f"Recall {at}": _rate(f.recall),
+        f"False positive rate {at}": _rate(f.fpr),
+        f"F1 {at}": _rate(f.f1),
+        "False alarms / missed (of good / defective)": f"{f.fp} / {f.fn} (of {f.n_test - f.n_anomalous} / "
+        f"{f.n_anomalous})",
+        "Best F1 on test (optimistic)": figures.format_value(f.best_f1),
     }
 
 
@@ -436,15 +469,21 @@ def compare_panel(entry: state.ModelEntry, data: state.DataEntry, result: Evalua
         return
     _, name, other_result = stored
     current_name = entry.path.name if entry.path else entry.origin
-    table = pd.DataFrame(
-        {f"current: {current_name}": _metric_rows(result), f"other: {name}": _metric_rows(other_result)}
+    own = entry.detector.threshold  # saved on this page after the evaluation: that one counts
+    columns = {
+        f"A (current): {_short(current_name)}": comparison_rows(result, own),
+        f"B: {_short(name)}": comparison_rows(other_result, None),
+    }
+    st.table(pd.DataFrame(columns).rename_axis("metric"), width="stretch")  # HTML: wraps, never clips
+    st.caption(
+        f"A: {current_name} · B: {name}. Each model decides at **its own threshold** (the one saved with it), "
+        "not at one shared number: their scores need not share a scale. AUROC and AUPRO need no threshold."
     )
-    left, right = st.columns([1, 2])
-    left.table(table)
     curves = [
         figures.RocCurve(label, r.image_roc.fpr, r.image_roc.tpr, r.image_auroc)
-        for label, r in (("current", result), ("other", other_result))
+        for label, r in (("A (current)", result), ("B", other_result))
         if r.image_roc is not None
     ]
     if curves:
-        right.plotly_chart(figures.roc_figure(curves, "Image ROC, both models"), config=figures.CONFIG)
+        left, _ = st.columns([2, 1])
+        left.plotly_chart(figures.roc_figure(curves, "Image ROC, both models"), config=figures.CONFIG)

@@ -25,6 +25,7 @@ from .metrics import (
     PrCurve,
     RocCurve,
     aupro,
+    confusion_at,
     f1_optimal_threshold,
     image_auroc,
     pixel_auroc,
@@ -42,11 +43,13 @@ ScoreFn = Callable[[Any], tuple[np.ndarray, np.ndarray]]
 TestBatch = tuple[Any, np.ndarray, np.ndarray]
 
 __all__ = [
+    "ComparisonFigures",
     "DefectRow",
     "EvaluationResult",
     "ImageResult",
     "ScoreFn",
     "TestBatch",
+    "comparison_figures",
     "evaluate",
     "evaluation_result",
     "read_test_batches",
@@ -289,4 +292,75 @@ def evaluation_result(
         pixel_roc=pixel_roc_curve_points(px_masks, px_maps) if pixel_ok else None,
         image_pr=pr_curve_points(labels, score_arr) if two_classes else None,
         per_defect=_defect_rows(data, labels, score_arr, map_arr, mask_arr, has_mask_arr, pixel_rows),
+    )
+
+
+# --------------------------------------------------------------------------- comparing models
+
+
+@dataclass(frozen=True)
+class ComparisonFigures:
+    """One model's figures on a test split, its decisions taken at its own threshold.
+
+    Two models are compared fairly at the thresholds they would be used with, not at one
+    shared number (their scores need not share a scale). A rate is None where it is
+    undefined (no predicted positives for precision, no defective images for recall, no
+    good images for the false positive rate).
+
+    Attributes:
+        image_auroc, pixel_auroc, aupro: threshold-free, as in :class:`EvaluationResult`.
+        threshold: the model's decision threshold (anomalous when score ≥ it).
+        precision, recall, fpr, f1: of the image verdicts at ``threshold``.
+        tp, fp, tn, fn: the confusion counts at ``threshold``.
+        best_f1: F1 at the test-optimal threshold (optimistic; chosen on the test split).
+        n_test, n_anomalous: test images, and of them defective.
+    """
+
+    image_auroc: float | None
+    pixel_auroc: float | None
+    aupro: float | None
+    threshold: float
+    precision: float | None
+    recall: float | None
+    fpr: float | None
+    f1: float | None
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    best_f1: float | None
+    n_test: int
+    n_anomalous: int
+
+
+def comparison_figures(result: EvaluationResult, threshold: float | None = None) -> ComparisonFigures:
+    """A model's :class:`ComparisonFigures` from its evaluation.
+
+    Args:
+        result: the model's evaluation on the test split.
+        threshold: its decision threshold (default: the one it was evaluated with,
+            ``result.threshold``).
+    """
+    limit = float(result.threshold if threshold is None else threshold)
+    counts = confusion_at(result.labels, result.scores, limit)
+    precision = counts.precision if counts.tp + counts.fp else None
+    recall = counts.recall if counts.tp + counts.fn else None
+    fpr = counts.fpr if counts.fp + counts.tn else None
+    f1 = counts.f1 if precision is not None and recall is not None else None
+    return ComparisonFigures(
+        image_auroc=result.image_auroc,
+        pixel_auroc=result.pixel_auroc,
+        aupro=result.aupro,
+        threshold=limit,
+        precision=precision,
+        recall=recall,
+        fpr=fpr,
+        f1=f1,
+        tp=counts.tp,
+        fp=counts.fp,
+        tn=counts.tn,
+        fn=counts.fn,
+        best_f1=result.f1,
+        n_test=result.n_test,
+        n_anomalous=result.n_anomalous,
     )

@@ -15,6 +15,7 @@ from app import keys, state
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
+from cainnflow.evaluation import comparison_figures
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.training import TrainConfig
 from tests.app_support import APP, ROOT, app_home, button, home, navigation_not_pages_folder  # noqa: F401
@@ -181,8 +182,16 @@ def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, Category
     _, name, result = at.session_state[keys.EVAL_COMPARE]
     assert name == "other.safetensors" and result.n_test == len(data.test)
     table = at.table[-1].value
-    assert list(table.columns) == ["current: test model", "other: other.safetensors"]
-    assert table.loc["Image AUROC"].tolist() == [
-        f"{at.session_state[keys.EVALUATION].image_auroc:.3f}",
-        f"{result.image_auroc:.3f}",
-    ]
+    assert list(table.columns) == ["A (current): test model", "B: other.safetensors"]
+    ours = at.session_state[keys.EVALUATION]
+    assert table.loc["Image AUROC"].tolist() == [f"{ours.image_auroc:.3f}", f"{result.image_auroc:.3f}"]
+    # Verdict figures at each model's own threshold, computed by the library.
+    for column, evaluated, threshold in ((0, ours, tiny[0].threshold), (1, result, result.threshold)):
+        figures = comparison_figures(evaluated, threshold)
+        assert table.iloc[:, column]["Own threshold (score ≥ it: defective)"] == f"{threshold:.4g}"
+        for row, value in (
+            ("Precision at its own threshold", figures.precision),
+            ("Recall at its own threshold", figures.recall),
+            ("False positive rate at its own threshold", figures.fpr),
+        ):
+            assert table.iloc[:, column][row] == ("n/a" if value is None else f"{value:.3f}")
