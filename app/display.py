@@ -346,6 +346,16 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+THRESHOLD_ORIGINS = {
+    "validation_quantile": "a high percentile of the validation images",
+    "synthetic_f1": "F1-optimal on synthetic anomalies",
+    "test_split": "fitted on the test split",
+    "user": "set by hand",
+    "feedback": "recalibrated from feedback",
+}
+"""How a threshold was set, in words (keys: :data:`cainnflow.record.THRESHOLD_ORIGINS`)."""
+
+
 def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
     """(field, value) rows describing a detector: configuration, training and calibration."""
     cfg = detector.config
@@ -361,14 +371,13 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         ),
         ("device", str(detector.device)),
     ]
-    info = detector.info
-    trained_on = state.model_data_ref(detector)
-    if trained_on is not None:
-        rows.append(("trained on", trained_on.describe()))
-    elif info.get("category"):
-        rows.append(("trained on", str(info["category"])))
-    if "n_train" in info:
-        rows.append(("train / val images", f"{info['n_train']} / {info.get('n_val', 0)}"))
+    record = detector.record
+    if record.data is not None:
+        rows.append(("trained on", record.data.describe()))
+    if record.n_train is not None:
+        rows.append(("train / val images", f"{record.n_train} / {record.n_val or 0}"))
+    if record.sweep_key:
+        rows.append(("sweep trial", record.sweep_key))
     history = detector.history
     if history is not None and history.epochs:
         # history.epochs holds one record per validation round, each naming the epoch it closed.
@@ -382,9 +391,22 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         elif history.stopped_early:
             best += " (stopped early)"
         rows.append(("best epoch", best))
-        rows.append(("training time", format_seconds(history.feature_seconds + history.train_seconds)))
+    if record.timings is not None:
+        rows.append(("training time", format_seconds(record.timings.total_seconds)))
+    if record.auto is not None:
+        chosen = record.auto.chosen
+        rows.append(
+            (
+                "chosen by auto-configuration",
+                f"stages {', '.join(map(str, chosen.stages))}, σ {chosen.sigma:g}, {chosen.pooling} score "
+                f"({len(record.auto.candidates)} settings tried)",
+            )
+        )
     if detector.threshold is not None:
-        rows.append(("threshold (image score)", f"{detector.threshold:.4g}"))
+        origin = THRESHOLD_ORIGINS.get(record.threshold_origin or "")
+        rows.append(
+            ("threshold (image score)", f"{detector.threshold:.4g}" + (f" ({origin})" if origin else ""))
+        )
     if detector.stats is not None:
         s = detector.stats
         rows.append(("normal scores", f"mean {s.image_mean:.4g} ± {s.image_std:.3g}, max {s.image_max:.4g}"))

@@ -54,7 +54,7 @@ def render_export(detector: Detector) -> None:
                 return
     stored = st.session_state.get(keys.K_EXPORT_ZIP)
     if stored is not None and stored[0] == key:
-        category = str(detector.info.get("category") or "model")
+        category = detector.record.category or "model"
         st.download_button(
             "Download export (.zip)",
             data=stored[1],

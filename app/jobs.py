@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from cainnflow.data import CategoryData
 from cainnflow.errors import CainnflowError, TrainingCancelled
+from cainnflow.record import AutoReport, DataReference
 
 from . import hosting
 from .loaders import unique_checkpoint_path
@@ -183,7 +184,8 @@ class TrainingJob:
         weights: backbone weights ("auto", "random" or a local file).
         device: "auto", "cpu", "cuda" or "mps".
         label: a short description for the UI.
-        dataset: the data's reference, recorded in the detector's ``info["dataset"]``.
+        dataset: the data's reference (:class:`cainnflow.record.DataReference`), recorded in
+            the detector's ``record.data``.
         save_dir: where the finished model is saved under a unique name (None: not saved).
         alive: says whether anyone still waits for the job; checked every second, the job
             is cancelled after ``grace_s`` seconds of False. Default: a session of its token
@@ -200,7 +202,7 @@ class TrainingJob:
     weights: str | Path = "auto"
     device: str = "auto"
     label: str = ""
-    dataset: dict[str, str] | None = None
+    dataset: DataReference | None = None
     save_dir: Path | None = None
     alive: Callable[[], bool] | None = None
     grace_s: float = SESSION_GRACE_S
@@ -209,7 +211,7 @@ class TrainingJob:
     auto: bool = False
     detector: Detector | None = None  # until a session takes it (then the job no longer holds it)
     saved_path: Path | None = None
-    auto_report: dict | None = None  # what "choose settings for me" tried, kept after the detector is taken
+    auto_report: AutoReport | None = None  # what "choose settings for me" tried (kept once taken)
     _state: str = "running"
     _progress: TrainProgress | None = None
     _epoch_losses: list[tuple[int, float, float | None]] = field(default_factory=list)
@@ -323,9 +325,8 @@ class TrainingJob:
             with self._lock:
                 self._epoch_losses = [(e.epoch, e.train_loss, e.val_loss) for e in history.epochs]
             if self.dataset is not None:
-                detector.info["dataset"] = dict(self.dataset)
-            detector.info["image_size"] = self.config.image_size
-            self.auto_report = detector.info.get("auto") or None
+                detector.record = replace(detector.record, data=self.dataset)
+            self.auto_report = detector.record.auto
             self.detector = detector
             if not history.cancelled and self.save_dir is not None:
                 self._save(detector)
@@ -347,7 +348,7 @@ class TrainingJob:
             return CLOSED_SESSION_MESSAGE if self._closed else None
 
     def _save(self, detector: Detector) -> None:
-        category = str(detector.info.get("category") or "model")
+        category = detector.record.category or "model"
         try:
             path = unique_checkpoint_path(self.save_dir, f"cainnflow_{category}_{self.config.variant}")
             detector.save(path)

@@ -64,6 +64,7 @@ EVAL_COMPARE = "cf_eval_compare"  # (owner, other name, EvaluationResult) of the
 # ----------------------------------------------------------------- Compare models
 K_COMPARE_SOURCE = "compare_source"
 K_COMPARE_FILE = "compare_file"
+EVAL_THRESHOLD_ORIGIN = "cf_eval_threshold_origin"  # (value, origin: cainnflow.record.THRESHOLD_ORIGINS)
 K_COMPARE_UPLOAD = "compare_upload"
 K_COMPARE_METRIC = "compare_metric"
 K_COMPARE_BACKBONE = "compare_backbone"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ import streamlit as st
 
 from cainnflow.data import CategoryData, list_categories, load_custom_folder, load_mvtec_category
 from cainnflow.errors import DataError
+from cainnflow.record import DataReference
 
 from . import hosting, warmup
 
@@ -174,7 +176,9 @@ def load_demo_detector(device: str = "auto") -> Detector | None:
     if data is None:
         return None
     detector = Detector.load(data, device=device)
-    detector.info.setdefault("dataset", {"source": "demo", "root": "", "category": DEMO_CHECKPOINT_CATEGORY})
+    if detector.record.data is None or not detector.record.data.reopenable:
+        demo = DataReference("demo", "", DEMO_CHECKPOINT_CATEGORY)
+        detector.record = replace(detector.record, data=demo)
     return detector
 
 

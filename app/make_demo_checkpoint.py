@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.model import CAINNFlowConfig
+from cainnflow.record import DataReference
 from cainnflow.training import TrainConfig
 
 from .loaders import DEMO_CHECKPOINT, DEMO_CHECKPOINT_CATEGORY, DEMO_EXPORT, app_home
@@ -45,7 +47,7 @@ def build_demo_detector(category: str, epochs: int | None, device: str) -> tuple
     detector = Detector.create(CAINNFlowConfig(out_indices=DEMO_STAGES), weights="auto", device=device)
     start = time.perf_counter()
     detector.fit(data, TrainConfig(epochs=epochs, batch_size=DEFAULT_BATCH_SIZE))
-    detector.info["dataset"] = {"source": "demo", "root": "", "category": category}  # app.state.DataRef
+    detector.record = replace(detector.record, data=DataReference("demo", "", category))  # app opens it
     return detector, time.perf_counter() - start
 
 

@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ import streamlit as st
 
 from cainnflow.data import CategoryData
 from cainnflow.errors import CainnflowError
+from cainnflow.record import DataReference
 
 from . import hosting, keys, loaders
 
@@ -41,6 +41,7 @@ __all__ = [
     "forget_uploads",
     "keep_upload",
     "load_evaluation",
+    "parse_data_ref",
     "read_session_file",
     "remember_fields",
     "restore_fields",
@@ -68,45 +69,19 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
-@dataclass(frozen=True)
-class DataRef:
-    """Where a dataset comes from, enough to open it again (saved in checkpoints and sessions).
+DataRef = DataReference
+"""Where a dataset comes from, enough to open it again (saved in checkpoints and sessions):
+:class:`cainnflow.record.DataReference` (``source`` demo / mvtec / custom / upload, ``root``,
+``category``, a custom set's ``test_good`` / ``defect`` / ``masks`` folders)."""
 
-    Attributes:
-        source: ``demo``, ``mvtec``, ``custom`` or ``upload``.
-        root: mvtec: the dataset root; custom: the good-images folder; upload: the upload id
-            (a folder of this session); demo: empty (the app's own demo folder).
-        category: category name.
-        test_good, defect, masks: optional folders of a custom dataset.
-    """
 
-    source: str
-    root: str
-    category: str
-    test_good: str = ""
-    defect: str = ""
-    masks: str = ""
-
-    SOURCES = ("demo", "mvtec", "custom", "upload")
-
-    def describe(self) -> str:
-        where = {"demo": "demo", "mvtec": "MVTec folder", "custom": "custom folders", "upload": "upload"}
-        return f"{where.get(self.source, self.source)} / {self.category}"
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: object) -> DataRef | None:
-        """The ref recorded in a checkpoint or session file; None if absent or malformed."""
-        if not isinstance(raw, dict):
-            return None
-        values = {k: raw.get(k, "") for k in ("source", "root", "category", "test_good", "defect", "masks")}
-        if not all(isinstance(v, str) and len(v) < 4096 for v in values.values()):
-            return None
-        if values["source"] not in cls.SOURCES or not hosting.is_folder_name(values["category"]):
-            return None
-        return cls(**values)
+def parse_data_ref(raw: object) -> DataRef | None:
+    """A data reference the app recorded (session file, checkpoint); None if absent, malformed or not the app's."""
+    try:
+        ref = DataReference.from_dict(raw)
+    except ValueError:
+        return None
+    return ref if ref.reopenable else None
 
 
 # ----------------------------------------------------------------- token and folder
@@ -178,7 +153,7 @@ def read_session_file() -> tuple[dict[str, Any], DataRef | None]:
     if not isinstance(doc, dict):
         doc = {}
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
-    return model, DataRef.from_dict(doc.get("data"))
+    return model, parse_data_ref(doc.get("data"))
 
 
 # ----------------------------------------------------------------- the last evaluation
@@ -222,7 +197,7 @@ def load_evaluation(model_file: str | None, ref: DataRef, data: CategoryData) ->
         same = (
             isinstance(doc, dict)
             and doc.get("model") == model_file
-            and DataRef.from_dict(doc.get("data")) == ref
+            and parse_data_ref(doc.get("data")) == ref
         )
         if not same:
             return None

@@ -368,11 +368,15 @@ def _restore_evaluation() -> bool:
     return True
 
 
-def save_threshold(threshold: float) -> Path | None:
+def save_threshold(threshold: float, origin: str = "user") -> Path | None:
     """Sets the current model's threshold and rewrites its file in this session (atomically).
 
     The shipped demo model gets a file of its own in the session first, so the saved
     threshold survives a reload and goes into downloads and exports.
+
+    Args:
+        threshold: the threshold on image scores.
+        origin: how it was set, recorded with it (:data:`cainnflow.record.THRESHOLD_ORIGINS`).
 
     Returns:
         The file written, or None when it could not be written (the threshold is set anyway).
@@ -380,7 +384,7 @@ def save_threshold(threshold: float) -> Path | None:
     entry = current_model()
     if entry is None:
         return None
-    entry.detector.threshold = float(threshold)
+    entry.detector.set_threshold(float(threshold), origin)
     path = entry.path or unique_checkpoint_path(session_dir(), _default_name(entry.detector))
     try:
         entry.detector.save(path)
@@ -396,16 +400,16 @@ def save_threshold(threshold: float) -> Path | None:
 
 
 def model_data_ref(detector: Model) -> DataRef | None:
-    """The dataset a model was trained on, as recorded in its checkpoint (an export records none)."""
-    info = detector.info
-    return DataRef.from_dict(info.get("dataset")) if isinstance(info, dict) else None
+    """The dataset a model was trained on, when the app recorded it (an export records none)."""
+    record = getattr(detector, "record", None)
+    data = record.data if record is not None else None
+    return data if data is not None and data.reopenable else None
 
 
 def model_category(detector: Model) -> str:
-    """The category a model was trained on ('' when unknown): its checkpoint's or its export's."""
-    info = detector.info
-    category = info.get("category") if isinstance(info, dict) else info.category
-    return category if isinstance(category, str) else ""
+    """The category a model was trained on ('' when unknown): its record's or its export's."""
+    record = getattr(detector, "record", None)
+    return record.category if record is not None else detector.info.category
 
 
 def data_mismatch() -> str | None:
@@ -450,7 +454,8 @@ def upgrade_quick_model(*, wait: bool) -> None:
     detector = loaders.load_demo_detector(st.session_state.get(keys.DEVICE_CHOICE, "auto"))
     if detector is None:
         return
-    detector.threshold = entry.detector.threshold
+    if entry.detector.threshold != detector.threshold:  # moved in this session
+        detector.threshold = entry.detector.threshold
     entry.detector = detector
 
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 from cainnflow.errors import CainnflowError
 from cainnflow.model import CAINNFlowConfig
+from cainnflow.record import AutoReport
 from cainnflow.training import TrainConfig
 
 from . import display, figures, hosting, jobs, keys, loaders, session_store, state
@@ -32,7 +33,7 @@ def _start_training(
         weights="random" if random else "auto",
         device=state.get(keys.DEVICE_CHOICE),
         label=data.ref.describe(),
-        dataset=data.ref.to_dict(),
+        dataset=data.ref,
         save_dir=session_store.session_dir(),
         address=_ray_address(),
         auto=bool(st.session_state.get(keys.K_AUTO)) and _ray_address() is None,
@@ -43,27 +44,26 @@ def _start_training(
         notify("error", f"Training not started: {exc}")
 
 
-def _auto_summary(auto: dict) -> None:
+def _auto_summary(auto: AutoReport) -> None:
     """What "choose settings for me" tried and chose, on held-out good images + synthetic defects."""
-    chosen = auto["chosen"]
-    proposed = auto.get("proposed_threshold")
+    chosen, proposed = auto.chosen, auto.proposed_threshold
     st.info(
-        f"Chose stages {', '.join(map(str, chosen['stages']))} and smoothing σ = {chosen['sigma']:g}: on "
-        f"{auto.get('n_holdout', '?')} held-out good images and {auto.get('n_synthetic', '?')} synthetic "
-        f"defects they gave image AUROC {chosen['image_auroc']:.3f}, pixel AUROC {chosen['pixel_auroc']:.3f}."
+        f"Chose stages {', '.join(map(str, chosen.stages))} and smoothing σ = {chosen.sigma:g}: on "
+        f"{auto.n_holdout} held-out good images and {auto.n_synthetic} synthetic "
+        f"defects they gave image AUROC {chosen.image_auroc:.3f}, pixel AUROC {chosen.pixel_auroc:.3f}."
         + (f" Proposed threshold {proposed:.4g} (Evaluate page)." if proposed is not None else ""),
         icon=":material/auto_awesome:",
     )
-    with st.expander(f"All {len(auto.get('candidates', []))} settings tried"):
+    with st.expander(f"All {len(auto.candidates)} settings tried"):
         st.dataframe(
             [
                 {
-                    "stages": " ".join(map(str, c["stages"])),
-                    "σ": c["sigma"],
-                    "image AUROC": round(c["image_auroc"], 4),
-                    "pixel AUROC": round(c["pixel_auroc"], 4),
+                    "stages": " ".join(map(str, c.stages)),
+                    "σ": c.sigma,
+                    "image AUROC": round(c.image_auroc, 4),
+                    "pixel AUROC": round(c.pixel_auroc, 4),
                 }
-                for c in auto.get("candidates", [])
+                for c in auto.candidates
             ],
             hide_index=True,
         )
@@ -114,9 +114,8 @@ def _progress_panel(polling: bool) -> None:
             + saved,
             icon=":material/check:",
         )
-        auto = job.auto_report or {}
-        if auto.get("chosen"):
-            _auto_summary(auto)
+        if job.auto_report is not None:
+            _auto_summary(job.auto_report)
     elif snap.state == "failed":
         st.error(f"Training failed: {snap.error}")
     elif snap.state == "cancelled":

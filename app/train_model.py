@@ -65,7 +65,9 @@ def model_section() -> None:
     rows = display.model_summary_rows(detector)
     st.table(pd.DataFrame({"value": [v for _, v in rows]}, index=[k for k, _ in rows]))
     name = (
-        entry.path.name if entry.path else f"cainnflow_{detector.info.get('category', 'model')}.safetensors"
+        entry.path.name
+        if entry.path
+        else f"cainnflow_{state.model_category(detector) or 'model'}.safetensors"
     )
     c1, c2 = st.columns(2)
     c1.download_button(

@@ -8,8 +8,8 @@ is scored on the held-out good images against the synthetic anomalies without tr
 again (the flows of different stages are independent, so a subset of stages is a subset of
 flows). The best setting is then trained on all the good images. What was tried, what was
 chosen and the validation evidence are returned and stored in the checkpoint
-(``detector.info["auto"]``), with a proposed threshold: the one that best separates the
-held-out good images from the synthetic anomalies.
+(``detector.record.auto``, a :class:`cainnflow.auto_report.AutoReport`), with a proposed
+threshold: the one that best separates the held-out good images from the synthetic anomalies.
 
 The test split is never touched: :func:`auto_configure` takes only the training images.
 """
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from threading import Event
-from typing import Any
 
 import numpy as np
 import torch
 
+from .auto_report import AutoCandidate, AutoReport
 from .data import DEFAULT_VAL_FRACTION, CategoryData, read_image, split_train_val
 from .detector import Detector
 from .errors import DataError, TrainingCancelled
@@ -47,53 +47,6 @@ POOLINGS = ("coarse", "max")
 CNN_CANDIDATE_STAGES = (1, 2, 3, 4)
 MIN_RUN = 2
 """Candidate stage sets are runs of at least this many consecutive stages."""
-
-
-@dataclass(frozen=True)
-class AutoCandidate:
-    """One setting tried and how it did on the held-out images.
-
-    Attributes:
-        stages: backbone stages used.
-        sigma: anomaly-map smoothing.
-        pooling: how the image score is made (:data:`cainnflow.scoring.POOLINGS`).
-        image_auroc: held-out good images vs synthetic anomalies.
-        pixel_auroc: pixel AUROC on the same images (synthetic masks).
-        objective: what was maximised, the mean of the two.
-    """
-
-    stages: tuple[int, ...]
-    sigma: float
-    pooling: str
-    image_auroc: float
-    pixel_auroc: float
-    objective: float
-
-
-@dataclass
-class AutoReport:
-    """What :func:`auto_configure` tried and chose (stored with the model as JSON)."""
-
-    chosen: AutoCandidate
-    candidates: list[AutoCandidate]
-    n_train: int
-    n_holdout: int
-    n_synthetic: int
-    kinds: list[str]
-    proposed_threshold: float | None
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "chosen": asdict(self.chosen),
-            "candidates": [asdict(c) for c in self.candidates],
-            "n_train": self.n_train,
-            "n_holdout": self.n_holdout,
-            "n_synthetic": self.n_synthetic,
-            "kinds": self.kinds,
-            "proposed_threshold": self.proposed_threshold,
-            "seconds": self.seconds,
-        }
 
 
 def candidate_settings(stages: Sequence[int]) -> list[tuple[tuple[int, ...], float, str]]:
@@ -180,7 +133,7 @@ def auto_configure(
         cancel: stops either training within one batch.
 
     Returns:
-        The trained detector with the chosen setting (``info["auto"]`` holds the report), and
+        The trained detector with the chosen setting (``record.auto`` holds the report), and
         the report.
 
     Raises:
@@ -237,16 +190,15 @@ def auto_configure(
     proposed = _propose_threshold(final, data, train_config, [s.image for s in samples])
     report = AutoReport(
         chosen=chosen,
-        candidates=candidates,
+        candidates=tuple(candidates),
         n_train=len(train),
         n_holdout=len(holdout),
         n_synthetic=len(samples),
-        kinds=sorted({s.kind for s in samples}),
+        kinds=tuple(sorted({s.kind for s in samples})),
         proposed_threshold=proposed,
         seconds=time.perf_counter() - start,
     )
-    final.info["auto"] = report.to_dict()
-    final.info["category"] = data.name
+    final.record = replace(final.record, auto=report)
     return final, report
 
 

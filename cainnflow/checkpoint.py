@@ -4,9 +4,13 @@ A checkpoint is one ``.safetensors`` file. Its tensors are the flows' state (and
 backbone's, unless its weights can be had again by name: see
 :class:`cainnflow.weights.WeightsSource`); its header metadata holds one JSON document under
 the key ``"cainnflow"`` with the model configuration, the backbone's typed provenance, score
-statistics, threshold, training history, the dataset it was trained on and the library
-version. Writes are atomic: the file is written beside the target and renamed over it, so a
-crash mid-save leaves the previous checkpoint intact.
+statistics, threshold, training history, the training record
+(:class:`cainnflow.record.TrainingRecord`: data, counts, timings, auto-configuration, how the
+threshold was set, feedback) and the library version. Older formats are upgraded on read:
+format 1's standardiser tensors move into the flows, format 2's free ``info`` dict becomes a
+record (:meth:`cainnflow.record.TrainingRecord.from_info`). Writes are atomic: the file is
+written beside the target and renamed over it, so a crash mid-save leaves the previous
+checkpoint intact.
 
 Reading treats the file as hostile: every field is type- and bounds-checked
 (:class:`cainnflow.model.CAINNFlowConfig` caps sizes so nothing can allocate without bound)
@@ -34,8 +38,8 @@ from . import __version__
 from .backbone import backbone_from_state, create_backbone
 from .device import resolve_device
 from .errors import CheckpointError, WeightsUnavailableError
-from .feedback import FeedbackSet
 from .model import CAINNFlow, CAINNFlowConfig
+from .record import RECORD_KEY, TrainingRecord
 from .registry import BACKBONES
 from .scoring import ScoreStats
 from .training import TrainingHistory
@@ -59,12 +63,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cainnflow-checkpoint"
-FORMAT_VERSION = 2
-"""2: the feature standardisation is the first module of each flow (``flows.i.module_list.0``)."""
+FORMAT_VERSION = 3
+"""2: the feature standardisation is the first module of each flow (``flows.i.module_list.0``);
+3: a typed training record (``"record"``) replaces the free ``"info"`` dict."""
 CHECKPOINT_SUFFIX = ".safetensors"
 METADATA_KEY = "cainnflow"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-MAX_INFO_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 32
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80
@@ -187,7 +191,7 @@ def read_checkpoint(source: str | Path | bytes | BinaryIO) -> tuple[dict[str, to
         tensors = load_safetensors_bytes(data)
     except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{name} is truncated or corrupt: {_first_line(exc)}") from exc
-    if version < FORMAT_VERSION:
+    if version < 2:
         tensors = _upgrade_v1_tensors(tensors)
     return tensors, config
 
@@ -238,7 +242,7 @@ class DetectorParts:
     stats: ScoreStats | None
     threshold: float | None
     history: TrainingHistory | None
-    info: dict[str, Any]
+    record: TrainingRecord
 
 
 def detector_document(parts: DetectorParts) -> dict[str, Any]:
@@ -253,7 +257,7 @@ def detector_document(parts: DetectorParts) -> dict[str, Any]:
         "stats": parts.stats.to_dict() if parts.stats else None,
         "threshold": parts.threshold,
         "history": parts.history.to_dict() if parts.history else None,
-        "info": parts.info,
+        RECORD_KEY: parts.record.to_dict(),
     }
 
 
@@ -300,49 +304,15 @@ def _parse_history(value: Any) -> TrainingHistory | None:
     return history
 
 
-DATASET_FIELDS = ("source", "root", "category", "test_good", "defect", "masks")
-DATASET_SOURCES = ("demo", "mvtec", "custom", "upload")
-MAX_DATASET_TEXT = 4096
-MAX_CATEGORY_CHARS = 200
-
-
-def _check_dataset(value: Any) -> None:
-    """``info.dataset``: where the model's data lies, as the app records it.
-
-    Its folders are only ever opened through the app's allowed-roots check; here the record
-    itself is checked: known fields, short strings, a known source, and a category that is
-    one folder name (never a path: ``root / category`` must stay inside ``root``).
-    """
-    if value is None:
-        return
-    if not isinstance(value, dict) or not set(value) <= set(DATASET_FIELDS):
-        raise CheckpointError(
-            f"checkpoint field info.dataset must be an object with the keys {', '.join(DATASET_FIELDS)}"
-        )
-    if not all(isinstance(v, str) and len(v) <= MAX_DATASET_TEXT and "\0" not in v for v in value.values()):
-        raise CheckpointError("checkpoint field info.dataset must hold short strings")
-    if value.get("source") not in DATASET_SOURCES:
-        raise CheckpointError(
-            f"checkpoint field info.dataset.source must be one of {', '.join(DATASET_SOURCES)}"
-        )
-    category = value.get("category", "")
-    if (
-        not category
-        or len(category) > MAX_CATEGORY_CHARS
-        or category in (".", "..")
-        or any(sep in category for sep in ("/", "\\"))
-    ):
-        raise CheckpointError("checkpoint field info.dataset.category must be a folder name, not a path")
-
-
-def _check_feedback(value: Any) -> None:
-    """``info.feedback``: the images an operator marked (:meth:`cainnflow.feedback.FeedbackSet.from_dict`)."""
-    if value is None:
-        return
+def _parse_record(doc: dict[str, Any]) -> TrainingRecord:
+    """The training record; a format-2 file's free ``info`` dict is upgraded to one."""
     try:
-        FeedbackSet.from_dict(value)
+        if doc["format_version"] < 3:
+            return TrainingRecord.from_info(doc.get("info") or {}, doc.get("history"))
+        raw = doc.get(RECORD_KEY)
+        return TrainingRecord() if raw is None else TrainingRecord.from_dict(raw)
     except ValueError as exc:
-        raise CheckpointError(f"checkpoint field info.feedback {_first_line(exc)}") from exc
+        raise CheckpointError(f"checkpoint field {_first_line(exc)}") from exc
 
 
 def _parse_weights_source(doc: dict[str, Any]) -> WeightsSource | None:
@@ -389,11 +359,7 @@ def load_detector_parts(
     stats = _parse_stats(doc.get("stats"))
     threshold = _finite_or_none(doc.get("threshold"), "threshold")
     history = _parse_history(doc.get("history"))
-    info = doc.get("info") or {}
-    if not isinstance(info, dict) or len(json.dumps(info)) > MAX_INFO_BYTES:
-        raise CheckpointError(f"checkpoint field info must be an object of at most {MAX_INFO_BYTES} bytes")
-    _check_dataset(info.get("dataset"))
-    _check_feedback(info.get("feedback"))
+    record = _parse_record(doc)
     recorded = _parse_weights_source(doc)
     embedded = doc.get("backbone_embedded")
     if not isinstance(embedded, bool):
@@ -428,4 +394,4 @@ def load_detector_parts(
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
         raise CheckpointError("checkpoint holds non-finite flow weights")
     model.to(resolve_device(device)).eval()
-    return DetectorParts(model, stats, threshold, history, info)
+    return DetectorParts(model, stats, threshold, history, record)

@@ -187,9 +187,12 @@ def _check_writable(out: Path) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .data import load_mvtec_category
     from .detector import Detector
     from .model import CAINNFlowConfig
+    from .record import DataReference
     from .registry import BACKBONES
     from .training import TrainConfig
 
@@ -242,7 +245,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         history = detector.fit(data, train_config, callback=_progress_printer(args.quiet))
-    detector.info["data_root_name"] = Path(args.data_root).name
+    # the data root's folder name, never its path (a checkpoint travels)
+    root_name = Path(args.data_root).name
+    detector.record = replace(detector.record, data=DataReference.of_category(data.name, root=root_name))
     detector.save(args.out)
     val = "n/a (no validation images)" if history.best_val_loss is None else f"{history.best_val_loss:.4f}"
     print(

@@ -8,7 +8,9 @@
 
 Training caches the frozen backbone's features once, fits the flows, then calibrates on the
 validation split carved from train/good (never from test): score statistics and a default
-threshold (a high percentile of validation normal scores) are stored with the model.
+threshold (a high percentile of validation normal scores) are stored with the model, and a
+:class:`cainnflow.record.TrainingRecord` says what it was trained on, how long it took and how
+its threshold was set.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from threading import Event
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -54,6 +56,7 @@ from .errors import DataError, TrainingError
 from .evaluation import EvaluationResult, TestBatch, evaluate
 from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
+from .record import DataReference, Timings, TrainingRecord
 from .scorer import Prediction, predict_batches
 from .scoring import ScoreStats
 from .training import ProgressCallback, TrainConfig, TrainingHistory, extract_features, fit_flows
@@ -64,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 
 class Detector:
-    """A CAINNFlow model plus what it needs to score: statistics, threshold, history.
+    """A CAINNFlow model plus what it needs to score: statistics, threshold, history, record.
 
     The PyTorch engine of :class:`cainnflow.scorer.Scorer` (the exported runtime is the other).
 
@@ -73,7 +76,8 @@ class Detector:
         stats: score statistics of validation normals (set by :meth:`fit` / :meth:`calibrate`).
         threshold: decision threshold on image scores.
         history: the training history.
-        info: free-form provenance (dataset, category, train config), stored in checkpoints.
+        record: what it was trained on and how (:class:`cainnflow.record.TrainingRecord`),
+            stored in checkpoints; replace it with :func:`dataclasses.replace`.
     """
 
     def __init__(
@@ -83,13 +87,43 @@ class Detector:
         stats: ScoreStats | None = None,
         threshold: float | None = None,
         history: TrainingHistory | None = None,
-        info: dict[str, Any] | None = None,
+        record: TrainingRecord | None = None,
     ) -> None:
         self.model = model
         self.stats = stats
-        self.threshold = threshold
         self.history = history
-        self.info: dict[str, Any] = dict(info or {})
+        self.record = record if record is not None else TrainingRecord()
+        self._threshold = threshold
+
+    @property
+    def threshold(self) -> float | None:
+        """Decision threshold on image scores; setting it records ``"user"`` as its origin."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self.set_threshold(value, "user")
+
+    def set_threshold(self, value: float | None, origin: str) -> None:
+        """Sets the threshold and records how it was set.
+
+        Args:
+            value: the threshold on image scores (None: none).
+            origin: one of :data:`cainnflow.record.THRESHOLD_ORIGINS`.
+
+        Raises:
+            ValueError: an unknown origin (the threshold is left as it was).
+        """
+        self.record = replace(self.record, threshold_origin=None if value is None else origin)
+        self._threshold = None if value is None else float(value)
+
+    @property
+    def info(self) -> None:
+        raise AttributeError(
+            "Detector.info (a free dict) is gone: read and replace detector.record, a "
+            "cainnflow.record.TrainingRecord (data, n_train, n_val, train_config, timings, auto, "
+            "threshold_origin, sweep_key, feedback)"
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -232,15 +266,14 @@ class Detector:
         history.feature_seconds = feature_seconds
         history.flips = [d.to_dict() for d in flips]
         self.history = history
-        self.calibrate_from_features(val_feats if val_feats is not None else train_feats)
-        self.info.update(
-            {
-                "category": data.name,
-                "n_train": n_train,
-                "n_val": len(val_samples),
-                "train_config": train_config.to_dict(),
-            }
+        self.record = TrainingRecord(
+            data=DataReference.of_category(data.name),
+            n_train=n_train,
+            n_val=len(val_samples),
+            train_config=train_config.to_dict(),
+            timings=Timings.from_history(history),
         )
+        self.calibrate_from_features(val_feats if val_feats is not None else train_feats)
         return history
 
     @torch.no_grad()
@@ -256,7 +289,9 @@ class Detector:
         if not np.all(np.isfinite(all_scores)):
             raise TrainingError("validation scores are not finite; the flow did not train properly")
         self.stats = ScoreStats.from_normals(all_scores, np.concatenate(maps))
-        self.threshold = percentile_threshold(all_scores, DEFAULT_THRESHOLD_PERCENTILE)
+        self.set_threshold(
+            percentile_threshold(all_scores, DEFAULT_THRESHOLD_PERCENTILE), "validation_quantile"
+        )
 
     # ------------------------------------------------------------------ scoring
     def _score_features(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -325,8 +360,8 @@ class Detector:
     # ------------------------------------------------------------------ persistence
     @property
     def parts(self) -> DetectorParts:
-        """What a checkpoint holds: the model, statistics, threshold, history and info."""
-        return DetectorParts(self.model, self.stats, self.threshold, self.history, self.info)
+        """What a checkpoint holds: the model, statistics, threshold, history and record."""
+        return DetectorParts(self.model, self.stats, self.threshold, self.history, self.record)
 
     def save(self, path: str | Path) -> Path:
         """Writes the detector to a ``.safetensors`` checkpoint (atomically); see :mod:`cainnflow.checkpoint`."""
@@ -358,5 +393,9 @@ class Detector:
         """
         parts = load_detector_parts(source, device=device, weights=weights)
         return cls(
-            parts.model, stats=parts.stats, threshold=parts.threshold, history=parts.history, info=parts.info
+            parts.model,
+            stats=parts.stats,
+            threshold=parts.threshold,
+            history=parts.history,
+            record=parts.record,
         )

@@ -177,7 +177,7 @@ def export_document(detector, format: str, image_size: int, files: list[dict[str
         "stats": stats.to_dict(),
         "model": detector.config.to_dict(),
         "backbone": {"name": backbone.name, "weights_source": backbone.weights_source},
-        "category": str(detector.info.get("category", "")),
+        "category": detector.record.category,
         "opset": ONNX_OPSET,
         "precision": "fp32",
     }

@@ -103,6 +103,14 @@ def _with_document(data: bytes, change: Callable[[dict[str, Any]], None]) -> byt
     return _join(header, body)
 
 
+def set_data_ref(document: dict[str, Any], dataset: Any) -> None:
+    """Records ``dataset`` as a checkpoint document's data: ``record.data`` (format 3) or ``info.dataset`` (2)."""
+    if document.get("format_version", 0) >= 3:
+        document.setdefault("record", {})["data"] = dataset
+    else:
+        document.setdefault("info", {})["dataset"] = dataset
+
+
 def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
     def change(document: dict[str, Any]) -> None:
         target = document

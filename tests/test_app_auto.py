@@ -45,6 +45,6 @@ def test_training_job_with_auto_reports_its_phases_and_keeps_the_evidence(tmp_pa
     assert snap.state == "done", snap.error
     assert len(notes) >= 3 and snap.note == notes[-1]
     detector = job.take_detector()
-    auto = detector.info["auto"]
-    assert tuple(auto["chosen"]["stages"]) == detector.config.out_indices
+    assert job.auto_report is detector.record.auto
+    assert detector.record.auto.chosen.stages == detector.config.out_indices
     assert job.saved_path is not None and job.saved_path.exists()

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import hosting, inspect_view, jobs, keys, loaders, state
+from app import hosting, inspect_view, jobs, keys, loaders
 from cainnflow.errors import DataError
 from tests.app_support import (  # noqa: F401 - fixtures
     APP,
@@ -281,14 +281,14 @@ def test_train_on_an_uploaded_zip() -> None:
     assert wait(job) == "done", job.snapshot().error
     at.run()
     entry = at.session_state[keys.MODEL]
-    assert entry.detector.info["dataset"]["source"] == "upload"
+    assert entry.detector.record.data.source == "upload"
     assert job.detector is None  # handed to the session: the server's job list no longer holds the model
     assert entry.path is not None and entry.path.is_file()  # saved automatically
     # The same data comes back after a reload, and the model is not flagged as mismatched.
     reloaded = open_app(s=at.session_state[keys.TOKEN])
     assert reloaded.session_state[keys.DATA].ref == data.ref
     assert reloaded.session_state[keys.MODEL].path == entry.path
-    assert state.DataRef.from_dict(entry.detector.info["dataset"]) == data.ref
+    assert entry.detector.record.data == data.ref
     reloaded.switch_page("pages/inspect.py").run()
     assert not [w for w in reloaded.warning if "trained on" in w.value]
     # A broken zip is refused with one line, the data stays.

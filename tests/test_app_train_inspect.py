@@ -133,7 +133,7 @@ def test_train_tiny_model_then_inspect_uploads() -> None:
     assert entry.path == job.saved_path and entry.origin == "trained on demo / carpet_weave"
     assert job.detector is None  # handed over: the server's job list no longer holds the model
     assert entry.path is not None and entry.path.parent == session_folder(at)  # saved automatically
-    assert entry.detector.info["dataset"] == {
+    assert entry.detector.record.data.to_dict() == {
         "source": "demo",
         "root": "",
         "category": "carpet_weave",

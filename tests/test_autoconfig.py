@@ -71,8 +71,9 @@ def test_auto_configure_chooses_records_and_never_reads_test(demo, tmp_path, mon
     assert report.proposed_threshold is None or np.isfinite(report.proposed_threshold)
     # the evidence travels with the model
     _, doc = read_checkpoint(detector.save(tmp_path / "auto.safetensors"))
-    assert doc["info"]["auto"]["chosen"]["stages"] == list(report.chosen.stages)
-    assert Detector.load(tmp_path / "auto.safetensors").config == detector.config
+    assert doc["record"]["auto"]["chosen"]["stages"] == list(report.chosen.stages)
+    loaded = Detector.load(tmp_path / "auto.safetensors")
+    assert loaded.config == detector.config and loaded.record.auto == report == detector.record.auto
 
 
 def test_auto_configure_needs_enough_good_images(demo):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.app_support import _with_document
+from tests.app_support import _with_document, set_data_ref
 from tests.streamlit_server import ServerError, streamlit_server
 
 pytestmark = pytest.mark.browser
@@ -60,7 +60,7 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (folder / "print.jpg").write_bytes(cmyk.getvalue())
 
     def dataset_etc(document: dict) -> None:
-        document["info"]["dataset"] = {"source": "mvtec", "root": "/", "category": "/etc"}
+        set_data_ref(document, {"source": "mvtec", "root": "/", "category": "/etc"})
 
     (folder / "evil.safetensors").write_bytes(_with_document(DEMO_CHECKPOINT.read_bytes(), dataset_etc))
     return {

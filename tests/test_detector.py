@@ -40,7 +40,9 @@ def test_fit_calibrates(trained):
     s = trained.stats
     assert s.n_images >= 1 and s.pixel_p50 <= s.pixel_p99 <= s.pixel_max
     assert trained.history.best_epoch in (1, 2)
-    assert trained.info["n_val"] >= 1 and trained.info["n_train"] + trained.info["n_val"] == 16
+    record = trained.record
+    assert record.n_val >= 1 and record.n_train + record.n_val == 16
+    assert record.threshold_origin == "validation_quantile" and record.timings.steps == trained.history.steps
 
 
 def test_auto_pooling_is_decided_from_the_good_images_and_kept(trained, tmp_path):

@@ -121,7 +121,7 @@ def test_no_ray_sweep_writes_rows_checkpoints_and_table_and_resumes(
         assert 0.0 <= float(row["pixel_auroc"]) <= 1.0
         assert float(row["train_s"]) > 0 and float(row["ms_per_image"]) > 0
         detector = Detector.load(out / row["checkpoint"], device="cpu")
-        assert detector.is_trained and detector.info["sweep_key"] == row["key"]
+        assert detector.is_trained and detector.record.sweep_key == row["key"]
         assert detector.config.variant == "CAC" and detector.config.image_size == SIZE
     table = (out / TABLE_FILE).read_text()
     assert "carpet_weave" in table and "**mean**" in table
@@ -279,7 +279,7 @@ def test_train_remote_streams_progress_and_returns_a_checkpoint(demo_root: Path,
     )
     detector = Detector.load(payload, device="cpu")
     assert detector.is_trained and len(detector.history.epochs) == 2
-    assert detector.info["category"] == CATEGORIES[0]
+    assert detector.record.category == CATEGORIES[0]
     phases = [p.phase for p in seen]
     assert phases[0] == "features" and "train" in phases and phases[-1] == "done"
     assert {p.epoch for p in seen if p.phase == "train"} == {1, 2}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -64,7 +64,7 @@ def run_trial(
     data = load_mvtec_category(data_root, trial.category)
     detector = Detector.create(trial.model_config(), weights=trial.weights, device=device)
     history = detector.fit(data, trial.train_config())
-    detector.info["sweep_key"] = trial.key
+    detector.record = replace(detector.record, sweep_key=trial.key)
     image = pixel = pro = ms = None
     if data.has_test:
         result = detector.evaluate(data)
