@@ -25,6 +25,8 @@ PAGES = (
 )
 
 st.set_page_config(page_title="CAINNFlow", page_icon=":material/blur_on:", layout="wide")
+# An upload box's size-and-types line wraps in a narrow column instead of being cut ("… TIF, WE…").
+st.html("<style>[data-testid='stFileUploaderDropzoneInstructions'] span {white-space: normal}</style>")
 
 # Pages still being written (their file is missing) are left out instead of breaking the app.
 present = [row for row in PAGES if (ROOT / row[0]).exists()]

@@ -52,23 +52,30 @@ def format_value(value: float | None, none: str = "n/a") -> str:
     return none if value is None else f"{value:.3f}"
 
 
-def loss_figure(epoch_losses: Sequence[tuple[int, float, float | None]], height: int = 280) -> go.Figure:
-    """Train and validation loss per epoch (nats per dimension)."""
-    epochs = [e for e, _, _ in epoch_losses]
+LOSS_TICKS = 6
+"""At most this many step ticks on the loss chart's x-axis (Plotly picks round numbers)."""
+
+
+def loss_figure(points: Sequence[tuple[int, float, float | None]], height: int = 280) -> go.Figure:
+    """Train and validation loss (nats per dimension) by optimiser step.
+
+    Args:
+        points: ``(step, train loss, validation loss or None)`` per validation round.
+    """
+    steps = [s for s, _, _ in points]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=epochs, y=[t for _, t, _ in epoch_losses], mode="lines+markers", name="train"))
-    val = [(e, v) for e, _, v in epoch_losses if v is not None]
+    fig.add_trace(go.Scatter(x=steps, y=[t for _, t, _ in points], mode="lines+markers", name="train"))
+    val = [(s, v) for s, _, v in points if v is not None]
     if val:
         fig.add_trace(
-            go.Scatter(x=[e for e, _ in val], y=[v for _, v in val], mode="lines+markers", name="validation")
+            go.Scatter(x=[s for s, _ in val], y=[v for _, v in val], mode="lines+markers", name="validation")
         )
     fig.update_layout(
-        xaxis_title="epoch",
+        xaxis={"title": {"text": "step"}, "nticks": LOSS_TICKS, "tickformat": "d", "rangemode": "tozero"},
         yaxis_title="NLL per dim",
         legend={"orientation": "h", "y": -0.3},
-        xaxis={"dtick": 1 if len(epochs) <= 20 else None},
     )
-    return style(fig, "Loss per epoch", height)
+    return style(fig, "Training loss", height)
 
 
 def heatmap_figure(

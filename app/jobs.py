@@ -161,7 +161,7 @@ class JobSnapshot:
 
     state: str  # "running", "done", "cancelled", "failed"
     progress: TrainProgress | None
-    epoch_losses: list[tuple[int, float, float | None]]
+    loss_points: list[tuple[int, float, float | None]]  # (step, train loss, validation loss)
     error: str | None
     started: float
     finished: float | None
@@ -214,7 +214,7 @@ class TrainingJob:
     auto_report: AutoReport | None = None  # what "choose settings for me" tried (kept once taken)
     _state: str = "running"
     _progress: TrainProgress | None = None
-    _epoch_losses: list[tuple[int, float, float | None]] = field(default_factory=list)
+    _loss_points: list[tuple[int, float, float | None]] = field(default_factory=list)
     _error: str | None = None
     _note: str | None = None
     _started: float = field(default_factory=time.time)
@@ -263,7 +263,7 @@ class TrainingJob:
             with self._lock:
                 self._note = progress
                 self._progress = None
-                self._epoch_losses = []
+                self._loss_points = []
             return
         with self._lock:
             if (
@@ -272,7 +272,8 @@ class TrainingJob:
                 and self._progress.phase == "train"
                 and progress.epoch != self._progress.epoch
             ):
-                self._epoch_losses.append((self._progress.epoch, self._progress.loss, progress.val_loss))
+                done = (self._progress.epoch - 1) * self._progress.steps + self._progress.step
+                self._loss_points.append((done, self._progress.loss, progress.val_loss))
             self._progress = progress
 
     def _finish(self, state: str, error: str | None = None) -> None:
@@ -323,7 +324,10 @@ class TrainingJob:
                     self.data, self.train_config, callback=self._on_progress, cancel=self._cancel
                 )
             with self._lock:
-                self._epoch_losses = [(e.epoch, e.train_loss, e.val_loss) for e in history.epochs]
+                self._loss_points = [
+                    (step, e.train_loss, e.val_loss)
+                    for step, e in zip(history.round_steps(), history.epochs, strict=True)
+                ]
             if self.dataset is not None:
                 detector.record = replace(detector.record, data=self.dataset)
             self.auto_report = detector.record.auto
@@ -381,7 +385,7 @@ class TrainingJob:
             return JobSnapshot(
                 state=self._state,
                 progress=self._progress,
-                epoch_losses=list(self._epoch_losses),
+                loss_points=list(self._loss_points),
                 error=self._error,
                 started=self._started,
                 finished=self._finished,

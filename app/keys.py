@@ -47,10 +47,18 @@ K_EXPORT_ZIP = "export_view_zip"  # (model, format) → the last export zip buil
 
 # ----------------------------------------------------------------- Inspect
 K_DETAIL = "inspect_detail"
+K_INSPECT_THRESHOLD = "inspect_threshold_"  # + model version: the image threshold slider
 K_INSPECT_UPLOADS = "inspect_uploads"
 K_BATCH = "inspect_batch_result"  # BatchResult of the last batch run
 K_BATCH_UNPACKED = "inspect_batch_unpacked"  # {upload id: (folder, [(name, path)], skipped)}
 K_BATCH_FOLDER = "inspect_batch_folder"
+FEEDBACK = "cf_feedback"  # (model version, cainnflow.feedback.FeedbackSet) of the current model
+FEEDBACK_LAST = "cf_feedback_last"  # (model version, app.feedback_view.Change) of the last mark
+FEEDBACK_VALIDATION = "cf_feedback_validation"  # {model version: validation normal scores (V,)}
+K_CAMERA = "inspect_camera"
+K_WATCH_FOLDER = "inspect_watch_folder"
+K_WATCH_ON = "inspect_watch_on"
+K_WATCH_LOG = "inspect_watch_log"  # app.camera_view.WatchLog of the watched folder
 
 # ----------------------------------------------------------------- Evaluate & threshold
 EVAL_SYNTHETIC_NOTE = "cf_eval_synthetic_note"  # (owner, text) of the last threshold from synthetic anomalies
@@ -90,6 +98,7 @@ REMEMBERED_FIELDS = (
     K_CUSTOM_MASKS,
     K_UPLOAD_NAME,
     K_BATCH_FOLDER,
+    K_WATCH_FOLDER,
 )
 
 #: What a new session starts with.

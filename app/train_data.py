@@ -103,27 +103,23 @@ def data_section() -> None:
                     "No categories there: expected sub-folders with train/good/ images (MVTec AD layout)."
                 )
             elif categories:
-                c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-                category = c1.selectbox(
+                category = st.selectbox(
                     "Category", categories, key=keys.K_MVTEC_CATEGORY, persist_state=keys.KEEP
                 )
-                if c2.button("Use this category", key="train_use_mvtec"):
+                if st.button("Use this category", key="train_use_mvtec"):
                     _use_data(state.DataRef("mvtec", str(hosting.allowed_path(root, home)), category))
     else:
         good = _typed_folder("Good images for training (server folder)", keys.K_CUSTOM_GOOD)
-        c1, c2, c3 = st.columns(3)
-        with c1:
-            test_good = _typed_folder("Good test images (optional)", keys.K_CUSTOM_TEST_GOOD)
-        with c2:
-            defect = _typed_folder(
-                "Defect test images (optional)",
-                keys.K_CUSTOM_DEFECT,
-                help="Images directly inside get the type 'defect'; sub-folders give their name as the type.",
-            )
-        with c3:
-            masks = _typed_folder(
-                "Masks (optional)", keys.K_CUSTOM_MASKS, help="Found by <stem>_mask.* or <stem>.*"
-            )
+        # One under the other: folder paths are long, a narrow column would clip them.
+        test_good = _typed_folder("Good test images (optional)", keys.K_CUSTOM_TEST_GOOD)
+        defect = _typed_folder(
+            "Defect test images (optional)",
+            keys.K_CUSTOM_DEFECT,
+            help="Images directly inside get the type 'defect'; sub-folders give their name as the type.",
+        )
+        masks = _typed_folder(
+            "Masks (optional)", keys.K_CUSTOM_MASKS, help="Found by <stem>_mask.* or <stem>.*"
+        )
         if st.button("Use these folders", disabled=not good):
             try:
                 resolved = [

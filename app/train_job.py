@@ -122,8 +122,8 @@ def _progress_panel(polling: bool) -> None:
         st.warning(snap.error or "Training was cancelled; the best epoch so far was kept.")
         if job.detector is not None and not job.taken:
             st.button("Use the partly trained model", on_click=_adopt_cancelled, args=(job,))
-    if snap.epoch_losses:
-        st.plotly_chart(figures.loss_figure(snap.epoch_losses), key="train_loss_chart", config=figures.CONFIG)
+    if snap.loss_points:
+        st.plotly_chart(figures.loss_figure(snap.loss_points), key="train_loss_chart", config=figures.CONFIG)
     if polling and not snap.running:
         st.rerun()  # the whole app: adopt the model, update the sidebar, stop polling
 

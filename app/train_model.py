@@ -62,27 +62,31 @@ def model_section() -> None:
     mismatch = state.data_mismatch()
     if mismatch:
         st.warning(mismatch, icon=":material/warning:")
-    rows = display.model_summary_rows(detector)
-    st.table(pd.DataFrame({"value": [v for _, v in rows]}, index=[k for k, _ in rows]))
     name = (
         entry.path.name
         if entry.path
         else f"cainnflow_{state.model_category(detector) or 'model'}.safetensors"
     )
-    c1, c2 = st.columns(2)
-    c1.download_button(
-        "Download checkpoint",
-        data=detector.to_bytes,
-        file_name=name,
-        mime="application/octet-stream",
-        icon=":material/download:",
-        on_click="ignore",
-    )
-    with c2.popover("Save a copy as…", icon=":material/save:"):
-        st.text_input("File name", value=Path(name).stem, key=keys.K_SAVE_NAME)
-        st.button("Save", key="train_save", on_click=_save_copy, args=(entry,))
-    render_export(detector)
-    st.page_link("pages/inspect.py", label="Inspect images with this model", icon=":material/image_search:")
+    summary, actions = st.columns(2, gap="medium")
+    rows = display.model_summary_rows(detector)
+    summary.table(pd.DataFrame({"value": [v for _, v in rows]}, index=[k for k, _ in rows]))
+    with actions:  # one under the other, full width: no label is cut in a narrow window
+        st.download_button(
+            "Download checkpoint",
+            data=detector.to_bytes,
+            file_name=name,
+            mime="application/octet-stream",
+            icon=":material/download:",
+            on_click="ignore",
+            width="stretch",
+        )
+        with st.popover("Save a copy as…", icon=":material/save:", width="stretch"):
+            st.text_input("File name", value=Path(name).stem, key=keys.K_SAVE_NAME)
+            st.button("Save", key="train_save", on_click=_save_copy, args=(entry,))
+        st.page_link(
+            "pages/inspect.py", label="Inspect images with this model", icon=":material/image_search:"
+        )
+        render_export(detector)
 
 
 def _load(source: bytes | Path, name: str, origin: str, *, path: Path | None = None) -> None:
@@ -126,9 +130,13 @@ def load_section() -> None:
     )
     saved = sorted(p.name for p in session_store.session_dir().glob(f"*{loaders.CHECKPOINT_SUFFIX}"))
     if saved:
-        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        c1.selectbox("This session's checkpoints", saved, key=keys.K_SAVED_CKPT)
-        c2.button("Load", key="train_load_saved", on_click=_load_saved)
+        st.selectbox(
+            "This session's checkpoints",
+            saved,
+            key=keys.K_SAVED_CKPT,
+            format_func=lambda name: name.removesuffix(loaders.CHECKPOINT_SUFFIX),  # all are; saves width
+        )
+        st.button("Load", key="train_load_saved", on_click=_load_saved)
     else:
         st.caption("Models trained or loaded in this session are saved here automatically.")
     st.file_uploader(

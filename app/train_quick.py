@@ -20,12 +20,18 @@ def _rerun_when_ready() -> None:
         st.rerun(scope="app")
 
 
+PAGE_COLUMNS = (1.05, 1.0)
+"""Train / load's two columns (data and settings | train and load): the right one stays wide enough
+for its buttons at a 1000 px window with the sidebar open."""
+PAGE_GAP = "small"
+
+
 def loading_panel() -> None:
     """The quick start: load the ready demo model; reruns the page in full once PyTorch is there.
 
     Ends the page run (``st.stop``).
     """
-    left, right = st.columns([3, 2], gap="large")
+    left, right = st.columns(PAGE_COLUMNS, gap=PAGE_GAP)
     with left:
         st.info(
             "Loading PyTorch for training (a few seconds after the server starts). The data and "

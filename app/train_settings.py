@@ -29,9 +29,8 @@ def _backbone_label(name: str) -> str:
 
 def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
     st.subheader("2 · Model and training")
-    c1, c2 = st.columns(2)
     names = list(BACKBONES)
-    backbone = c1.selectbox(
+    backbone = st.selectbox(
         "Backbone",
         names,
         index=names.index(DEFAULT_BACKBONE),
@@ -40,8 +39,8 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
         persist_state=keys.KEEP,
     )
     spec = BACKBONES[backbone]
-    c1.caption(spec.description)
-    variant = c2.selectbox(
+    st.caption(spec.description)
+    variant = st.selectbox(
         "Coupling subnet variant",
         VARIANTS,
         index=VARIANTS.index("CAC"),
@@ -49,7 +48,9 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
         persist_state=keys.KEEP,
         help="C = convolution block, A = CBAM attention block (paper: CAC is best).",
     )
-    c1, c2, c3, c4 = st.columns(4)
+    # Two by two: four in a row clip their labels in a narrow window.
+    c1, c2 = st.columns(2, vertical_alignment="bottom")
+    c3, c4 = st.columns(2, vertical_alignment="bottom")
     steps = c1.number_input(
         "Steps per scale", 1, 8, CAINNFlowConfig.steps, key="train_steps", persist_state=keys.KEEP
     )

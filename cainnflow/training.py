@@ -174,12 +174,17 @@ class TrainProgress:
 
 @dataclass
 class EpochRecord:
-    """One validation round: the epoch it closed, mean training loss since the last round."""
+    """One validation round: the epoch it closed, mean training loss since the last round.
+
+    ``step`` counts the optimiser steps done when the round closed (0 in histories written
+    before it was recorded).
+    """
 
     epoch: int
     train_loss: float
     val_loss: float | None
     seconds: float
+    step: int = 0
 
 
 @dataclass
@@ -197,6 +202,17 @@ class TrainingHistory:
     flips: list[dict[str, Any]] = field(default_factory=list)
     """Augmentation evidence: one :class:`cainnflow.augment.FlipDecision` dict per flip tried."""
 
+    def round_steps(self) -> list[int]:
+        """The optimiser step at which each validation round closed, one per ``epochs`` record.
+
+        Histories written before steps were recorded give them from the epochs, assuming
+        equal epochs (``steps`` spread over the last epoch's number).
+        """
+        if not self.epochs:
+            return []
+        last = max(self.epochs[-1].epoch, 1)
+        return [r.step or round(r.epoch * self.steps / last) for r in self.epochs]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -204,6 +220,9 @@ class TrainingHistory:
     def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
         data = dict(data)
         data["epochs"] = [EpochRecord(**e) for e in data.get("epochs", [])]
+        for record in data["epochs"]:
+            if type(record.step) is not int or record.step < 0:
+                raise ValueError(f"history step must be a non-negative integer, got {record.step!r}")
         return cls(**data)
 
 
@@ -408,7 +427,7 @@ def _fit_flows(
         train_loss = running / max(seen, 1)
         val_loss = validation_loss(model, val_features, batch_size) if val_features else None
         now = time.perf_counter()
-        history.epochs.append(EpochRecord(epoch, train_loss, val_loss, now - round_start))
+        history.epochs.append(EpochRecord(epoch, train_loss, val_loss, now - round_start, done))
         round_start, running, seen, since_val = now, 0.0, 0, 0
         monitored = val_loss if val_loss is not None else train_loss
         if monitored < best_loss - config.min_delta:

@@ -18,13 +18,13 @@ if not quickstart.torch_ready():
 
 from app import train_data, train_job, train_model, train_settings  # noqa: E402 - imports PyTorch
 
-left, right = st.columns([3, 2], gap="large")
+left, right = st.columns(train_quick.PAGE_COLUMNS, gap=train_quick.PAGE_GAP)
 with left:
     train_data.data_section()
     model_config, optim_config, random_weights = train_settings.settings_section()
-    st.divider()
-    train_model.model_section()
 with right:
     train_job.train_section(model_config, optim_config, random_weights)
     st.divider()
     train_model.load_section()
+st.divider()
+train_model.model_section()  # full width: its table, downloads and export need the room

@@ -199,7 +199,7 @@ def test_two_sessions_train_independently_and_cancel_works() -> None:
     button(first, "Cancel training").click().run()
     assert not first.exception, first.exception
     assert _wait_finished(job_first) == "cancelled"
-    assert len(job_first.snapshot().epoch_losses) < 500
+    assert len(job_first.snapshot().loss_points) < 500
 
     # The other session's training is untouched by that cancel and becomes its model.
     assert _wait_finished(job_second) == "done", job_second.snapshot().error
