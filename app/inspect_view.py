@@ -21,7 +21,7 @@ from PIL import Image
 from cainnflow.data import Sample, find_images, read_image
 from cainnflow.errors import CainnflowError
 
-from . import display, hosting, jobs, keys, loaders, session_store, state
+from . import display, feedback_view, hosting, jobs, keys, loaders, session_store, state
 
 __all__ = ["BatchResult", "batch_panel", "choose_images", "results_panel", "score_batch"]
 
@@ -141,6 +141,8 @@ def _detail(
             on_click="ignore",
             key=f"inspect_png_{item.key}",
         )
+        source = "upload" if item.input.defect_type is None else "dataset"
+        feedback_view.mark_buttons(entry, item.input.name, item.input.data, item.score, source, key=item.key)
 
 
 def _show_detail(digest: str) -> None:
@@ -187,7 +189,7 @@ def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, boo
         float(image_default),
         step,
         format="%.4g",
-        key=f"inspect_threshold_{entry.version}",
+        key=f"{keys.K_INSPECT_THRESHOLD}{entry.version}",
         help="An image is anomalous when its score (the map's maximum) reaches this. Starts at the model's "
         "threshold; store a new one on **Evaluate & threshold**.",
     )
@@ -224,6 +226,7 @@ def results_panel(items: list[display.ScoredImage], entry: state.ModelEntry) -> 
         items = sorted(items, key=lambda it: it.score, reverse=order == "score_desc")
     n_bad = sum(display.verdict(it.score, limits.image) == display.ANOMALOUS for it in items)
     st.markdown(f"**{len(items)}** image(s) scored · **{n_bad}** anomalous at threshold {limits.image:.4g}")
+    feedback_view.summary_panel(entry, [it.score for it in items], key="images", where="on this page")
     same = [f"{it.input.name} = {it.same_as}" for it in items if it.same_as]
     if same:
         st.caption("Same image under two names (scored once, shown under both): " + "; ".join(same[:6]))
@@ -432,10 +435,13 @@ def batch_panel(entry: state.ModelEntry) -> None:
         return
     for problem in result.problems:
         st.warning(f"Skipped an image: {problem}", icon=":material/broken_image:")
-    n_bad = int((result.table["verdict"] == display.ANOMALOUS).sum())
-    st.markdown(f"**{len(result.table)}** image(s) scored · **{n_bad}** anomalous at the model's threshold")
+    threshold = entry.detector.threshold  # the verdicts follow the threshold (feedback moves it)
+    table = result.table.assign(verdict=[display.verdict(s, threshold) for s in result.table["score"]])
+    n_bad = int((table["verdict"] == display.ANOMALOUS).sum())
+    at = "" if threshold is None else f" {threshold:.4g}"
+    st.markdown(f"**{len(table)}** image(s) scored · **{n_bad}** anomalous at the model's threshold{at}")
     st.dataframe(
-        result.table,
+        table,
         hide_index=True,
         column_config={
             "score": st.column_config.NumberColumn(format="%.4g"),
@@ -459,3 +465,5 @@ def batch_panel(entry: state.ModelEntry) -> None:
         icon=":material/folder_zip:",
         on_click="ignore",
     )
+    feedback_view.batch_marks(entry, table, dict(named or []))
+    feedback_view.summary_panel(entry, list(table["score"]), key="batch", where="in this batch")

@@ -38,7 +38,9 @@ __all__ = [
     "DataRef",
     "adopt_evaluation",
     "clear_batch_folder",
+    "feedback_image",
     "forget_uploads",
+    "keep_feedback_image",
     "keep_upload",
     "load_evaluation",
     "parse_data_ref",
@@ -61,6 +63,7 @@ MAX_FIELD_CHARS = 4096
 UPLOADED_IMAGES = "images"  # the session's uploaded images (folder), with their index
 BATCH_DIR = "batch"  # batch zips unpacked while Inspect scores them (app.inspect_view)
 UPLOADS_INDEX = "index.json"
+FEEDBACK_DIR = "feedback"  # images an operator marked, <sha256>.png (app.feedback_view)
 MAX_UPLOAD_NAME = 300
 MAX_UPLOAD_BYTES = 64 * 1024**2
 URL_PARAM = "s"
@@ -319,3 +322,34 @@ def restore_uploads() -> int:
 def clear_batch_folder() -> None:
     """Removes batch zips unpacked by an earlier page of this session."""
     shutil.rmtree(session_dir() / BATCH_DIR, ignore_errors=True)
+
+
+# ----------------------------------------------------------------- images marked on Inspect
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def keep_feedback_image(sha256: str, png: bytes) -> Path:
+    """Keeps an image an operator marked as ``feedback/<sha256>.png`` (a retraining reads it).
+
+    Raises:
+        DataError: the session's storage is full.
+        ValueError: ``sha256`` is not a content hash.
+    """
+    if not _SHA256_RE.match(sha256):
+        raise ValueError("not a content hash")
+    folder = session_dir() / FEEDBACK_DIR
+    path = folder / f"{sha256}.png"
+    if not path.is_file():
+        hosting.require_room(session_dir(), len(png))
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path.write_bytes(png)
+    return path
+
+
+def feedback_image(sha256: str) -> Path | None:
+    """The kept marked image of this content hash, or None."""
+    if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
+        return None
+    path = session_dir() / FEEDBACK_DIR / f"{sha256}.png"
+    return path if path.is_file() and not path.is_symlink() else None

@@ -58,7 +58,7 @@ SOURCES: tuple[str, ...] = ("upload", "batch", "dataset", "camera", "folder")
 """Where a marked image came from: an Inspect upload, a batch file, a test image of the
 current data, the camera, or a watched folder."""
 FEEDBACK_VERSION = 1
-MAX_ITEMS = 1000
+MAX_ITEMS = 500
 """Marked images one record holds (a checkpoint's record is capped in size)."""
 MAX_NAME_CHARS = 120
 _DEFAULT_NAME = "image"

@@ -6,7 +6,7 @@ from app import state
 
 state.require_router()  # opened by its own address before the router ran: hand over
 
-from app import display  # noqa: E402
+from app import camera_view, display  # noqa: E402
 from app import inspect_view as view  # noqa: E402
 from cainnflow.errors import CainnflowError  # noqa: E402
 
@@ -20,9 +20,13 @@ st.caption(
 with st.spinner("Generating the demo data (first visit only)…", show_time=True):
     data = state.data_for_inspection()  # at once, unless the demo data is still being generated
 display.mismatch_warning()
-single, batch = st.tabs(["Images", "Batch (folder or zip → CSV)"])
+single, batch, live = st.tabs(["Images", "Batch (folder or zip → CSV)", "Camera / folder watch"])
 with batch:
     view.batch_panel(entry)
+with live:
+    camera_view.camera_panel(entry)
+    st.divider()
+    camera_view.watch_panel(entry)
 with single:
     inputs = view.choose_images(data)
     if not inputs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,18 +31,19 @@ def _marks() -> FeedbackSet:
 
 def test_feedback_round_trips_through_a_checkpoint(detector: Detector, tmp_path: Path) -> None:
     marks = _marks()
-    detector.info["feedback"] = marks.to_dict()
+    before = detector.record
+    detector.record = replace(before, feedback=marks.to_dict())
     try:
         path = detector.save(tmp_path / "with_feedback.safetensors")
     finally:
-        detector.info.pop("feedback")
+        detector.record = before
     loaded = Detector.load(path, device="cpu")
-    assert FeedbackSet.from_dict(loaded.info["feedback"]) == marks
+    assert FeedbackSet.from_dict(loaded.record.feedback) == marks
 
 
 def _with_feedback(detector: Detector, tmp_path: Path, feedback: object) -> Path:
     tensors, doc = read_checkpoint(detector.to_bytes())
-    doc["info"] = {**doc.get("info", {}), "feedback": feedback}
+    doc["record"] = {**doc["record"], "feedback": feedback}
     body = {k: v for k, v in doc.items() if k not in ("format", "format_version")}
     return write_checkpoint(tmp_path / "hostile.safetensors", tensors, body)
 
@@ -49,12 +51,12 @@ def _with_feedback(detector: Detector, tmp_path: Path, feedback: object) -> Path
 @pytest.mark.parametrize(
     ("feedback", "message"),
     [
-        ("yes", "info.feedback must be an object"),
+        ("yes", "record.feedback must be an object"),
         (
             {"version": 1, "base_threshold": None, "items": [{"name": "x"}]},
-            r"info.feedback items\[0\] must be",
+            r"record.feedback items\[0\] must be",
         ),
-        ({**_marks().to_dict(), "base_threshold": "high"}, "info.feedback base_threshold must be a finite"),
+        ({**_marks().to_dict(), "base_threshold": "high"}, "record.feedback base_threshold must be a finite"),
         (
             {**_marks().to_dict(), "items": [{**_marks().to_dict()["items"][0], "name": "../../etc/passwd"}]},
             "sanitised file name",
