@@ -39,12 +39,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .demo_data.raster import blob_distance, grid
 from .errors import DataError
 from .metrics import image_auroc, pixel_auroc
 
@@ -123,17 +124,8 @@ class SyntheticEvaluation:
 
 def _blob(rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, radius: float) -> np.ndarray:
     """Irregular blob: soft opacity ``(H, W)`` in ``[0, 1]`` that is exactly 0 outside the blob."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
-    dy, dx = yy - centre[0], xx - centre[1]
-    theta = np.arctan2(dy, dx)
-    wobble = np.ones_like(theta)
-    for harmonic in (2, 3, 5):
-        wobble += rng.uniform(0.0, _WOBBLE) * np.cos(harmonic * theta + rng.uniform(0, 2 * math.pi))
-    aspect = rng.uniform(1 / _MAX_ASPECT, _MAX_ASPECT)
-    angle = rng.uniform(0, math.pi)
-    u = dy * math.cos(angle) + dx * math.sin(angle)
-    v = dx * math.cos(angle) - dy * math.sin(angle)
-    dist = np.sqrt((u * aspect) ** 2 + (v / aspect) ** 2) / (radius * wobble)
+    aspect = (1 / _MAX_ASPECT, _MAX_ASPECT)
+    dist = blob_distance(rng, shape, centre, radius, wobble=_WOBBLE, aspect=aspect, rotate=True)
     return np.clip((1.0 - dist) / _FEATHER, 0.0, 1.0)
 
 
@@ -162,18 +154,20 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 
 # --------------------------------------------------------------------------- kinds
-# Each takes (rng, image float32 (H, W, 3) in [0, 255], alpha (H, W), centre, radius, donor)
-# and returns the target the region is blended towards, float32 (H, W, 3).
+# Each takes (rng, image float32 (H, W, 3) in [0, 255], region, donor) and returns the target
+# the region is blended towards, float32 (H, W, 3).
 
 
-def _cutpaste(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
-) -> np.ndarray:
+class _Region(NamedTuple):
+    """Where a kind edits: opacity ``alpha`` ``(H, W)`` in [0, 1], its centre (y, x), its radius (px)."""
+
+    alpha: np.ndarray
+    centre: np.ndarray
+    radius: float
+
+
+def _cutpaste(rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray) -> np.ndarray:
+    alpha, centre, radius = region
     height, width = alpha.shape
     scale = rng.uniform(0.8, 1.25)
     half = max(math.ceil(radius * _BLOB_REACH * scale) + 1, 2)  # covers the blob after rotation
@@ -199,30 +193,18 @@ def _cutpaste(
     return target * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # and a slight colour cast
 
 
-def _noise(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
-) -> np.ndarray:
+def _noise(rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray) -> np.ndarray:
+    alpha = region.alpha
     texture = _smooth_field(rng, alpha.shape, rng.uniform(0.5, 2.5))
     low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     mix = (np.tanh(texture) * 0.5 + 0.5)[..., None]
     return (low * (1 - mix) + high * mix).astype(np.float32)
 
 
-def _warp(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
-) -> np.ndarray:
+def _warp(rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray) -> np.ndarray:
+    alpha, centre, radius = region
     height, width = alpha.shape
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = grid((height, width))
     strength = radius * rng.uniform(0.35, 0.7)
     swirl = rng.uniform(0.6, 1.6) * (1 if rng.random() < 0.5 else -1)
     dy, dx = yy - centre[0], xx - centre[1]
@@ -238,14 +220,8 @@ def _warp(
     return np.stack(warped, axis=-1).astype(np.float32)
 
 
-def _erase(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
-) -> np.ndarray:
+def _erase(rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray) -> np.ndarray:
+    alpha, radius = region.alpha, region.radius
     outside = (alpha <= 0).astype(np.float32)
     if rng.random() < 0.5:  # flat fill: the mean colour just around the region
         ring = ndimage.binary_dilation(alpha > 0, iterations=max(int(radius / 3), 1)) & (alpha <= 0)
@@ -257,14 +233,7 @@ def _erase(
     return (np.stack(filled, axis=-1) / np.maximum(weight, 1e-3)[..., None]).astype(np.float32)
 
 
-def _colour(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
-) -> np.ndarray:
+def _colour(rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray) -> np.ndarray:
     gains = rng.uniform(0.55, 1.45, 3).astype(np.float32)
     offset = rng.uniform(-40, 40, 3).astype(np.float32)
     shifted = image * gains + offset
@@ -275,12 +244,7 @@ def _colour(
 
 
 def _darken_or_lighten(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
+    rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray
 ) -> np.ndarray:
     """A line or pit: darker (mostly) or lighter than its surroundings."""
     if rng.random() < 0.75:
@@ -288,21 +252,13 @@ def _darken_or_lighten(
     return image + (255.0 - image) * rng.uniform(0.35, 0.7)
 
 
-def _smooth(
-    rng: np.random.Generator,
-    image: np.ndarray,
-    alpha: np.ndarray,
-    centre: np.ndarray,
-    radius: float,
-    donor: np.ndarray,
-) -> np.ndarray:
-    scale = max(1.0, min(alpha.shape) / MODEL_SIDE)
-    sigma = rng.uniform(2.0, 4.0) * scale
+def _smooth(rng: np.random.Generator, image: np.ndarray, region: _Region, donor: np.ndarray) -> np.ndarray:
+    sigma = rng.uniform(2.0, 4.0) * _model_px(region.alpha.shape)
     blurred = np.stack([ndimage.gaussian_filter(image[..., c], sigma) for c in range(3)], axis=-1)
     return blurred * rng.uniform(0.9, 1.1)
 
 
-_KindFn = Callable[[np.random.Generator, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray], np.ndarray]
+_KindFn = Callable[[np.random.Generator, np.ndarray, _Region, np.ndarray], np.ndarray]
 _KINDS: dict[str, _KindFn] = {
     "cutpaste": _cutpaste,
     "noise": _noise,
@@ -363,7 +319,7 @@ def _pinhole_region(
     rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, radius: float
 ) -> np.ndarray:
     r = rng.uniform(1.0, 2.0) * _model_px(shape)
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    yy, xx = grid(shape)
     dist = np.sqrt((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2)
     return np.clip(r + 0.5 - dist, 0.0, 1.0)
 
@@ -427,7 +383,7 @@ def _edit(
         radius = min(radius, min(height, width) / 2 - 1)
         centre = _centre(rng, energy, radius)
         alpha = _REGIONS.get(kind, _blob)(rng, (height, width), centre, radius)
-        target = _KINDS[kind](rng, image, alpha, centre, radius, donor)
+        target = _KINDS[kind](rng, image, _Region(alpha, centre, radius), donor)
         edited = np.clip(np.rint(image + (target - image) * alpha[..., None]), 0, _UINT8_MAX)
         change = np.abs(edited - image)
         mask = change.max(axis=-1) >= _VISIBLE

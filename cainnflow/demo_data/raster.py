@@ -1,7 +1,8 @@
 """Raster primitives of the demo images: smooth noise, lighting, blobs, curves, signed distances.
 
 Pure numpy / scipy on float32 arrays ``(S, S)`` or ``(S, S, 3)`` in [0, 1]; every random draw
-comes from the caller's generator, in a fixed order (the demo bytes depend on it).
+comes from the caller's generator, in a fixed order (the demo bytes depend on it). The
+synthetic anomalies of :mod:`cainnflow.synthetic` draw their blobs with :func:`blob_distance` too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ REFERENCE_SIZE = 256.0  # geometric constants of the demo images are in pixels a
 _BOX_FILTER_MIN_SIGMA = 4.0
 
 
-def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    axis = np.arange(size, dtype=np.float32)
-    return axis[:, None] + np.zeros((1, size), np.float32), axis[None, :] + np.zeros((size, 1), np.float32)
+def grid(size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column coordinates, float32 ``(H, W)`` each, of a square side or an ``(H, W)`` shape."""
+    height, width = (size, size) if isinstance(size, int) else size
+    rows, cols = np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32)
+    return rows[:, None] + np.zeros((1, width), np.float32), cols[None, :] + np.zeros((height, 1), np.float32)
 
 
 def smooth_noise(
@@ -56,18 +59,41 @@ def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def blob_distance(
+    rng: np.random.Generator,
+    shape: int | tuple[int, int],
+    center: Sequence[float],
+    radius: float,
+    *,
+    wobble: float,
+    aspect: tuple[float, float],
+    rotate: bool = False,
+) -> np.ndarray:
+    """Distance ``(H, W)`` from ``center`` in units of an irregular blob's radius (1 on its outline).
+
+    The outline wobbles with three random harmonics (amplitudes up to ``wobble``), is
+    stretched by a random aspect ratio drawn from ``aspect`` and, with ``rotate``, turned by a
+    random angle. Draws, in this order: three (amplitude, phase) pairs, the ratio, the angle.
+    """
+    yy, xx = grid(shape)
+    dy, dx = yy - center[0], xx - center[1]
+    theta = np.arctan2(dy, dx)
+    scale = np.ones_like(theta)
+    for harmonic in (2, 3, 5):
+        scale += rng.uniform(0.0, wobble) * np.cos(harmonic * theta + rng.uniform(0, 2 * math.pi))
+    ratio = rng.uniform(*aspect)
+    if rotate:
+        angle = rng.uniform(0, math.pi)
+        cos, sin = math.cos(angle), math.sin(angle)
+        dy, dx = dy * cos + dx * sin, dx * cos - dy * sin
+    return np.sqrt((dy * ratio) ** 2 + (dx / ratio) ** 2) / (radius * scale)
+
+
 def blob_alpha(
     rng: np.random.Generator, size: int, center: tuple[float, float], radius: float, softness: float
 ) -> np.ndarray:
     """Irregular soft blob opacity ``(S, S)``: 1 inside, 0.5 on the boundary, soft edge of width ~``softness``·r."""
-    yy, xx = grid(size)
-    dy, dx = yy - center[0], xx - center[1]
-    theta = np.arctan2(dy, dx)
-    wobble = np.ones_like(theta)
-    for harmonic in (2, 3, 5):
-        wobble += rng.uniform(0.0, 0.14) * np.cos(harmonic * theta + rng.uniform(0, 2 * math.pi))
-    aspect = rng.uniform(0.7, 1.3)
-    dist = np.sqrt((dy * aspect) ** 2 + (dx / aspect) ** 2) / (radius * wobble)
+    dist = blob_distance(rng, size, center, radius, wobble=0.14, aspect=(0.7, 1.3))
     return 1.0 - smoothstep(1.0 - softness / 2, 1.0 + softness / 2, dist)
 
 
