@@ -171,15 +171,21 @@ def test_modules_stay_short_or_say_why(path: Path) -> None:
     )
 
 
-def test_the_model_configuration_needs_no_torch() -> None:
-    """``cainnflow.config`` (settings, literals, validation) loads and validates without torch."""
-    code = (
-        "import sys\n"
-        "from cainnflow.config import CAINNFlowConfig\n"
-        "config = CAINNFlowConfig.from_dict(CAINNFlowConfig().to_dict())\n"
-        "assert config == CAINNFlowConfig(), config\n"
-        "assert 'torch' not in sys.modules, 'cainnflow.config imported torch'\n"
-    )
+TORCH_FREE = {
+    "config": "from cainnflow.config import CAINNFlowConfig as C\nassert C.from_dict(C().to_dict()) == C()\n",
+    "record": (
+        "from cainnflow.record import TrainingRecord as R\n"
+        "r = R.from_dict({'n_train': 3, 'data': {'source': 'demo', 'root': '', 'category': 'x'}})\n"
+        "assert R.from_dict(r.to_dict()) == r\n"
+    ),
+}
+"""Modules that read and check what files hold without torch (the app's first page, the runtime)."""
+
+
+@pytest.mark.parametrize("module", sorted(TORCH_FREE))
+def test_settings_and_records_need_no_torch(module: str) -> None:
+    """``cainnflow.config`` (settings, literals, validation) and ``cainnflow.record`` load and check without torch."""
+    code = f"import sys\n{TORCH_FREE[module]}assert 'torch' not in sys.modules, 'cainnflow.{module} imported torch'\n"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
