@@ -381,15 +381,8 @@ class Detector:
     ) -> Detector:
         """Loads a checkpoint written by :meth:`save`; nothing is unpickled.
 
-        Args:
-            source: path, bytes or binary file object.
-            device: where to put the model.
-            weights: backbone weights to use instead of the recorded source (a local file
-                for a hub backbone on an offline machine).
-
-        Raises:
-            CheckpointError: the file is not a usable cainnflow checkpoint (one line says why).
-            WeightsUnavailableError: the backbone's weights cannot be had here.
+        Arguments and errors as :func:`cainnflow.checkpoint.load_detector_parts`: a path, bytes
+        or an upload; a :class:`CheckpointError` line when the file is not a usable checkpoint.
         """
         parts = load_detector_parts(source, device=device, weights=weights)
         return cls(

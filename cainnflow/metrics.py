@@ -115,6 +115,15 @@ def _masks_maps(
     return masks_a, maps_a
 
 
+def _pixels(
+    masks: np.ndarray, maps: np.ndarray, has_mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every pixel with ground truth: (truth, map value), both flat; None unless both classes occur."""
+    masks_a, maps_a = _masks_maps(masks, maps, has_mask)
+    truth = masks_a.ravel()
+    return (truth, maps_a.ravel()) if _both_classes(truth) else None
+
+
 # --------------------------------------------------------------------------- image level
 
 
@@ -253,11 +262,8 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray, has_mask: np.ndarray | None
     Returns:
         The AUROC, or None when there is no defect pixel or no good pixel.
     """
-    masks_a, maps_a = _masks_maps(masks, maps, has_mask)
-    truth = masks_a.ravel()
-    if not _both_classes(truth):
-        return None
-    return float(roc_auc_score(truth, maps_a.ravel()))
+    pixels = _pixels(masks, maps, has_mask)
+    return None if pixels is None else float(roc_auc_score(*pixels))
 
 
 def _subsample(n: int, max_points: int) -> np.ndarray:
@@ -283,11 +289,10 @@ def pixel_roc_curve_points(
     Returns:
         The curve, or None when there is no defect pixel or no good pixel.
     """
-    masks_a, maps_a = _masks_maps(masks, maps, has_mask)
-    truth = masks_a.ravel()
-    if not _both_classes(truth):
+    pixels = _pixels(masks, maps, has_mask)
+    if pixels is None:
         return None
-    fpr, tpr, thresholds = roc_curve(truth, maps_a.ravel(), drop_intermediate=True)
+    fpr, tpr, thresholds = roc_curve(*pixels, drop_intermediate=True)
     keep = _subsample(fpr.size, max(max_points, 2))
     return RocCurve(fpr=fpr[keep], tpr=tpr[keep], thresholds=thresholds[keep])
 
