@@ -86,6 +86,7 @@ def build_flow(
     clamp: float = 2.0,
     coupling: CouplingType = "glow",
     kernel_size: int = 3,
+    subnet_relu: bool = False,
     seed: int = 0,
     standardize: bool = False,
 ) -> Ff.SequenceINN:
@@ -101,6 +102,7 @@ def build_flow(
         clamp: soft clamp of the log-scale ``s`` (|s| < clamp).
         coupling: ``"glow"`` (paper Eq. 1) or ``"allinone"``.
         kernel_size: subnet convolution size (3 in the paper).
+        subnet_relu: a ReLU after ``CAC``'s first convolution (not in the paper's Eq. 11).
         seed: seeds the fixed channel permutations, so a flow is reproducible.
         standardize: open the flow with a :class:`FeatureStandardizer` (``module_list[0]``).
 
@@ -120,6 +122,7 @@ def build_flow(
         reduction=reduction,
         kernel_size=kernel_size,
         min_hidden=attention_min_hidden,
+        relu=subnet_relu,
     )
     flow = Ff.SequenceINN(channels, height, width)
     if standardize:

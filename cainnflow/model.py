@@ -91,6 +91,7 @@ class CAINNFlow(nn.Module):
                 attention_min_hidden=config.attention_min_hidden,
                 clamp=config.clamp,
                 coupling=config.coupling,
+                subnet_relu=config.subnet_relu,
                 seed=config.seed + i,
                 standardize=True,
             )

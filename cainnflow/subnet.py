@@ -8,19 +8,23 @@ variant    arrangement                                  paper
 =========  ===========================================  ==================
 ``CA``     conv3×3 → CBAM                               Eq. 9, Fig. 7
 ``AC``     CBAM → conv3×3                               Eq. 10, Fig. 8
-``CAC``    conv3×3 → ReLU → CBAM → conv3×3 (default)    Eq. 11, Fig. 9
+``CAC``    conv3×3 → CBAM → conv3×3                     Eq. 11, Fig. 9
 ``CC``     conv3×3 → ReLU → conv3×3 (ablation)          Eq. 12, Fig. 10
 =========  ===========================================  ==================
 
 :func:`create_subnet` returns a FrEIA subnet constructor ``(c_in, c_out) -> nn.Module``.
 The last convolution starts at zero, so every coupling block starts as the identity.
 
-A ReLU the paper's equations do not print: Eq. 11 and Eq. 12 write ``CAC`` and ``CC`` as two
-convolutions composed directly (with CBAM between them for ``CAC``). Two convolutions with
-nothing in between are one linear map — a single 5×5 convolution — so ``CC`` would not be the
-two-layer ablation the paper describes and CBAM's channel MLP would gate a linear feature.
-This module puts a ReLU after the first convolution of both, as FastFlow's and CS-Flow's
-two-convolution subnets do; ``CA`` and ``AC`` have one convolution and no ReLU.
+Non-linearity. ``CAC`` with ``relu=False`` is Eq. 11 as printed: CBAM between the two
+convolutions multiplies the features by sigmoid gates computed from them (channel gates from
+pooled statistics, spatial gates from a 7×7 convolution), so conv → CBAM → conv is already a
+non-linear map of its input. ``relu=True`` adds a ReLU after its first convolution (as
+FastFlow's and CS-Flow's two-convolution subnets have); it measured better and is the model's
+default (:class:`cainnflow.config.CAINNFlowConfig` ``subnet_relu``, the figures there), so the
+paper's model is ``CAINNFlowConfig(variant="CAC", subnet_relu=False)``. ``CC`` is different: Eq. 12
+composes two convolutions directly, which with nothing between them is one linear map (a
+single 5×5 convolution), not the two-layer ablation the paper describes — so ``CC`` always
+has the ReLU. ``CA`` and ``AC`` have one convolution and no ReLU.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class CouplingSubnet(nn.Module):
         kernel_size: convolution size (3 in the paper).
         spatial_kernel_size: CBAM spatial-attention convolution size (7 in the paper).
         min_hidden: floor on CBAM's channel-MLP hidden width (see :data:`cainnflow.config.MIN_HIDDEN`).
+        relu: a ReLU after ``CAC``'s first convolution (not in Eq. 11; see the module notes).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class CouplingSubnet(nn.Module):
         kernel_size: int = 3,
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
         min_hidden: int = MIN_HIDDEN,
+        relu: bool = False,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -89,7 +95,7 @@ class CouplingSubnet(nn.Module):
         elif variant == "CAC":
             layers = [
                 _conv(c_in, hidden, kernel_size),
-                nn.ReLU(inplace=True),
+                *([nn.ReLU(inplace=True)] if relu else []),
                 CBAM(hidden, reduction, spatial_kernel_size, min_hidden),
                 _conv(hidden, c_out, kernel_size, zero=True),
             ]
@@ -116,6 +122,7 @@ def create_subnet(
     reduction: int = DEFAULT_REDUCTION,
     kernel_size: int = 3,
     min_hidden: int = MIN_HIDDEN,
+    relu: bool = False,
 ) -> Callable[[int, int], nn.Module]:
     """Returns a FrEIA subnet constructor ``(c_in, c_out) -> CouplingSubnet``."""
     if variant not in VARIANTS:
@@ -123,7 +130,7 @@ def create_subnet(
 
     def constructor(c_in: int, c_out: int) -> nn.Module:
         return CouplingSubnet(
-            c_in, c_out, variant, hidden_ratio, reduction, kernel_size, min_hidden=min_hidden
+            c_in, c_out, variant, hidden_ratio, reduction, kernel_size, min_hidden=min_hidden, relu=relu
         )
 
     return constructor

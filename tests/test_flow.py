@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from cainnflow.config import CAINNFlowConfig
 from cainnflow.flow import COUPLINGS, build_flow
 from cainnflow.subnet import VARIANTS, CouplingSubnet, create_subnet
 
@@ -77,7 +78,7 @@ def test_subnet_shapes_and_structure(variant):
     expected = {
         "CA": ["Conv2d", "CBAM"],
         "AC": ["CBAM", "Conv2d"],
-        "CAC": ["Conv2d", "ReLU", "CBAM", "Conv2d"],
+        "CAC": ["Conv2d", "CBAM", "Conv2d"],  # Eq. 11: CBAM's gates are the non-linearity
         "CC": ["Conv2d", "ReLU", "Conv2d"],
     }[variant]
     assert kinds == expected
@@ -92,3 +93,27 @@ def test_bad_arguments():
         build_flow(4, 2, 2, steps=0)
     with pytest.raises(ValueError, match="coupling"):
         build_flow(4, 2, 2, coupling="nope")
+
+
+def test_cac_relu_option_and_old_configs():
+    net = create_subnet("CAC", relu=True)(4, 8)
+    assert [type(m).__name__ for m in net.layers] == ["Conv2d", "ReLU", "CBAM", "Conv2d"]
+    # A configuration written before the ReLU was a setting keeps the subnet it was trained with.
+    old = {k: v for k, v in CAINNFlowConfig().to_dict().items() if k != "subnet_relu"}
+    assert CAINNFlowConfig.from_dict(old).subnet_relu is True
+    assert CAINNFlowConfig.from_dict({**old, "subnet_relu": False}).subnet_relu is False
+    with pytest.raises(ValueError, match="subnet_relu"):
+        CAINNFlowConfig(subnet_relu="yes")
+
+
+def test_cac_without_relu_is_not_linear():
+    # Eq. 11 composes conv → CBAM → conv; CBAM's sigmoid gates make the map non-linear:
+    # f(a + b) != f(a) + f(b) - f(0) once the last convolution is no longer zero.
+    torch.manual_seed(0)
+    net = create_subnet("CAC", reduction=1)(4, 8)
+    torch.nn.init.normal_(net.layers[-1].weight)
+    a, b = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
+    zero = torch.zeros_like(a)
+    with torch.no_grad():
+        gap = (net(a + b) - net(a) - net(b) + net(zero)).abs().max().item()
+    assert gap > 1e-2
