@@ -102,7 +102,24 @@ def job_for(token: str) -> TrainingJob | None:
 def running_jobs() -> int:
     """Training jobs and batch scorings running on this server now."""
     with _registry_lock:
-        return sum(job.snapshot().running for job in _jobs.values()) + _batches
+        return _running()
+
+
+def _running() -> int:
+    """Training jobs and batch scorings running now (the caller holds ``_registry_lock``)."""
+    return sum(job.snapshot().running for job in _jobs.values()) + _batches
+
+
+def _refuse_when_full(busy: str) -> None:
+    """Raises :class:`JobLimitReached` at ``hosting.max_jobs()`` jobs (the caller holds the lock).
+
+    ``busy``: what the server is doing, ``{}`` standing for the count ("training {} model(s)").
+    """
+    running = _running()
+    if running >= hosting.max_jobs():
+        raise JobLimitReached(
+            f"the server is already {busy.format(running)}, its limit; try again in a few minutes"
+        )
 
 
 def forget(token: str) -> None:
@@ -122,13 +139,8 @@ def batch_slot():
         JobLimitReached: ``hosting.max_jobs()`` jobs (trainings and batches) are running.
     """
     global _batches
-    limit = hosting.max_jobs()
     with _registry_lock:
-        running = sum(j.snapshot().running for j in _jobs.values()) + _batches
-        if running >= limit:
-            raise JobLimitReached(
-                f"the server is already running {running} job(s), its limit; try again in a few minutes"
-            )
+        _refuse_when_full("running {} job(s)")
         _batches += 1
     try:
         yield
@@ -143,13 +155,8 @@ def start_job(token: str, job: TrainingJob) -> TrainingJob:
     Raises:
         JobLimitReached: ``hosting.max_jobs()`` jobs are running.
     """
-    limit = hosting.max_jobs()
     with _registry_lock:
-        running = sum(j.snapshot().running for j in _jobs.values()) + _batches
-        if running >= limit:
-            raise JobLimitReached(
-                f"the server is already training {running} model(s), its limit; try again in a few minutes"
-            )
+        _refuse_when_full("training {} model(s)")
         job.token = token
         _jobs[token] = job
     return job.start()
