@@ -59,6 +59,7 @@ __all__ = [
     "is_hosted",
     "keep_within_quota",
     "max_jobs",
+    "png_bytes",
     "require_room",
     "session_quota_bytes",
     "session_room",
@@ -309,13 +310,14 @@ def decode_upload(data: bytes, name: str) -> bytes:
             )
     except Exception:
         as_is = False
-    return data if as_is else _png(image)
+    return data if as_is else png_bytes(image)
 
 
 _ORIENTATION_TAG = 0x0112
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -92,12 +92,6 @@ def _verdict_badge(score: float, threshold: float) -> None:
         st.badge("good", icon=":material/check:", color="green")
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """The image threshold (verdict) and the pixel threshold (outlined region) of the page."""
@@ -134,7 +128,7 @@ def _detail(
             st.caption(f"Ground truth: **{item.input.defect_type}**")
         st.download_button(
             "Heatmap PNG",
-            data=_png(overlay),
+            data=hosting.png_bytes(overlay),
             file_name=f"{Path(item.input.name).stem}_heatmap.png",
             mime="image/png",
             icon=":material/download:",
@@ -290,7 +284,7 @@ def score_batch(entry: state.ModelEntry, named: list[tuple[str, bytes | Path]], 
                 prediction = detector.predict([image for _, image in chunk])
                 for (name, image), amap, score in zip(chunk, prediction.maps, prediction.scores, strict=True):
                     overlay = display.render_overlay(image, amap, detector, threshold=threshold)
-                    archive.writestr(_heatmap_name(name), _png(overlay))
+                    archive.writestr(_heatmap_name(name), hosting.png_bytes(overlay))
                     rows.append(
                         {
                             "image": name,
