@@ -1,9 +1,10 @@
-"""Inspect's feedback loop and camera in headless Chromium (a fake camera device).
+"""Inspect's feedback loop, camera and folder watch in headless Chromium (a fake camera device).
 
 Marks a flagged test image good and sees the threshold move; takes a picture with the fake
-camera and sees it scored. Screenshots go to ``test-artifacts/browser/``; with
-``CAINNFLOW_SCREENSHOTS=docs/screenshots`` also to ``inspect_feedback.png`` and
-``inspect_camera.png`` there.
+camera and sees it scored; copies images into a watched folder and sees them scored without a
+click. Screenshots go to ``test-artifacts/browser/``; with
+``CAINNFLOW_SCREENSHOTS=docs/screenshots`` also to ``inspect_feedback.png``,
+``inspect_camera.png`` and ``inspect_folder_watch.png`` there.
 """
 
 from __future__ import annotations
@@ -51,13 +52,13 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     home = tmp_path_factory.mktemp("feedback_home")
     log_path = tmp_path_factory.mktemp("feedback_log") / "streamlit.log"
     with log_path.open("wb") as log:
         try:
             with streamlit_server(home, log, SERVER_START_TIMEOUT_S) as url:
-                yield url
+                yield url, home
         except ServerError as exc:
             pytest.fail(f"{exc}; see {log_path}")
 
@@ -92,27 +93,30 @@ def _threshold_line(page) -> tuple[float, int]:
     return float(match.group(2)), int(match.group(1))
 
 
-def test_mark_an_image_and_take_a_picture(chromium: str, server: str) -> None:
+def _open_inspect(page, url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url, timeout=STEP_TIMEOUT_MS)
+    load = page.get_by_role("button", name="Load the ready demo checkpoint")
+    load.wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
+    wait_idle(page)
+    load.click()
+    expect(page.get_by_text("Loaded the demo checkpoint", exact=False)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Inspect", exact=True).click()
+    expect(page.get_by_text("image(s) scored", exact=False).first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    wait_idle(page)
+
+
+def test_mark_an_image_and_take_a_picture(chromium: str, server: tuple[str, Path]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    url, _ = server
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport=VIEWPORT, permissions=["camera"])
             page = context.new_page()
-            page.goto(server, timeout=STEP_TIMEOUT_MS)
-            load = page.get_by_role("button", name="Load the ready demo checkpoint")
-            load.wait_for(timeout=FIRST_PAGE_TIMEOUT_MS)
-            wait_idle(page)
-            load.click()
-            expect(page.get_by_text("Loaded the demo checkpoint", exact=False)).to_be_visible(
-                timeout=STEP_TIMEOUT_MS
-            )
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Inspect", exact=True).click()
-            expect(page.get_by_text("image(s) scored", exact=False).first).to_be_visible(
-                timeout=STEP_TIMEOUT_MS
-            )
-            wait_idle(page)
+            _open_inspect(page, url)
             before, flagged = _threshold_line(page)
             assert flagged >= 1  # the default picks include defects
 
@@ -146,5 +150,40 @@ def test_mark_an_image_and_take_a_picture(chromium: str, server: str) -> None:
             page.wait_for_timeout(800)  # images drawn
             assert_no_exception(page, "camera")
             shot(page, "11_inspect_camera", "inspect_camera")
+        finally:
+            browser.close()
+
+
+def test_a_watched_folder_is_scored_as_images_arrive(
+    chromium: str, server: tuple[str, Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, home = server
+    line = tmp_path / "line"
+    line.mkdir()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            _open_inspect(page, url)
+            page.get_by_role("tab", name="Camera / folder watch").click()
+            wait_idle(page)
+            folder = page.get_by_label("Folder to watch")
+            folder.fill(str(line))
+            folder.press("Enter")
+            wait_idle(page)
+            page.get_by_text("Watch (every", exact=False).click()
+            wait_idle(page)
+            test = home / "demo" / "carpet_weave" / "test"
+            for i, source in enumerate((test / "good" / "000.png", test / "hole" / "000.png")):
+                shutil.copyfile(source, line / f"line_{i:03d}.png")  # no click: the page polls
+            expect(page.get_by_text(re.compile(r"· 2 new image\(s\) scored · 1 anomalous"))).to_be_visible(
+                timeout=STEP_TIMEOUT_MS
+            )
+            expect(page.get_by_role("heading", name="Latest image")).to_be_visible()
+            page.wait_for_timeout(1000)  # images drawn
+            assert_no_exception(page, "folder watch")
+            shot(page, "12_inspect_folder_watch", "inspect_folder_watch")
         finally:
             browser.close()
