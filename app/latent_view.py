@@ -8,7 +8,7 @@ it, so selectors and sliders rerun only their own panel.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,7 @@ from .figures import heatmap_figure
 __all__ = [
     "LatentAnalysis",
     "analyse",
+    "analysed_panel",
     "inverse_panel",
     "per_scale_panel",
     "pick_image",
@@ -167,6 +168,20 @@ def _scale_choice(entry: state.ModelEntry, key: str) -> int:
 
 
 @st.fragment
+def analysed_panel(
+    entry: state.ModelEntry,
+    key: str,
+    panel: Callable[[state.ModelEntry, LatentAnalysis], None],
+    *,
+    prefer_label: int = 1,
+) -> None:
+    """A tab: an image picker (session key ``key``), then ``panel`` on the picked image's analysis."""
+    item = pick_image(key, prefer_label=prefer_label)
+    analysis = analyse(entry, item) if item is not None else None
+    if analysis is not None:
+        panel(entry, analysis)
+
+
 def per_scale_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
     """‖z‖² of every scale side by side, then one scale in depth: a channel, the z distribution, PCA."""
     n = entry.detector.model.num_scales

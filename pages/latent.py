@@ -19,26 +19,18 @@ entry = state.require_model()
 display.mismatch_warning()
 per_scale, inverse, sampling = st.tabs(["Latents per scale", "Inverse generation", "Sampling z ~ N(0, T²I)"])
 with per_scale:
-    item = view.pick_image("cf_latent_image")  # a defective image first: its anomaly shows in z
-    analysis = view.analyse(entry, item) if item is not None else None
-    if analysis is not None:
-        view.per_scale_panel(entry, analysis)
+    # a defective image first: its anomaly shows in z
+    view.analysed_panel(entry, "cf_latent_image", view.per_scale_panel)
 with inverse:
     st.markdown(
         "Disturb z at chosen places, run the flow **backwards** (it is exactly invertible) and see the "
         "generated features and their anomaly map. It starts on a **good** image, where the new anomaly is "
         "the only one."
     )
-    good_item = view.pick_image("cf_latent_inv_image", prefer_label=0)
-    good_analysis = view.analyse(entry, good_item) if good_item is not None else None
-    if good_analysis is not None:
-        view.inverse_panel(entry, good_analysis)
+    view.analysed_panel(entry, "cf_latent_inv_image", view.inverse_panel, prefer_label=0)
 with sampling:
     st.markdown(
         "Draw a latent z ~ N(0, T²I) and run the flow backwards: new feature maps the model finds normal. "
         "The image below gives the colours (its features' PCA) and a reference to compare with."
     )
-    sample_item = view.pick_image("cf_latent_sample_image", prefer_label=0)
-    sample_analysis = view.analyse(entry, sample_item) if sample_item is not None else None
-    if sample_analysis is not None:
-        view.sampling_panel(entry, sample_analysis)
+    view.analysed_panel(entry, "cf_latent_sample_image", view.sampling_panel, prefer_label=0)
