@@ -87,6 +87,11 @@ def test_evaluate_page(tiny: tuple[Detector, CategoryData, Path]) -> None:
     button(at, "Save threshold with the model").click().run()
     assert not at.exception, at.exception
     assert detector.threshold == pytest.approx(at.slider(key=keys.EVAL_THRESHOLD).value)
+    assert detector.record.threshold_origin == "test_split"  # the button read the test split
+    at.slider(key=keys.EVAL_THRESHOLD).set_value(target).run()  # moved by hand, then saved
+    button(at, "Save threshold with the model").click().run()
+    assert detector.threshold == pytest.approx(target, rel=1e-3)
+    assert detector.record.threshold_origin == "user"
     # The stored evaluation is reused: no "Evaluate on test split" button any more.
     assert not any(b.label == "Evaluate on test split" for b in at.button)
 
