@@ -86,8 +86,8 @@ def _validation_scores(entry: state.ModelEntry) -> np.ndarray:
     scores = np.empty(0)
     same_data = data is not None and state.data_mismatch() is None
     if same_data and data.data.train and state.model_category(detector) in ("", data.data.name):
-        recorded = detector.record.train_config or {}
-        seed = recorded.get("seed", 0)
+        record = getattr(detector, "record", None)  # an export records no training
+        seed = ((record.train_config if record is not None else None) or {}).get("seed", 0)
         seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         _, val = split_train_val(data.data.train, DEFAULT_VAL_FRACTION, seed=seed)
         if val:
