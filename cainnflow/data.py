@@ -61,6 +61,7 @@ __all__ = [
     "load_mvtec_category",
     "preprocess",
     "preprocess_image",
+    "preprocess_images",
     "read_image",
     "read_mask",
     "sample_mask",
@@ -406,6 +407,16 @@ def preprocess_image(
     mean_a = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     std_a = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     return (chw - mean_a) / std_a
+
+
+def preprocess_images(
+    images: Sequence[ImageSource], size: int, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """PIL images, paths or bytes, each read by :func:`read_image` → float32 ``(N, 3, size, size)``:
+    the batch both engines score. Raises DataError: no images, or one cannot be read (named)."""
+    if not images:
+        raise DataError("no images given")
+    return np.stack([preprocess_image(read_image(item), size, mean, std) for item in images])
 
 
 def preprocess(

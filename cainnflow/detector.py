@@ -47,12 +47,11 @@ from .data import (
     CategoryData,
     ImageSource,
     Sample,
-    preprocess,
-    read_image,
+    preprocess_images,
     split_train_val,
 )
 from .device import autocast_dtype, resolve_device
-from .errors import DataError, TrainingError
+from .errors import TrainingError
 from .evaluation import EvaluationResult, TestBatch, evaluate
 from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
@@ -184,13 +183,8 @@ class Detector:
 
     def preprocess(self, images: Sequence[ImageSource]) -> Tensor:
         """PIL images, paths or bytes → a normalised batch (N, 3, S, S) on the model's device."""
-        tensors = []
-        for item in images:
-            image = read_image(item)
-            tensors.append(preprocess(image, self.config.image_size, self.backbone.mean, self.backbone.std))
-        if not tensors:
-            raise DataError("no images given")
-        return torch.stack(tensors).to(self.device)
+        batch = preprocess_images(images, self.config.image_size, self.backbone.mean, self.backbone.std)
+        return torch.from_numpy(batch).to(self.device)
 
     # ------------------------------------------------------------------ training
     def fit(
