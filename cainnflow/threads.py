@@ -13,21 +13,35 @@ Two things make PyTorch jobs collapse when they share a few cores:
   two cores ran 6.4× slower per step than one alone, with or without the passive policy
   (benchmarks/README.md). So every CPU training registers itself machine-wide while it runs
   (:func:`cpu_job`: a file per job in a per-user folder of the temporary directory, stale ones
-  from dead processes ignored) and, every few steps, takes its share of the threads it started
-  with, divided by the trainings running (:meth:`CpuJob.rebalance`, set in the job's own thread:
-  PyTorch's OpenMP thread count is per calling thread). Alone, a training keeps its threads
-  and its results are bit-identical from run to run; beside another one, it runs with fewer
-  threads, which changes float summation order (results within rounding of each other).
+  from dead processes ignored) and, when others run beside it, **takes turns**: each
+  optimizer step runs under a machine-wide lock (:meth:`CpuJob.turn`, an ``flock`` on one file
+  of that folder, handed to a waiting job after each step), so at any time one training uses
+  the cores with all the threads it started with.
+
+Turns, not thread shares: a job's thread count never changes while it trains, so its
+floating-point sums are the same whatever else runs, and an identical command gives an
+identical model on a busy machine and an idle one. (Dividing the threads between the jobs,
+the previous policy, was as fast but changed the summation order with the load: bottle-10's
+AUPRO moved by 0.5 between an idle and a busy run.) Where ``fcntl`` is missing (Windows) jobs
+fall back to dividing the threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; jobs divide the threads instead
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "OPENMP_DEFAULTS",
@@ -112,6 +126,8 @@ def running_cpu_jobs() -> int:
     except OSError:
         return 0
     for entry in entries:
+        if entry.name.startswith("."):  # the turn lock
+            continue
         pid = entry.name.split("-", 1)[0]
         if pid.isdigit() and _alive(int(pid)):
             count += 1
@@ -120,23 +136,75 @@ def running_cpu_jobs() -> int:
     return count
 
 
+TURN_FILE = ".turns"
+HANDOFF_S = 0.02
+"""After its turn, a job waits this long at most for a waiting job to take the lock."""
+
+
 class CpuJob:
-    """One registered CPU training: its share of threads follows the trainings running."""
+    """One registered CPU training: it takes turns with the trainings running beside it."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.base_threads = 1
         self.threads = 1
+        self.others = 0
+        self._lock_fd: int | None = None
 
     def rebalance(self) -> int:
-        """Sets this thread's PyTorch threads to its share; returns the count in use."""
+        """Looks again at the trainings running; returns the threads this job uses.
+
+        With ``fcntl`` the thread count stays the one the job started with (see :meth:`turn`);
+        without it, the job takes its share of them.
+        """
         if self.path is None:
             return self.threads
-        share = fair_threads(running_cpu_jobs() or 1, self.base_threads)
-        if share != self.threads:
-            use_threads(share)
-            self.threads = share
+        running = running_cpu_jobs() or 1
+        self.others = running - 1
+        if fcntl is None:
+            share = fair_threads(running, self.base_threads)
+            if share != self.threads:
+                use_threads(share)
+                self.threads = share
         return self.threads
+
+    def _open_lock(self) -> int | None:
+        if self._lock_fd is None and self.path is not None and fcntl is not None:
+            try:
+                self._lock_fd = os.open(self.path.parent / TURN_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                return None
+        return self._lock_fd
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Runs the block alone on the machine's cores when other trainings are running.
+
+        The lock is handed over after the block: the job waits (at most :data:`HANDOFF_S`)
+        until a waiting job has taken it, so two jobs alternate instead of one keeping it.
+        """
+        fd = self._open_lock() if self.others else None
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        deadline = time.monotonic() + HANDOFF_S
+        while time.monotonic() < deadline:
+            time.sleep(0.001)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # someone else has it now
+                return
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class cpu_job:
@@ -171,6 +239,7 @@ class cpu_job:
         job = self.job
         if job.path is None:
             return
+        job.close()
         job.path.unlink(missing_ok=True)
         if job.threads != job.base_threads:
             use_threads(job.base_threads)

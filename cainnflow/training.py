@@ -386,18 +386,21 @@ def _fit_flows(
                 return history
             idx = order[(step - 1) * batch_size : step * batch_size]
             batch = [f[idx].to(device, non_blocking=True) for f in train_features]
-            loss = negative_log_likelihood(model(batch))
-            if not torch.isfinite(loss):
+            with job.turn():  # alone on the cores while other trainings wait (cainnflow.threads)
+                loss = negative_log_likelihood(model(batch))
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    optimizer.step()
+            if not finite:
                 restore_and_stop(
                     f"the training loss became {loss.item()} at epoch {epoch}, step {step}; "
                     "the learning rate is probably too high for these features (try a lower lr "
                     "or a smaller clamp). The last good state was kept."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
             running += loss.item() * idx.numel()
             seen += idx.numel()
             done += 1

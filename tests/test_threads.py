@@ -27,7 +27,7 @@ def test_a_users_own_setting_wins(monkeypatch):
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
-def test_cpu_trainings_register_and_share_the_threads_they_started_with(tmp_path, monkeypatch):
+def test_cpu_trainings_register_and_keep_the_threads_they_started_with(tmp_path, monkeypatch):
     import torch
 
     from cainnflow.threads import cpu_job, running_cpu_jobs
@@ -39,16 +39,52 @@ def test_cpu_trainings_register_and_share_the_threads_they_started_with(tmp_path
         (tmp_path / "999999999-1-dead").touch()  # a dead process's entry is not counted
         assert running_cpu_jobs() == 0 and not (tmp_path / "999999999-1-dead").exists()
         with cpu_job("cpu") as job:
-            assert running_cpu_jobs() == 1 and job.rebalance() == 4
+            assert running_cpu_jobs() == 1 and job.rebalance() == 4 and job.others == 0
             (tmp_path / f"{os.getpid()}-0-other").touch()  # a second training starts
-            assert job.rebalance() == 2 and torch.get_num_threads() == 2
+            # Its thread count stays (same float sums whatever the load); it takes turns instead.
+            assert job.rebalance() == 4 and torch.get_num_threads() == 4 and job.others == 1
+            with job.turn():
+                assert (tmp_path / ".turns").exists()
+            assert running_cpu_jobs() == 2  # the lock file is not a job
             (tmp_path / f"{os.getpid()}-0-other").unlink()
-            assert job.rebalance() == 4
+            assert job.rebalance() == 4 and job.others == 0
             (tmp_path / f"{os.getpid()}-0-other").touch()
-            job.rebalance()
-        assert torch.get_num_threads() == 4  # restored when the training ends
+        assert torch.get_num_threads() == 4
         assert running_cpu_jobs() == 1  # only the other one is left
         with cpu_job("cuda") as job:  # accelerators are not counted
             assert job.path is None
     finally:
         torch.set_num_threads(start)
+
+
+def test_two_trainings_take_turns_and_never_overlap(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from cainnflow.threads import cpu_job
+
+    monkeypatch.setenv("CAINNFLOW_JOBS_DIR", str(tmp_path))
+    inside, overlaps, order = [0], [0], []
+    ready = threading.Barrier(2)
+
+    def train(name: str) -> None:
+        with cpu_job("cpu") as job:
+            ready.wait()
+            job.rebalance()
+            for _ in range(20):
+                with job.turn():
+                    inside[0] += 1
+                    overlaps[0] += inside[0] > 1
+                    order.append(name)
+                    time.sleep(0.005)
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=train, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps[0] == 0 and sorted(order) == ["a"] * 20 + ["b"] * 20
+    # Handed over after each turn: the two alternate rather than one finishing first.
+    switches = sum(x != y for x, y in zip(order, order[1:], strict=False))
+    assert switches >= 20, order
