@@ -7,8 +7,9 @@ Each job is a separate process that imports cainnflow (so its OpenMP settings ap
 PyTorch loads), builds the default model (EfficientNet-Lite0, stages 1-4, 256 px) and runs
 ``cainnflow.training.fit_flows`` — what the app, the command line and sweeps train with — for
 ``--steps`` steps on cached-feature-shaped tensors, starting with ``--threads`` threads, after
-``--warmup`` steps. ``--no-share`` turns off the fair thread shares (``CAINNFLOW_JOBS_DIR`` set
-to a fresh folder per job, so no job sees the other). It runs one job alone, then ``--jobs`` jobs
+``--warmup`` steps. ``--no-share`` turns off the sharing (``CAINNFLOW_JOBS_DIR`` set to a fresh
+folder per job, so no job sees the other); with it on, jobs take turns on the cores, one
+optimizer step at a time, each with the threads it started with (``cainnflow.threads``). It runs one job alone, then ``--jobs`` jobs
 at once, and prints s/step of each and the ratio of the solo speed each job keeps. Run it on
 an otherwise idle machine: anything else running lowers both numbers.
 """
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
-        "--no-share", action="store_true", help="no fair thread shares (each job keeps its threads)"
+        "--no-share", action="store_true", help="no sharing: jobs neither see each other nor take turns"
     )
     parser.add_argument(
         "--wait-policy",
@@ -116,7 +117,7 @@ def main() -> None:
     together = run_jobs(args.jobs, args)
     print(
         f"wait policy {args.wait_policy}, {args.threads} threads per job at start, batch {args.batch}, "
-        f"{os.cpu_count()} cores, fair thread shares {'off' if args.no_share else 'on'}"
+        f"{os.cpu_count()} cores, taking turns {'off' if args.no_share else 'on'}"
     )
     print(f"alone:           {solo['s_per_step']:.3f} s/step  (threads {solo['threads']})")
     for i, t in enumerate(together, start=1):
