@@ -338,5 +338,9 @@ def subnet_panel(default_channels: int) -> None:
             st.graphviz_chart(subnet_dot(variant))
     st.caption(
         f"Both subnets of one GLOW block for C = {channels}: one maps {channels // 2} → "
-        f"{2 * (channels - channels // 2)} channels, the other {channels - channels // 2} → {2 * (channels // 2)}."
+        f"{2 * (channels - channels // 2)} channels, the other {channels - channels // 2} → {2 * (channels // 2)}. "
+        "The grey ReLU boxes are not in the paper's equations. CC needs its ReLU: two convolutions "
+        "with nothing between them are one linear map. CAC does not (CBAM's sigmoid gates are "
+        "non-linear), but this app's models keep it because it measured better; "
+        "`CAINNFlowConfig(subnet_relu=False)` trains CAC exactly as Eq. 11."
     )
