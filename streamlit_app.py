@@ -67,7 +67,9 @@ with quickstart.page_run():  # PyTorch imports in the background while no page i
     need = needs.get(navigation.url_path, "torch")
     if need == "torch":
         quickstart.require_torch()
-    if need != "quick":  # Inspect keeps the ONNX twin; the full Train / load page shows the PyTorch model
-        state.upgrade_quick_model(wait=need == "torch")
+    # The demo model's ONNX twin serves Inspect only while PyTorch loads: once PyTorch is there every
+    # page, Inspect too, has the PyTorch model (and the sidebar no longer says "ONNX Runtime").
+    # Only the pages that need PyTorch wait for it.
+    state.upgrade_quick_model(wait=need == "torch")
     render_sidebar()
     navigation.run()

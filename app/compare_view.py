@@ -1,9 +1,12 @@
-"""Compare view: a sweep's ``results.csv`` as the paper's Tables 2–4.
+"""Compare view: this session's models side by side, or a sweep's ``results.csv`` as the paper's
+Tables 2–4.
 
-A sweep (``python -m cainnflow sweep``) writes one row per trained model. This view reads
-such a file — uploaded, or found inside the app's own runs folder (never an arbitrary server
-path) — and draws mean scores by subnet variant × steps (Tables 2–3) and by backbone ×
-category (Table 4), with the paper-format table and every row below.
+This session's models (:mod:`app.compare_session`) are scored on the current test split. A
+sweep (``python -m cainnflow sweep``) writes one row per trained model; this view reads such a
+file — the example shipped in ``assets/example_sweep/``, an upload, or one found inside the
+app's own runs folder (never an arbitrary server path) — and draws mean scores by subnet
+variant × steps (Tables 2–3) and by backbone × category (Table 4), with the paper-format table
+and every row below.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import streamlit as st
 from cainnflow.errors import CainnflowError
 from cainnflow.sweep import RESULTS_FILE, TrialResult, paper_table, parse_results
 
-from . import figures, hosting, keys, loaders
+from . import compare_session, figures, hosting, keys, loaders
 
 __all__ = ["METRICS", "pivot", "render", "results_frame", "runs_dir", "table_figure"]
 
@@ -26,19 +29,26 @@ METRICS = {"pixel_auroc": "pixel AUROC", "image_auroc": "image AUROC", "aupro": 
 RUNS_DIRNAME = "runs"
 MAX_CSV_BYTES = 5 * 1024 * 1024
 PERCENT = 100.0
-SOURCES = {"runs": "A sweep in the app's runs folder", "upload": "Upload a results.csv"}
+SOURCES = {
+    "session": "This session's models",
+    "example": "Example sweep",
+    "runs": "A sweep in the runs folder",
+    "upload": "Upload a results.csv",
+}
+EXAMPLE_SWEEP = loaders.ASSETS / "example_sweep" / RESULTS_FILE
+"""A real tiny sweep shipped with the app (assets/README.md says how it was run)."""
 ALL = "all (mean)"
-SHOWN_COLUMNS = (
+SHOWN_COLUMNS = (  # the metrics early: in a narrow window the last columns need scrolling
     "category",
-    "backbone",
     "variant",
     "steps",
-    "image_size",
-    "seed",
-    "epochs",
     "image_auroc",
     "pixel_auroc",
     "aupro",
+    "backbone",
+    "image_size",
+    "seed",
+    "epochs",
     "train_s",
     "ms_per_image",
     "device",
@@ -105,11 +115,21 @@ def table_figure(table: pd.DataFrame, title: str, label: str) -> go.Figure:
     return figures.style(fig, title, height=max(figures.HEIGHT, 60 + 40 * len(table.index)))
 
 
-def _read_source() -> tuple[str, str] | None:
+def show_example() -> None:
+    """Button callback: the page shows the shipped example sweep."""
+    st.session_state[keys.K_COMPARE_SOURCE] = "example"
+
+
+def _read_source(source: str) -> tuple[str, str] | None:
     """(name, text) of the chosen results file, or None (with a hint shown)."""
-    source = st.radio(
-        "Results", list(SOURCES), format_func=SOURCES.get, horizontal=True, key=keys.K_COMPARE_SOURCE
-    )
+    if source == "example":
+        st.caption(
+            "A real sweep, run with the command below on two synthetic demo categories at 128 px for 8 epochs "
+            "(small and short, so its figures are lower than a full training's): "
+            "`python -m cainnflow sweep --data-root DEMO --categories carpet_weave metal_plate --variants CAC CC "
+            "--steps 1 2 --image-sizes 128 --epochs 8 --no-ray --out OUT`."
+        )
+        return "example sweep", EXAMPLE_SWEEP.read_text(encoding="utf-8")
     if source == "upload":
         upload = st.file_uploader("A sweep's results.csv", type=["csv"], key=keys.K_COMPARE_UPLOAD)
         if upload is None:
@@ -128,11 +148,17 @@ def _read_source() -> tuple[str, str] | None:
                 "No sweeps in this server's runs folder yet. Its operator runs them with `--out` "
                 f"inside `$CAINNFLOW_HOME/{RUNS_DIRNAME}`; you can upload a results.csv."
             )
-            return None
-        st.info(
-            f"No sweeps in {folder} yet. Run one with its `--out` inside that folder, e.g. "
-            f"`python -m cainnflow sweep --data-root ROOT --categories bottle --variants CAC CC "
-            f"--out {folder / 'my_sweep'}`, or upload a results.csv."
+        else:
+            st.info(
+                f"No sweeps in {folder} yet. Run one with its `--out` inside that folder, e.g. "
+                f"`python -m cainnflow sweep --data-root ROOT --categories bottle --variants CAC CC "
+                f"--out {folder / 'my_sweep'}`, or upload a results.csv."
+            )
+        st.button(
+            "Show the example sweep",
+            icon=":material/table_view:",
+            on_click=show_example,
+            key="compare_example_runs",
         )
         return None
     chosen = st.selectbox(
@@ -145,8 +171,14 @@ def _read_source() -> tuple[str, str] | None:
 
 
 def render() -> None:
-    """The whole view: pick a results file, then the two tables as heatmaps and the rows."""
-    picked = _read_source()
+    """The whole view: pick what to compare; a sweep's two tables as heatmaps and its rows."""
+    source = st.radio(
+        "Compare", list(SOURCES), format_func=SOURCES.get, horizontal=True, key=keys.K_COMPARE_SOURCE
+    )
+    if source == "session":
+        compare_session.render_session_models(show_example)
+        return
+    picked = _read_source(source)
     if picked is None:
         return
     name, text = picked
@@ -175,12 +207,20 @@ def render() -> None:
     subset = frame if backbone == ALL else frame[frame["backbone"] == backbone]
     with left:
         table = pivot(subset, "variant", "steps", metric)
-        title = f"{label} by variant × steps (Tables 2–3), mean over categories and seeds"
-        st.plotly_chart(table_figure(table, title, label), config=figures.CONFIG, key="compare_variant_steps")
+        st.plotly_chart(
+            table_figure(table, f"{label}: variant × steps", label),
+            config=figures.CONFIG,
+            key="compare_variant_steps",
+        )
+        st.caption("The paper's Tables 2–3: mean over categories and seeds.")
     with right:
         table = pivot(frame, "category", "backbone", metric)
-        title = f"{label} by category × backbone (Table 4), mean over the other settings"
-        st.plotly_chart(table_figure(table, title, label), config=figures.CONFIG, key="compare_backbone_cat")
+        st.plotly_chart(
+            table_figure(table, f"{label}: category × backbone", label),
+            config=figures.CONFIG,
+            key="compare_backbone_cat",
+        )
+        st.caption("The paper's Table 4: mean over the other settings.")
     st.markdown("**Paper-format table** (image / pixel AUROC in %)")
     st.markdown(paper_table(results))
     st.caption(f"{len(frame)} trials in {name}")

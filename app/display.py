@@ -96,15 +96,62 @@ def render_overlay(
     )
 
 
-def color_bar(detector: Detector, upper: float | None = None) -> Image.Image:
-    """The heatmap's colour scale as a small horizontal strip from ``vmin`` (left) to ``upper``
-    (default ``vmax``; values above ``vmax`` keep its colour), e.g. the range of a slider above it."""
+COLOR_BAR_TICKS_WIDTH = 420  # shown at a column's width: ~10 px text in a 1000 px window, ~16 px at 1280
+COLOR_BAR_FONT_PX = 24
+COLOR_BAR_STRIP_PX = 18
+COLOR_BAR_MARK_PX = 10
+
+
+def color_bar(
+    detector: Detector, upper: float | None = None, *, marker: float | None = None, ticks: bool = False
+) -> Image.Image:
+    """The heatmap's colour scale as a horizontal strip from ``vmin`` (left) to ``upper``
+    (default ``vmax``; values above ``vmax`` keep its colour), e.g. the range of a slider above it.
+
+    Args:
+        detector: the model (its fixed colour range, :func:`color_range`).
+        upper: the value at the right end.
+        marker: a value to mark with a small triangle above the strip (a threshold).
+        ticks: label ``vmin``, ``vmax`` (where dark red begins) and ``upper`` below the strip, so
+            the picture states its own range.
+    """
     vmin, vmax = color_range(detector)
-    width, height = COLOR_BAR_SIZE
-    ramp = np.tile(
-        np.linspace(vmin, upper if upper is not None else vmax, width, dtype=np.float32), (height, 1)
-    )
-    return Image.fromarray(colorize(ramp, vmin, vmax))
+    top = upper if upper is not None else vmax
+    if not ticks and marker is None:
+        width, height = COLOR_BAR_SIZE
+        ramp = np.tile(np.linspace(vmin, top, width, dtype=np.float32), (height, 1))
+        return Image.fromarray(colorize(ramp, vmin, vmax))
+    from PIL import ImageDraw, ImageFont
+
+    width, pad = COLOR_BAR_TICKS_WIDTH, COLOR_BAR_FONT_PX // 2
+    strip_top = COLOR_BAR_MARK_PX + 2
+    height = strip_top + COLOR_BAR_STRIP_PX + (COLOR_BAR_FONT_PX + 12 if ticks else 2)
+    ramp = np.tile(np.linspace(vmin, top, width - 2 * pad, dtype=np.float32), (COLOR_BAR_STRIP_PX, 1))
+    image = Image.new("RGB", (width, height), "white")
+    image.paste(Image.fromarray(colorize(ramp, vmin, vmax)), (pad, strip_top))
+    draw = ImageDraw.Draw(image)
+    span = max(top - vmin, 1e-12)
+
+    def x_of(value: float) -> float:
+        return pad + (width - 2 * pad - 1) * min(max((value - vmin) / span, 0.0), 1.0)
+
+    if marker is not None:
+        x = x_of(marker)
+        draw.polygon([(x - 7, 0), (x + 7, 0), (x, COLOR_BAR_MARK_PX)], fill="black")
+        draw.line([(x, strip_top), (x, strip_top + COLOR_BAR_STRIP_PX - 1)], fill="white", width=2)
+    if ticks:
+        font = ImageFont.load_default(size=COLOR_BAR_FONT_PX)
+        y = strip_top + COLOR_BAR_STRIP_PX + 4
+        labels = [(vmin, "left"), (top, "right")]
+        if top - vmax > 0.15 * span and vmax - vmin > 0.15 * span:  # room between the ends
+            labels.append((vmax, "middle"))
+        for value, align in labels:
+            text = f"{value:.4g}"
+            x = x_of(value)
+            draw.line([(x, strip_top + COLOR_BAR_STRIP_PX), (x, y)], fill="#555555", width=2)
+            anchor = {"left": "la", "right": "ra", "middle": "ma"}[align]
+            draw.text((x, y), text, fill="#31333f", font=font, anchor=anchor)
+    return image
 
 
 def display_image(image: Image.Image, detector: Detector) -> Image.Image:

@@ -292,7 +292,9 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     )
     st.session_state[keys.EVAL_THRESHOLD] = float(np.clip(st.session_state[keys.EVAL_THRESHOLD], lo, hi))
 
-    b1, b2, b3, b4 = st.columns([1.2, 1, 1.1, 0.9], vertical_alignment="bottom")
+    # Two by two: four in a row cut their labels in a 1000 px window.
+    b1, b2 = st.columns(2, vertical_alignment="bottom")
+    b3, b4 = st.columns(2, vertical_alignment="bottom")
     b1.button(
         "Calibrated threshold",
         on_click=_set_threshold,
@@ -345,7 +347,7 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     m[1].metric("Recall", f"{stats.recall:.3f}")
     m[2].metric("F1", f"{stats.f1:.3f}")
     m[3].metric("Accuracy", f"{stats.accuracy:.3f}")
-    m[4].metric("False positive rate", f"{stats.fpr:.3f}")
+    m[4].metric("FPR", f"{stats.fpr:.3f}", help="False positive rate: good images called defective.")
     left, right = st.columns([2, 1])
     bounds = _slider_range(result, [threshold, calibrated])
     left.plotly_chart(
@@ -361,13 +363,14 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
     _examples(result, entry, threshold, count)
 
     st.markdown("##### Keep this threshold")
-    s1, s2, s3 = st.columns(3, vertical_alignment="bottom")
+    s1, s2 = st.columns(2)  # one button under the other in each: three in a row cut their labels
     saved = entry.detector.threshold
     if s1.button(
         "Save threshold with the model",
         icon=":material/save:",
         disabled=saved is not None and abs(saved - threshold) < 1e-12,
         help="Sets the model's decision threshold (used by Inspect and in saved checkpoints).",
+        width="stretch",
     ):
         path = state.save_threshold(threshold, _shown_origin(threshold))
         where = (
@@ -379,23 +382,25 @@ def _explorer_fragment(entry: state.ModelEntry, result: EvaluationResult, calibr
         st.rerun(scope="app")  # the sidebar shows the threshold
     category = state.model_category(entry.detector) or result.category
     s2.download_button(
-        "Download checkpoint (saved threshold)",
+        "Download checkpoint",
         data=entry.detector.to_bytes,
         file_name=f"cainnflow_{category}_{entry.detector.config.variant}.safetensors",
         mime="application/octet-stream",
         icon=":material/download:",
         on_click="ignore",
         help=f"The model as a .safetensors checkpoint with its saved threshold ({figures.format_value(saved)}).",
+        width="stretch",
     )
-    s3.download_button(
+    s2.download_button(
         "Per-image results (CSV)",
         data=results_table(result, threshold).to_csv(index=False),
         file_name=f"cainnflow_{result.category}_results.csv",
         mime="text/csv",
         icon=":material/table:",
         on_click="ignore",
+        width="stretch",
     )
-    st.caption(
+    s1.caption(
         f"Model's saved threshold: {figures.format_value(saved)} · calibrated: {figures.format_value(calibrated)} · shown: {threshold:.4f}"
     )
 

@@ -262,7 +262,7 @@ def confusion_figure(tp: int, fp: int, tn: int, fn: int) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=["predicted good", "predicted defective"],
+            x=["good", "defective"],  # short: long labels turn sideways and are cut in a narrow column
             y=["good", "defective"],
             text=text,
             texttemplate="%{text}",
@@ -271,5 +271,8 @@ def confusion_figure(tp: int, fp: int, tn: int, fn: int) -> go.Figure:
             showscale=False,
         )
     )
-    fig.update_layout(yaxis={"autorange": "reversed", "title": "truth"})
+    fig.update_layout(
+        xaxis={"title": {"text": "predicted"}, "side": "bottom"},
+        yaxis={"autorange": "reversed", "title": "truth"},
+    )
     return style(fig, "Confusion matrix", 280)

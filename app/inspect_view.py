@@ -202,10 +202,11 @@ def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, boo
     show_gt = c1.toggle("Ground-truth outline", value=True, key="inspect_show_gt")
     order = c2.selectbox("Sort by", list(SORTS), format_func=SORTS.get, key="inspect_sort")
     with c3:  # the bar spans the sliders' range, so a threshold's colour sits right below it
-        st.image(display.color_bar(detector, upper), width="stretch")
+        st.space("small")  # clear of the slider's min / max labels, which show on hover
+        st.image(display.color_bar(detector, upper, marker=pixel_thr, ticks=True), width="stretch")
         st.caption(
-            f"colours over the sliders' range {vmin:.4g} → {upper:.4g}: {vmin:.4g} is the median normal pixel; "
-            f"dark red from {vmax:.4g} (largest normal pixel or threshold) up"
+            f"Map colours over the sliders' range {vmin:.4g} → {upper:.4g}: {vmin:.4g} is the median normal "
+            f"pixel, dark red from {vmax:.4g} (largest normal pixel or threshold) up; ▲ pixel threshold"
         )
     return alpha, Thresholds(image_thr, pixel_thr), show_gt, order
 

@@ -76,6 +76,8 @@ EVAL_THRESHOLD_ORIGIN = "cf_eval_threshold_origin"  # (value, origin: cainnflow.
 K_COMPARE_UPLOAD = "compare_upload"
 K_COMPARE_METRIC = "compare_metric"
 K_COMPARE_BACKBONE = "compare_backbone"
+K_COMPARE_SESSION = "cf_compare_session"  # (data owner, {(name, version): (ComparisonFigures, settings)})
+K_COMPARE_SESSION_CHOICE = "compare_session_models"
 
 # ----------------------------------------------------------------- Learn & latent space
 LEARN_ATTENTION = "cf_learn_attention"  # (version, id(analysis)) -> list[AttentionMaps]

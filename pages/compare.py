@@ -10,7 +10,8 @@ from app import compare_view as view  # noqa: E402
 
 st.title("Compare models")
 st.caption(
-    "Load the `results.csv` of a sweep (`python -m cainnflow sweep …`, one model per combination of "
-    "settings) to see which subnet variant, number of steps and backbone work best on your data."
+    "Put this session's models side by side on one test split, or read a sweep's `results.csv` "
+    "(`python -m cainnflow sweep …`, one model per combination of settings; an example ships with the app) "
+    "to see which subnet variant, number of steps and backbone work best on your data."
 )
 view.render()

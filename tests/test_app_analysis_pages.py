@@ -200,3 +200,45 @@ def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, Category
             ("False positive rate at its own threshold", figures.fpr),
         ):
             assert table.iloc[:, column][row] == ("n/a" if value is None else f"{value:.3f}")
+
+
+def test_compare_models_page_scores_this_sessions_models(tiny: tuple[Detector, CategoryData, Path]) -> None:
+    """Compare models lists the session's checkpoints and the current model, scores them on the
+    current test split, each at its own threshold (#19)."""
+    from app import loaders
+
+    detector, data, _ = tiny
+    at = open_page("pages/compare.py", tiny)
+    folder = loaders.sessions_dir() / at.session_state[keys.TOKEN]
+    twin = Detector.load(detector.to_bytes(), device="cpu")
+    twin.threshold = float(detector.threshold) + 0.05  # the same model, deciding at another threshold
+    twin.save(folder / "stricter.safetensors")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key=keys.K_COMPARE_SOURCE).value == "session"
+    assert at.multiselect[0].value == ["current model: test model", "stricter"]
+    button(at, "Score 2 model(s)").click().run()
+    assert not at.exception, at.exception
+    table = at.table[-1].value
+    for name, model in (("current model: test model", detector), ("stricter", twin)):
+        expected = comparison_figures(model.evaluate(data), model.threshold)
+        column = table[name]
+        assert column["own threshold"] == f"{model.threshold:.4g}"
+        assert column["image AUROC"] == f"{expected.image_auroc:.3f}"
+        for row, value in (
+            ("precision", expected.precision),
+            ("recall", expected.recall),
+            ("false positive rate", expected.fpr),
+        ):
+            assert column[row] == ("n/a" if value is None else f"{value:.3f}")
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_compare_models_page_offers_the_shipped_example_sweep() -> None:
+    at = open_page("pages/compare.py")
+    assert any("No models in this session yet" in i.value for i in at.info)
+    button(at, "Show the example sweep").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key=keys.K_COMPARE_SOURCE).value == "example"
+    assert len(at.get("plotly_chart")) == 2 and not at.error
+    assert any("| **mean** |" in m.value for m in at.markdown)

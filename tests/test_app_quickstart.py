@@ -89,7 +89,11 @@ def test_quick_start_then_the_same_model_on_pytorch(torch_loading: threading.Eve
     assert quickstart.is_quick(at.session_state[keys.MODEL].detector)  # Inspect keeps the twin
     quick_threshold = entry.detector.threshold
 
-    torch_loading.set()  # the import finished
+    torch_loading.set()  # the import finished: Inspect's next run has the PyTorch model (#19)
+    at.run()
+    assert not at.exception, at.exception
+    assert isinstance(at.session_state[keys.MODEL].detector, Detector)
+    assert not any("ONNX Runtime" in c.value or "PyTorch is loading" in c.value for c in at.sidebar.caption)
     at.switch_page("pages/evaluate.py").run()
     assert not at.exception, at.exception
     upgraded = at.session_state[keys.MODEL]

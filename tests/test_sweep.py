@@ -352,6 +352,7 @@ def test_compare_page_draws_a_sweep_from_the_runs_folder(
     at = AppTest.from_file(
         str(Path(__file__).resolve().parents[1] / "pages" / "compare.py"), default_timeout=60
     )
+    at.session_state["compare_source"] = "runs"  # the page alone, without the router its links need
     at.run()
     assert not at.exception
     assert at.selectbox(key="compare_file").options == ["broken", "grid"]
