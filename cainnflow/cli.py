@@ -250,10 +250,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     detector.record = replace(detector.record, data=DataReference.of_category(data.name, root=root_name))
     detector.save(args.out)
     val = "n/a (no validation images)" if history.best_val_loss is None else f"{history.best_val_loss:.4f}"
+    took = detector.record.timings
     print(
         f"saved {args.out}  best epoch {history.best_epoch}  val loss {val}  "
-        f"features {history.feature_seconds:.1f} s  training {history.train_seconds:.1f} s "
-        f"({history.steps} steps{', stopped early' if history.stopped_early else ''})  "
+        f"features {took.feature_seconds:.1f} s  training {took.train_seconds:.1f} s "
+        f"({took.steps} steps{', stopped early' if took.stopped_early else ''})  "
         f"threshold {detector.threshold:.4g}"
     )
     return 0

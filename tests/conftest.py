@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -32,6 +35,23 @@ class TinyBackbone(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         a = self.stem(x)
         return [a, self.down(a)]
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Makes a small generated demo category (96 px) in a fresh folder: ``small_demo(n_train=8, ...)`` → root."""
+
+    def make(
+        *, n_train: int, n_test_good: int, n_test_per_defect: int, category: str = "carpet_weave"
+    ) -> Path:
+        from cainnflow.demo_data import make_demo_dataset
+
+        root = tmp_path_factory.mktemp("demo")
+        counts = {"n_train": n_train, "n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
+        make_demo_dataset(root, categories=(category,), image_size=96, **counts)
+        return root
+
+    return make
 
 
 @pytest.fixture

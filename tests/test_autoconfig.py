@@ -11,7 +11,6 @@ import cainnflow.image_io as image_io
 from cainnflow.autoconfig import auto_configure, candidate_settings
 from cainnflow.checkpoint import read_checkpoint
 from cainnflow.data import load_mvtec_category
-from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.errors import DataError
 from cainnflow.model import CAINNFlowConfig
@@ -21,12 +20,8 @@ CATEGORY = "carpet_weave"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(
-        root, categories=(CATEGORY,), image_size=96, n_train=12, n_test_good=2, n_test_per_defect=1
-    )
-    return root
+def demo(small_demo):
+    return small_demo(n_train=12, n_test_good=2, n_test_per_defect=1, category=CATEGORY)
 
 
 def test_candidates_are_runs_of_consecutive_stages():

@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 
 from cainnflow.cli import main
-from cainnflow.demo_data import make_demo_dataset
 
 CATEGORY = "carpet_weave"
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(
-        root, categories=(CATEGORY,), image_size=96, n_train=12, n_test_good=3, n_test_per_defect=2
-    )
-    return root
+def demo_root(small_demo):
+    return small_demo(n_train=12, n_test_good=3, n_test_per_defect=2, category=CATEGORY)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from cainnflow.data import load_mvtec_category
-from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.errors import CheckpointError, DataError
 from cainnflow.model import CAINNFlowConfig
@@ -18,12 +17,8 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(
-        root, categories=(CATEGORY,), image_size=96, n_train=16, n_test_good=4, n_test_per_defect=2
-    )
-    return root
+def demo(small_demo):
+    return small_demo(n_train=16, n_test_good=4, n_test_per_defect=2, category=CATEGORY)
 
 
 @pytest.fixture(scope="module")

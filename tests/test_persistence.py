@@ -11,7 +11,6 @@ import torch
 
 from cainnflow.checkpoint import read_checkpoint, write_checkpoint
 from cainnflow.data import load_mvtec_category
-from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError, CheckpointError
 from cainnflow.model import CAINNFlowConfig
@@ -23,12 +22,8 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(
-        root, categories=(CATEGORY,), image_size=96, n_train=8, n_test_good=2, n_test_per_defect=1
-    )
-    return root
+def demo(small_demo):
+    return small_demo(n_train=8, n_test_good=2, n_test_per_defect=1, category=CATEGORY)
 
 
 @pytest.fixture(scope="module")
