@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import CAINNFlowConfig
 from .errors import CheckpointError
 from .stats import ScoreStats
 from .validate import MAX_ABS_VALUE, finite_number, typed
@@ -131,7 +132,9 @@ class ExportInfo:
             reaches it); exports written before it was recorded give ``stats.pixel_max``.
         stats: score statistics of validation normals (``n_images`` 0 where the export does
             not record it).
-        model: the model configuration (as in checkpoints).
+        config: the model configuration, checked as a checkpoint's is
+            (:meth:`cainnflow.config.CAINNFlowConfig.from_dict`; its ``image_size`` is the
+            training size, ``calibrated_image_size``).
         backbone: backbone name and weights provenance.
         library_version: cainnflow version that wrote the export.
         category: what the model was trained on (may be empty).
@@ -146,7 +149,7 @@ class ExportInfo:
     threshold: float
     pixel_threshold: float
     stats: ScoreStats
-    model: dict[str, Any]
+    config: CAINNFlowConfig
     backbone: dict[str, str]
     library_version: str
     category: str
@@ -223,6 +226,10 @@ def read_export_info(directory: str | Path) -> ExportInfo:
     model = _field(doc, "model", dict)
     if len(json.dumps(model)) > MAX_TEXT * 20:
         raise ExportError("export.json model configuration is too large")
+    try:
+        config = CAINNFlowConfig.from_dict(model)
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"export.json model configuration is invalid: {str(exc)[:200]}") from exc
     backbone_doc = _field(doc, "backbone", dict)
     backbone = {key: _text(backbone_doc, key, "export.json backbone") for key in ("name", "weights_source")}
     if SETTINGS_HASH in doc and _text(doc, SETTINGS_HASH) != settings_digest(doc):
@@ -259,7 +266,7 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         threshold=threshold,
         pixel_threshold=pixel_threshold,
         stats=stats,
-        model=model,
+        config=config,
         backbone=backbone,
         library_version=_text(doc, "library_version"),
         category=_text(doc, "category") if "category" in doc else "",

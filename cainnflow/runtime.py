@@ -21,21 +21,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from .data import CategoryData, ImageSource, preprocess_image, read_image
+from .data import CategoryData, ImageSource, preprocess_images
 from .errors import CainnflowError, DataError
 from .export_format import (
     EXPORT_FORMAT_VERSION,
     EXPORT_JSON,
     FORMATS,
     INPUT_NAME,
-    MAX_TEXT,
     OUTPUT_NAMES,
     ExportError,
     ExportInfo,
@@ -54,7 +52,6 @@ __all__ = [
     "EngineUnavailableError",
     "ExportError",
     "ExportInfo",
-    "ExportedConfig",
     "ExportedDetector",
     "load_export",
     "read_export_info",
@@ -226,43 +223,15 @@ _ENGINES: dict[str, Callable[[ExportInfo, int | None], Any]] = {
 # --------------------------------------------------------------------------- detector
 
 
-@dataclass(frozen=True)
-class ExportedConfig:
-    """The model settings an export records that a reader shows (the rest stay in ``info.model``).
-
-    Attributes:
-        backbone, variant, steps, out_indices: as in :class:`cainnflow.model.CAINNFlowConfig`
-            (empty / 0 where the export does not say).
-        image_size: the graph's input side ``S``.
-    """
-
-    backbone: str
-    variant: str
-    steps: int
-    image_size: int
-    out_indices: tuple[int, ...]
-
-    @classmethod
-    def from_info(cls, info: ExportInfo) -> ExportedConfig:
-        model = info.model
-        steps = model.get("steps")
-        indices = model.get("out_indices")
-        return cls(
-            backbone=str(model.get("backbone") or info.backbone.get("name", ""))[:MAX_TEXT],
-            variant=str(model.get("variant") or "")[:MAX_TEXT],
-            steps=steps if isinstance(steps, int) and not isinstance(steps, bool) else 0,
-            image_size=info.image_size,
-            out_indices=tuple(i for i in indices if isinstance(i, int)) if isinstance(indices, list) else (),
-        )
-
-
 class ExportedDetector:
     """An exported detector on ONNX Runtime or OpenVINO: a :class:`cainnflow.scorer.Scorer`.
 
     Attributes:
         info: the validated ``export.json``.
         threshold: decision threshold on image scores (the exported default; change freely).
-        config: the recorded model settings.
+        config: the model configuration the export records (:class:`cainnflow.config.CAINNFlowConfig`,
+            as the detector's); its ``image_size`` is the training size, :attr:`image_size` the
+            graph's input side.
     """
 
     is_trained = True  # an export is always of a calibrated model
@@ -271,7 +240,7 @@ class ExportedDetector:
     def __init__(self, info: ExportInfo, *, threads: int | None = None) -> None:
         self.info = info
         self.threshold: float | None = info.threshold
-        self.config = ExportedConfig.from_info(info)
+        self.config = info.config
         self._engine = _ENGINES[info.format](info, threads)
 
     def copy(self) -> ExportedDetector:
@@ -295,19 +264,8 @@ class ExportedDetector:
         return f"cpu ({self.engine})"
 
     def preprocess(self, images: Sequence[Image.Image | ImageSource]) -> np.ndarray:
-        """PIL images, paths or bytes → a normalised batch float32 (N, 3, S, S)."""
-        arrays = [
-            preprocess_image(
-                item if isinstance(item, Image.Image) else read_image(item),
-                self.image_size,
-                self.info.mean,
-                self.info.std,
-            )
-            for item in images
-        ]
-        if not arrays:
-            raise DataError("no images given")
-        return np.stack(arrays)
+        """PIL images, paths or bytes → a normalised batch float32 (N, 3, S, S), as the detector's."""
+        return preprocess_images(images, self.image_size, self.info.mean, self.info.std)
 
     def score_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,), float32."""
