@@ -24,6 +24,7 @@ import numpy as np
 from .errors import DataError
 
 if TYPE_CHECKING:
+    from .config import CAINNFlowConfig
     from .data import CategoryData, ImageSource
     from .evaluation import EvaluationResult, ScoreFn
     from .stats import ScoreStats
@@ -54,11 +55,15 @@ class Scorer(Protocol):
 
     Attributes:
         threshold: decision threshold on image scores (None: not calibrated); free to change.
+        config: the model configuration (the same type for both engines).
         stats: score statistics of validation normals (None: not calibrated).
         image_size: input side ``S`` of the maps.
     """
 
     threshold: float | None
+
+    @property
+    def config(self) -> CAINNFlowConfig: ...
 
     @property
     def stats(self) -> ScoreStats | None: ...
