@@ -61,7 +61,8 @@ F1-optimal between validation normals and synthetic anomalies; fitted on the tes
 (F1-optimal or a percentile of good test scores: optimistic); typed or moved by a person;
 recalibrated from images an operator marked (:mod:`cainnflow.feedback`)."""
 
-MAX_RECORD_BYTES = 256 * 1024
+MAX_RECORD_BYTES = 1 << 20
+"""Room for the largest feedback set (:data:`cainnflow.feedback.MAX_ITEMS` marks, ~160 kB) and auto report."""
 MAX_PATH_CHARS = 4096
 MAX_CONFIG_KEYS = 32
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,39}")

@@ -42,6 +42,19 @@ def test_a_record_round_trips_through_json():
     assert TrainingRecord.from_dict(TrainingRecord().to_dict()) == TrainingRecord()
 
 
+def test_the_largest_feedback_set_fits_in_a_record():
+    from cainnflow.feedback import DEFECTIVE, MAX_ITEMS, FeedbackItem, FeedbackSet
+
+    marks = FeedbackSet()
+    for i in range(MAX_ITEMS):
+        item = FeedbackItem.create(
+            "x" * 300 + f"{i}.png", str(i).encode(), DEFECTIVE, "dataset", score=0.1 + i
+        )
+        marks = marks.mark(item, base_threshold=0.5)
+    record = replace(_full_record(), feedback=marks.to_dict())
+    assert TrainingRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
 def test_replace_checks_like_a_file():
     with pytest.raises(ValueError, match=r"record\.threshold_origin must be one of"):
         replace(TrainingRecord(), threshold_origin="guess")
@@ -162,7 +175,7 @@ HOSTILE_RECORDS = {
     "inf setting": (_record(train_config__lr=float("inf")), "record.train_config.lr must be a finite"),
     "nested setting": (_record(train_config__lr={"a": 1}), "record.train_config.lr has the wrong type"),
     "huge sweep key": (_record(sweep_key="k" * 100_000), "record.sweep_key is too long"),
-    "huge record": (_record(train_config__augment="x" * 300_000), "record is larger than"),
+    "huge record": (_record(train_config__augment="x" * 2_000_000), "record is larger than"),
     "control characters": (_record(sweep_key="a\x1b[31mb"), "record.sweep_key holds control characters"),
     "category path": (
         _record(data__category="/etc"),
