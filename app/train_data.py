@@ -37,6 +37,16 @@ def _use_data(data_ref: state.DataRef) -> None:
     st.rerun()
 
 
+def _use_ref(source: str, root: str, category: str, *folders: str) -> None:
+    """:func:`_use_data` of the folders given, or one line when a name cannot be recorded."""
+    try:
+        data_ref = state.DataRef(source, root, category, *folders)
+    except ValueError as exc:  # a name with control characters, say: never recorded
+        st.error(f"That data cannot be used: {exc}.")
+        return
+    _use_data(data_ref)
+
+
 def _typed_folder(label: str, key: str, **kwargs) -> str:
     return st.text_input(label, key=key, persist_state=keys.KEEP, **kwargs).strip()
 
@@ -107,7 +117,7 @@ def data_section() -> None:
                     "Category", categories, key=keys.K_MVTEC_CATEGORY, persist_state=keys.KEEP
                 )
                 if st.button("Use this category", key="train_use_mvtec"):
-                    _use_data(state.DataRef("mvtec", str(hosting.allowed_path(root, home)), category))
+                    _use_ref("mvtec", str(hosting.allowed_path(root, home)), category)
     else:
         good = _typed_folder("Good images for training (server folder)", keys.K_CUSTOM_GOOD)
         # One under the other: folder paths are long, a narrow column would clip them.
@@ -128,9 +138,7 @@ def data_section() -> None:
             except CainnflowError as exc:
                 st.error(str(exc))
             else:
-                _use_data(
-                    state.DataRef("custom", resolved[0], Path(resolved[0]).name or "custom", *resolved[1:])
-                )
+                _use_ref("custom", resolved[0], Path(resolved[0]).name or "custom", *resolved[1:])
     current = state.current_data()
     if current is not None:
         d: CategoryData = current.data
