@@ -98,10 +98,10 @@ class CAINNFlowConfig:
             :mod:`cainnflow.scoring`. An untrained ``"auto"`` model scores as ``"max"``.
         subnet_relu: a ReLU after the first convolution of ``CAC`` (conv → ReLU → CBAM →
             conv). The paper's Eq. 11 has none (``False``): CBAM's sigmoid gates already make
-            conv → CBAM → conv non-linear. The default, ``True``, was chosen by measurement:
-            Eq. 11 as printed lost on the structural demo category (image AUROC 98.70 vs 100),
-            bottle-10 (AUPRO 91.71 vs 94.20) and magnetic tile-20 (pixel AUROC 64.93 vs 70.31,
-            benchmarks/README.md). ``CC`` always has its ReLU.
+            conv → CBAM → conv non-linear. The default, ``True``, was chosen by measurement
+            (benchmarks/README.md, "CAC: Eq. 11 or a ReLU"): Eq. 11 as printed lost on
+            magnetic tile-20 (pixel AUROC 65.64 vs 70.31, AUPRO 45.69 vs 56.86) and bottle-10
+            (AUPRO 91.71 vs 93.70) and tied on the structural demo category. ``CC`` always has its ReLU.
         seed: seed of the flow initialisation and permutations.
     """
 
