@@ -445,7 +445,12 @@ def comparison_rows(result: EvaluationResult, threshold: float | None) -> dict[s
 def _other_checkpoint() -> tuple[str, bytes | Path] | None:
     saved = sorted(p.name for p in session_store.session_dir().glob(f"*{loaders.CHECKPOINT_SUFFIX}"))
     c1, c2 = st.columns(2)
-    choice = c1.selectbox("One of this session's checkpoints", ["—", *saved], key="cf_eval_compare_saved")
+    choice = c1.selectbox(
+        "One of this session's checkpoints",
+        ["—", *saved],
+        key="cf_eval_compare_saved",
+        format_func=lambda name: name.removesuffix(loaders.CHECKPOINT_SUFFIX),  # all are; saves width
+    )
     upload = c2.file_uploader("or upload one", type=["safetensors"], key="cf_eval_compare_upload")
     if upload is not None:
         return upload.name, upload.getvalue()

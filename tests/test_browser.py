@@ -39,6 +39,26 @@ FIRST_PAGE_TIMEOUT_MS = 180_000  # PyTorch import and demo data on a fresh serve
 VIEWPORT = {"width": 1400, "height": 1700}
 CLOSED_JOB_TIMEOUT_S = 90  # the job's grace period after its session ends is 15 s
 EXCEPTION = '[data-testid="stException"]'
+NARROW = {"width": 1000, "height": 1700}  # a small laptop window, sidebar open: nothing may be cut there
+# Text the page cuts: an element that clips its text (ellipsis or hidden overflow) narrower than
+# the text, or a text field narrower than its value.
+CUT_TEXT_JS = """() => {
+  const out = [];
+  const root = document.querySelector('[data-testid="stMain"]') || document.body;
+  for (const el of root.querySelectorAll('*')) {
+    if (!el.offsetParent || el.getBoundingClientRect().width === 0) continue;
+    if (el.tagName === 'INPUT' && el.value && el.type !== 'range' && el.type !== 'file') {
+      if (el.scrollWidth > el.clientWidth + 1) out.push(el.value);
+      continue;
+    }
+    const cs = getComputedStyle(el);
+    const clips = cs.textOverflow === 'ellipsis' || cs.overflow === 'hidden' || cs.overflowX === 'hidden';
+    if (clips && el.children.length <= 3 && el.scrollWidth > el.clientWidth + 1 && el.innerText.trim()) {
+      out.push(el.innerText.trim().slice(0, 80));
+    }
+  }
+  return Array.from(new Set(out));
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +98,9 @@ DOC_SHOTS = {  # step screenshot -> name in the docs folder
     "04_inspect_upload": "inspect_upload",
     "06_inspect_demo": "inspect",
     "07_evaluate": "evaluate",
+    "07b_evaluate_compare": "evaluate_compare",
+    "07c_compare_models": "compare_models",
+    "07d_compare_example": "compare_example",
     "08_latent": "latent",
     "09_inverse_generation": "latent_inverse",
     "10_learn": "learn",
@@ -107,6 +130,18 @@ def assert_no_exception(page, where: str) -> None:
     assert count == 0, (
         f"{where}: {count} Streamlit exception box(es): {page.locator(EXCEPTION).first.inner_text()}"
     )
+
+
+def assert_nothing_cut(page, where: str) -> None:
+    """No label, button or field shows cut text, at this window width and at :data:`NARROW`."""
+    wide = page.viewport_size
+    for size in (wide, NARROW):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(700)
+        cut = page.evaluate(CUT_TEXT_JS)
+        assert not cut, f"{where} at {size['width']} px: cut text {cut}"
+    page.set_viewport_size(wide)
+    page.wait_for_timeout(300)
 
 
 def open_page(page, title: str) -> None:
@@ -150,7 +185,9 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             expect(sidebar.get_by_text("PyTorch is loading", exact=False)).to_have_count(
                 0, timeout=FIRST_PAGE_TIMEOUT_MS
             )
+            expect(sidebar.get_by_text("ONNX Runtime", exact=False)).to_have_count(0, timeout=STEP_TIMEOUT_MS)
             expect(sidebar.get_by_text("Detected:", exact=False)).to_be_visible()
+            check_colour_bar(page)
 
             open_page(page, "Train / load")
             expect(page.get_by_text("Current data: demo / carpet_weave", exact=False)).to_be_visible(
@@ -181,6 +218,11 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             expect(page.locator('[data-testid="stTable"]').first).to_be_visible(timeout=STEP_TIMEOUT_MS)
             page.wait_for_timeout(1000)  # let the chart draw
             assert_no_exception(page, "train page after training")
+            chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Training loss").first
+            assert chart.locator(".g-xtitle").text_content() == "step"
+            ticks = [t.text_content().replace(",", "") for t in chart.locator(".xtick text").all()]
+            assert 2 <= len(ticks) <= 8 and all(t.isdigit() for t in ticks), ticks
+            assert_nothing_cut(page, "Train / load after training")
             shot(page, "03_trained")
 
             open_page(page, "Inspect")
@@ -230,6 +272,9 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             page.wait_for_timeout(1000)
             assert_no_exception(page, "evaluate page after evaluation")
             shot(page, "07_evaluate")
+            compare_two_models(page)
+            compare_session_models(page)
+            export_zip_has_a_readme(page)
 
             # Latent space: per-scale latents, then noise injected and the flow run backwards.
             open_page(page, "Latent space")
@@ -318,6 +363,9 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             # Other data than the model's: Inspect warns.
             page.get_by_role("combobox", name="Demo category").click()
             page.get_by_role("option", name="metal_plate").click()
+            expect(page.get_by_text("Current data: demo / metal_plate", exact=False)).to_be_visible(
+                timeout=FIRST_PAGE_TIMEOUT_MS  # generated on first use; leaving before would drop it
+            )
             wait_idle(page)
             open_page(page, "Inspect")
             expect(page.get_by_text("but the current data is", exact=False).first).to_be_visible(
@@ -362,6 +410,108 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             shot(page, "14_upload_data")
         finally:
             browser.close()
+
+
+def check_colour_bar(page) -> None:
+    """Inspect's colour bar: clear of the pixel slider's min / max labels, its caption giving the
+    sliders' range (#19)."""
+    slider = page.get_by_role("slider", name="Pixel threshold (outlined region)")
+    low, high = float(slider.get_attribute("min")), float(slider.get_attribute("max"))
+    caption = page.get_by_text("Map colours over the sliders' range", exact=False).first
+    expect_text = f"{low:.4g} → {high:.4g}"
+    assert expect_text in caption.inner_text(), (expect_text, caption.inner_text())
+    widget = page.locator('[data-testid="stSlider"]').filter(has=slider)
+    for size in (VIEWPORT, NARROW):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(700)
+        slider.focus()
+        widget.hover()  # shows the min / max labels
+        page.wait_for_timeout(500)
+        labels = widget.locator('[data-testid="stSliderTickBar"]').bounding_box()
+        bars = [
+            b for b in page.locator('[data-testid="stImage"] img').all() if b.bounding_box()["height"] < 60
+        ]
+        assert bars, "no colour bar under the sliders"
+        top = bars[0].bounding_box()["y"]
+        assert labels is None or labels["y"] + labels["height"] <= top - 4, (size, labels, top)
+    page.set_viewport_size(VIEWPORT)
+    page.mouse.move(0, 0)
+
+
+def compare_two_models(page) -> None:
+    """Evaluate → compare with a saved checkpoint: a side-by-side table, each model at its own
+    threshold, nothing clipped at 1400 or 1000 px (#19)."""
+    from playwright.sync_api import expect
+
+    choice = page.get_by_role("combobox", name="One of this session's checkpoints")
+    choice.scroll_into_view_if_needed()
+    choice.click()
+    page.get_by_role("option", name="cainnflow_carpet_weave", exact=False).first.click()
+    wait_idle(page)
+    page.get_by_role("button", name="Compare on this test split").click()
+    expect(page.get_by_text("Image ROC, both models", exact=False).first).to_be_visible(
+        timeout=STEP_TIMEOUT_MS
+    )
+    wait_idle(page)
+    table = page.locator('[data-testid="stTable"]').filter(has_text="at its own threshold").first
+    for row in ("Image AUROC", "Pixel AUROC", "AUPRO (FPR ≤ 0.3)", "Precision at its own threshold",
+                "Recall at its own threshold", "False positive rate at its own threshold"):  # fmt: skip
+        expect(table.get_by_text(row, exact=True)).to_be_visible()
+    for size in (VIEWPORT, NARROW):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(700)
+        wide, shown = table.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert wide <= shown + 1, f"the comparison table is clipped at {size['width']} px ({wide} > {shown})"
+    page.set_viewport_size(VIEWPORT)
+    assert_nothing_cut(page, "Evaluate with a comparison")
+    table.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    assert_no_exception(page, "evaluate page, comparison")
+    shot(page, "07b_evaluate_compare")
+
+
+def compare_session_models(page) -> None:
+    """Compare models: this session's models scored side by side; the shipped example sweep (#19)."""
+    from playwright.sync_api import expect
+
+    open_page(page, "Compare models")
+    page.get_by_role("button", name="Score", exact=False).click()
+    table = page.locator('[data-testid="stTable"]').filter(has_text="own threshold").first
+    expect(table).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    wait_idle(page)
+    expect(table.get_by_text("false positive rate", exact=True)).to_be_visible()
+    assert_nothing_cut(page, "Compare models, this session's models")
+    assert_no_exception(page, "compare models, session")
+    shot(page, "07c_compare_models")
+    page.get_by_text("Example sweep", exact=True).click()
+    wait_idle(page)
+    expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(2, timeout=STEP_TIMEOUT_MS)
+    expect(page.get_by_text("8 trials in example sweep")).to_be_visible()
+    page.wait_for_timeout(1000)
+    assert_nothing_cut(page, "Compare models, example sweep")
+    assert_no_exception(page, "compare models, example")
+    shot(page, "07d_compare_example")
+
+
+def export_zip_has_a_readme(page) -> None:
+    """Train / load → Export: the zip holds the graph, export.json with the decision rule and a README (#19)."""
+    import json
+
+    from playwright.sync_api import expect
+
+    open_page(page, "Train / load")
+    page.get_by_role("button", name="Export", exact=True).click()
+    download_button = page.get_by_role("button", name="Download export (.zip)")
+    expect(download_button).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    with page.expect_download() as download:
+        download_button.click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert sorted(archive.namelist()) == ["README.md", "export.json", "model.onnx"], archive.namelist()
+        decision = json.loads(archive.read("export.json"))["decision"]
+        readme = archive.read("README.md").decode()
+    assert decision["image"].startswith("score >= threshold")
+    assert "# score_onnxruntime.py" in readme and "import cainnflow" not in readme
+    assert_no_exception(page, "train page after export")
 
 
 def _slots_in_use(page) -> int:
