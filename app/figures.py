@@ -73,7 +73,14 @@ def loss_figure(points: Sequence[tuple[int, float, float | None]], height: int =
     fig.update_layout(
         xaxis={"title": {"text": "step"}, "nticks": LOSS_TICKS, "tickformat": "d", "rangemode": "tozero"},
         yaxis_title="NLL per dim",
-        legend={"orientation": "h", "y": -0.3},
+        # Inside the plot's top right, where falling losses leave room: below it, it met the axis title.
+        legend={
+            "x": 0.99,
+            "xanchor": "right",
+            "y": 0.99,
+            "yanchor": "top",
+            "bgcolor": "rgba(255,255,255,0.7)",
+        },
     )
     return style(fig, "Training loss", height)
 
