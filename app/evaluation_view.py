@@ -482,7 +482,7 @@ def compare_panel(entry: state.ModelEntry, data: state.DataEntry, result: Evalua
     own = entry.detector.threshold  # saved on this page after the evaluation: that one counts
     columns = {
         f"A (current): {_short(current_name)}": comparison_rows(result, own),
-        f"B: {_short(name)}": comparison_rows(other_result, None),
+        f"B: {_short(name.removesuffix(loaders.CHECKPOINT_SUFFIX))}": comparison_rows(other_result, None),
     }
     st.table(pd.DataFrame(columns).rename_axis("metric"), width="stretch")  # HTML: wraps, never clips
     st.caption(

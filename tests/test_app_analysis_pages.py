@@ -187,7 +187,7 @@ def test_compare_two_checkpoints_on_the_same_data(tiny: tuple[Detector, Category
     _, name, result = at.session_state[keys.EVAL_COMPARE]
     assert name == "other.safetensors" and result.n_test == len(data.test)
     table = at.table[-1].value
-    assert list(table.columns) == ["A (current): test model", "B: other.safetensors"]
+    assert list(table.columns) == ["A (current): test model", "B: other"]
     ours = at.session_state[keys.EVALUATION]
     assert table.loc["Image AUROC"].tolist() == [f"{ours.image_auroc:.3f}", f"{result.image_auroc:.3f}"]
     # Verdict figures at each model's own threshold, computed by the library.
