@@ -256,16 +256,26 @@ def _snippet_images(folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.fixture(scope="module")
+def unzipped_export(onnx_export, tmp_path_factory):
+    """The app's download (export_zip_bytes) of the module's detector, unpacked."""
+    detector, _ = onnx_export
+    folder = tmp_path_factory.mktemp("unzipped")
+    with zipfile.ZipFile(io.BytesIO(export_zip_bytes(detector))) as archive:
+        archive.extractall(folder)
+    return folder
+
+
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
-def test_the_readme_snippet_runs_without_cainnflow_and_matches(engine, onnx_export, tmp_path):
+def test_the_readme_snippet_runs_without_cainnflow_and_matches(
+    engine, onnx_export, unzipped_export, tmp_path
+):
     """Unzip an export, run its README's script in a fresh interpreter: the library's scores to 1e-4."""
     from cainnflow.export_readme import readme_snippets
 
     pytest.importorskip(engine)
     detector, _ = onnx_export
-    folder = tmp_path / "unzipped"
-    with zipfile.ZipFile(io.BytesIO(export_zip_bytes(detector))) as archive:
-        archive.extractall(folder)
+    folder = unzipped_export
     snippet = readme_snippets((folder / "README.md").read_text())[engine]
     assert "import cainnflow" not in snippet and "from cainnflow" not in snippet
     script = folder / f"score_{engine}.py"
