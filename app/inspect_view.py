@@ -443,8 +443,8 @@ def batch_panel(entry: state.ModelEntry) -> None:
             "normalized (σ)": st.column_config.NumberColumn(format="%+.1f"),
         },
     )
-    c1, c2 = st.columns(2)
-    c1.download_button(
+    downloads = st.container(horizontal=True)  # side by side at the left, whatever the width
+    downloads.download_button(
         "CSV report",
         result.csv,
         "cainnflow_report.csv",
@@ -452,7 +452,7 @@ def batch_panel(entry: state.ModelEntry) -> None:
         icon=":material/table:",
         on_click="ignore",
     )
-    c2.download_button(
+    downloads.download_button(
         "Heatmaps (zip)",
         result.heatmaps_zip,
         "cainnflow_heatmaps.zip",
