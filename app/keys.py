@@ -64,6 +64,7 @@ K_WATCH_LOG = "inspect_watch_log"  # app.camera_view.WatchLog of the watched fol
 EVAL_SYNTHETIC_NOTE = "cf_eval_synthetic_note"  # (owner, text) of the last threshold from synthetic anomalies
 EVAL_THRESHOLD = "cf_eval_threshold"  # slider value
 EVAL_THRESHOLD_OWNER = "cf_eval_threshold_owner"
+EVAL_THRESHOLD_ORIGIN = "cf_eval_threshold_origin"  # (value, origin: cainnflow.record.THRESHOLD_ORIGINS)
 EVAL_CALIBRATED = "cf_eval_calibrated"  # {model version: threshold from validation normals}
 EVAL_GOOD_PERCENTILE = "cf_eval_good_percentile"
 EVAL_N_EXAMPLES = "cf_eval_n_examples"
@@ -72,7 +73,6 @@ EVAL_COMPARE = "cf_eval_compare"  # (owner, other name, EvaluationResult) of the
 # ----------------------------------------------------------------- Compare models
 K_COMPARE_SOURCE = "compare_source"
 K_COMPARE_FILE = "compare_file"
-EVAL_THRESHOLD_ORIGIN = "cf_eval_threshold_origin"  # (value, origin: cainnflow.record.THRESHOLD_ORIGINS)
 K_COMPARE_UPLOAD = "compare_upload"
 K_COMPARE_METRIC = "compare_metric"
 K_COMPARE_BACKBONE = "compare_backbone"
