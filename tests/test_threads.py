@@ -58,6 +58,7 @@ def test_cpu_trainings_register_and_keep_the_threads_they_started_with(tmp_path,
 
 
 def test_two_trainings_take_turns_and_never_overlap(tmp_path, monkeypatch):
+    import itertools
     import threading
     import time
 
@@ -86,5 +87,5 @@ def test_two_trainings_take_turns_and_never_overlap(tmp_path, monkeypatch):
         t.join()
     assert overlaps[0] == 0 and sorted(order) == ["a"] * 20 + ["b"] * 20
     # Handed over after each turn: the two alternate rather than one finishing first.
-    switches = sum(x != y for x, y in zip(order, order[1:], strict=False))
+    switches = sum(x != y for x, y in itertools.pairwise(order))
     assert switches >= 20, order
