@@ -49,7 +49,9 @@ from .export_format import (
     ExportError,
     settings_digest,
 )
+from .export_graph import ExportFlows, FusedMapScorer, optimize_onnx_file, static_same_padding
 from .export_readme import README_NAME, decision_document, readme_text
+from .quantize import PRECISIONS, AccuracyReport, QuantizeOptions, quantize_graph
 from .runtime import EngineUnavailableError
 from .speedups import fuse_conv_batchnorm
 
@@ -77,11 +79,17 @@ class ScoringGraph(nn.Module):
         backbone = model.backbone
         # The plain eager float32 modules (BatchNorm folded for CNNs): no TorchScript, no autocast.
         self.features = fuse_conv_batchnorm(backbone.model)[0] if backbone.kind == "cnn" else backbone.model
+        if backbone.kind == "cnn":  # TF-"same" padding as constants at this size (export_graph)
+            static_same_padding(self.features, image_size)
+        # The flows without their closing channel permutation, and the map's upsample + blur as
+        # precomputed matrix products: the same maps and scores (export_graph).
+        self.flows = ExportFlows(model.flows)
+        self.scorer = FusedMapScorer(model.config, backbone.feature_shapes(image_size), image_size)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,)."""
         features = [f.float() for f in self.features(image)]
-        return self.model.score(self.model(features).z, self.image_size)
+        return self.scorer(self.flows(features))
 
 
 def _expm1_symbolic(g, x):
@@ -130,6 +138,7 @@ def _export_onnx(graph: ScoringGraph, path: Path, image_size: int) -> None:
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
+    optimize_onnx_file(path)
 
 
 def _convert_openvino(onnx_path: Path, xml_path: Path) -> None:
@@ -146,8 +155,19 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def export_document(detector, format: str, image_size: int, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``export.json`` document (see :mod:`cainnflow.runtime` for its validation)."""
+def export_document(
+    detector,
+    format: str,
+    image_size: int,
+    files: list[dict[str, Any]],
+    *,
+    quantization: AccuracyReport | None = None,
+) -> dict[str, Any]:
+    """The ``export.json`` document (see :mod:`cainnflow.runtime` for its validation).
+
+    ``quantization``: the accuracy report of an INT8 graph (``precision`` ``"int8"``, the
+    calibration set's size and the control set's measures are recorded); None for FP32.
+    """
     backbone = detector.backbone
     stats = detector.stats
     document = {
@@ -179,14 +199,23 @@ def export_document(detector, format: str, image_size: int, files: list[dict[str
         "backbone": {"name": backbone.name, "weights_source": backbone.weights_source},
         "category": detector.record.category,
         "opset": ONNX_OPSET,
-        "precision": "fp32",
+        "precision": "fp32" if quantization is None else "int8",
+        "calibration_images": 0 if quantization is None else quantization.calibration_images,
     }
+    if quantization is not None:
+        document["quantization"] = quantization.to_dict()
     document[SETTINGS_HASH] = settings_digest(document)
     return document
 
 
 def export_detector(
-    detector, out_dir: str | Path, *, format: str = "onnx", image_size: int | None = None
+    detector,
+    out_dir: str | Path,
+    *,
+    format: str = "onnx",
+    image_size: int | None = None,
+    precision: str = "fp32",
+    quantization: QuantizeOptions | None = None,
 ) -> Path:
     """Writes the detector's scoring graph and ``export.json`` into ``out_dir``.
 
@@ -196,16 +225,24 @@ def export_detector(
         format: ``"onnx"`` or ``"openvino"``.
         image_size: input side of the graph; default the size the detector was trained at.
             Scores and the threshold were calibrated at the training size.
+        precision: ``"fp32"`` or ``"int8"`` (backbone and flows quantised with accuracy
+            control, :mod:`cainnflow.quantize`; needs ``quantization``).
+        quantization: the training data and the allowed AUROC / AUPRO losses of an INT8 export.
 
     Returns:
         ``out_dir``.
 
     Raises:
-        ExportError: untrained detector, unknown format or unusable size.
-        EngineUnavailableError: ``onnx`` / ``openvino`` is not installed.
+        ExportError: untrained detector, unknown format, precision or unusable size.
+        QuantizationRefused: the INT8 graph loses more than allowed (nothing is written).
+        EngineUnavailableError: ``onnx`` / ``openvino`` (or, for INT8, ``nncf``) is not installed.
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and quantization is None:
+        raise ExportError("an INT8 export needs the training data to calibrate on (QuantizeOptions)")
     if detector.stats is None or detector.threshold is None:
         raise ExportError("the detector is not trained (no score statistics or threshold to export)")
     size = int(image_size or detector.config.image_size)
@@ -221,12 +258,18 @@ def export_detector(
     out.mkdir(parents=True, exist_ok=True)
     graph = ScoringGraph(detector.model, size).to("cpu").eval()
     device = detector.device
+    report = None
     try:
         with tempfile.TemporaryDirectory(dir=out) as tmp:
-            onnx_path = Path(tmp) / GRAPH_FILES["onnx"][0]
+            traced = Path(tmp) / "fp32" if precision == "int8" else Path(tmp)
+            traced.mkdir(exist_ok=True)
+            onnx_path = traced / GRAPH_FILES["onnx"][0]
             _export_onnx(graph, onnx_path, size)
             names = GRAPH_FILES[format]
-            if format == "openvino":
+            if precision == "int8":
+                assert quantization is not None
+                report = quantize_graph(detector, onnx_path, Path(tmp), format, size, quantization)
+            elif format == "openvino":
                 _convert_openvino(onnx_path, Path(tmp) / names[0])
             for name in (n for files in GRAPH_FILES.values() for n in files):
                 (out / name).unlink(missing_ok=True)
@@ -235,7 +278,7 @@ def export_detector(
     finally:
         detector.model.to(device)
     files = [_file_record(out / name) for name in names]
-    document = export_document(detector, format, size, files)
+    document = export_document(detector, format, size, files, quantization=report)
     (out / EXPORT_JSON).write_text(json.dumps(document, indent=2, allow_nan=False))
     (out / README_NAME).write_text(readme_text(document), encoding="utf-8")
     return out

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "MAX_TEXT",
     "OUTPUT_NAMES",
+    "PRECISIONS",
     "SETTINGS_HASH",
     "ExportError",
     "ExportInfo",
@@ -43,6 +44,9 @@ FORMATS: tuple[str, ...] = ("onnx", "openvino")
 GRAPH_FILES: dict[str, tuple[str, ...]] = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
 INPUT_NAME = "image"
 OUTPUT_NAMES: tuple[str, str] = ("anomaly_map", "score")
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+"""Graph precisions: FP32, or INT8 backbone and flows with an FP32 map (:mod:`cainnflow.quantize`)."""
+MAX_CALIBRATION_IMAGES = 1_000_000
 MAX_IMAGE_SIZE = 4096
 MAX_JSON_BYTES = 1 << 20
 MAX_GRAPH_BYTES = 4 << 30
@@ -139,6 +143,8 @@ class ExportInfo:
         library_version: cainnflow version that wrote the export.
         category: what the model was trained on (may be empty).
         files: the graph files, each with its byte size and SHA-256.
+        precision: ``"fp32"`` or ``"int8"``; exports written before it was checked give ``"fp32"``.
+        calibration_images: good validation images an INT8 graph was calibrated on (0 for FP32).
     """
 
     format: str
@@ -154,6 +160,8 @@ class ExportInfo:
     library_version: str
     category: str
     files: tuple[Path, ...]
+    precision: str = "fp32"
+    calibration_images: int = 0
 
     @property
     def graph(self) -> Path:
@@ -176,6 +184,9 @@ def settings_digest(doc: dict[str, Any]) -> str:
         "stats": doc.get("stats"),
         "model": doc.get("model"),
     }
+    if doc.get("precision", "fp32") != "fp32":  # FP32 exports hash as they did before precision was checked
+        settings["precision"] = doc.get("precision")
+        settings["calibration_images"] = doc.get("calibration_images")
     return hashlib.sha256(json.dumps(settings, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
@@ -223,6 +234,16 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         decision = _field(doc, "decision", dict)
         for key in decision:
             _text(decision, key, "export.json decision")
+    precision = _text(doc, "precision") if "precision" in doc else "fp32"
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    calibration_images = (
+        _int_in(doc, "calibration_images", 0, MAX_CALIBRATION_IMAGES) if "calibration_images" in doc else 0
+    )
+    if precision == "int8" and calibration_images < 1:
+        raise ExportError("export.json: an int8 export must record its calibration images (at least 1)")
+    if "quantization" in doc and len(json.dumps(_field(doc, "quantization", dict))) > MAX_TEXT * 20:
+        raise ExportError("export.json quantization record is too large")
     model = _field(doc, "model", dict)
     if len(json.dumps(model)) > MAX_TEXT * 20:
         raise ExportError("export.json model configuration is too large")
@@ -271,4 +292,6 @@ def read_export_info(directory: str | Path) -> ExportInfo:
         library_version=_text(doc, "library_version"),
         category=_text(doc, "category") if "category" in doc else "",
         files=tuple(files),
+        precision=precision,
+        calibration_images=calibration_images,
     )
