@@ -411,21 +411,28 @@ def _quantize_onnxruntime(
             extra_options={"MatMulConstBOnly": True},
         )
         int8 = measure(_ort_runner(out_path, options.threads), control)
-        report = AccuracyReport(
-            engine="onnxruntime",
-            fp32=reference,
-            int8=int8,
-            margins=margins,
-            calibration_images=len(control.calibration),
-            n_good=control.n_good,
-            n_synthetic=control.n_synthetic,
-            scope=f"INT8: {label}; the rest FP32",
-        )
+        report = _report("onnxruntime", reference, int8, margins, control, label)
         logger.info("ONNX Runtime INT8 (%s): %s", label, report.summary())
         if not report.over_margin():
             return report
     assert report is not None
     return report
+
+
+def _report(
+    engine: str, reference: dict[str, float], int8: dict[str, float], margins: Any, control: ControlSet, label: str
+) -> AccuracyReport:
+    """The accuracy report of one quantised graph (``label``: what of it is INT8)."""
+    return AccuracyReport(
+        engine=engine,
+        fp32=reference,
+        int8=int8,
+        margins=margins,
+        calibration_images=len(control.calibration),
+        n_good=control.n_good,
+        n_synthetic=control.n_synthetic,
+        scope=f"INT8: {label}; the rest FP32",
+    )
 
 
 def _scope_pattern(names: set[str]) -> str:
@@ -469,16 +476,7 @@ def _quantize_openvino(
     calibration = nncf.Dataset([control.calibration[i : i + 1] for i in range(len(control.calibration))])
 
     def report_for(int8: dict[str, float], label: str) -> AccuracyReport:
-        return AccuracyReport(
-            engine="openvino",
-            fp32=reference,
-            int8=int8,
-            margins=margins,
-            calibration_images=len(control.calibration),
-            n_good=control.n_good,
-            n_synthetic=control.n_synthetic,
-            scope=f"INT8: {label}; the rest FP32",
-        )
+        return _report("openvino", reference, int8, margins, control, label)
 
     # 1. The stage ladder with plain post-training quantisation.
     chosen, report, failed = None, None, None
