@@ -43,6 +43,8 @@ def recorded_train_config(recorded: Mapping[str, Any] | None) -> TrainConfig:
         return TrainConfig()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = {k: v for k, v in recorded.items() if k in names}
+    # Records written before the setting existed trained every scale on the whole batch.
+    values.setdefault("positions_per_step", None)
     limits = {"epochs": MAX_RETRAIN_EPOCHS, "max_steps": MAX_RETRAIN_STEPS, "batch_size": MAX_RETRAIN_BATCH}
     for name, limit in limits.items():
         value = values.get(name)

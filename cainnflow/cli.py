@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
+from .config import DEFAULT_POSITIONS_PER_STEP
 from .device import DEVICE_CHOICES
 from .errors import CainnflowError
 
@@ -83,6 +84,15 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=None)
+    train.add_argument(
+        "--positions-per-step",
+        type=int,
+        default=None,
+        help=(
+            "feature positions each scale trains on per step; fine scales use fewer images of the "
+            f"batch (default {DEFAULT_POSITIONS_PER_STEP}; 0: every scale the whole batch)"
+        ),
+    )
     train.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -240,6 +250,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else defaults.lr,
         seed=args.seed,
+        positions_per_step=(
+            defaults.positions_per_step
+            if args.positions_per_step is None
+            else (args.positions_per_step or None)
+        ),
     )
     detector = Detector.create(config, weights=args.weights, device=args.device)
     print(

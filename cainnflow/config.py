@@ -19,6 +19,7 @@ __all__ = [
     "COMBINES",
     "CONFIG_BOUNDS",
     "COUPLINGS",
+    "DEFAULT_POSITIONS_PER_STEP",
     "MAX_STAGES",
     "MAX_STAGE_INDEX",
     "MIN_HIDDEN",
@@ -38,6 +39,8 @@ COUPLINGS: tuple[str, ...] = get_args(CouplingType)
 POOLINGS = ("coarse", "max", "topk")
 COMBINES = ("likelihood", "nll")
 
+DEFAULT_POSITIONS_PER_STEP = 8192
+"""Feature positions each scale's flow trains on per step (``TrainConfig.positions_per_step``)."""
 MIN_HIDDEN = 8
 """Floor on the CBAM channel MLP's hidden width. ``C // r`` alone is 1 unit for 16–31
 channels: once that one ReLU unit dies, every channel gate is the constant 0.5 (seen in

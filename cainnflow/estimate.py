@@ -64,7 +64,11 @@ def estimate_training(
     batch = min(config.batch_size, n_train)
     per_batch = _time_backbone(model, batch)
     state = copy.deepcopy(model.flows.state_dict())
-    features = [torch.randn(batch, c, h, w, device=model.device) for c, h, w in model.feature_shapes]
+    shapes = model.feature_shapes
+    sizes = config.scale_batch_sizes(batch, [h * w for _, h, w in shapes])
+    features = [
+        torch.randn(b, c, h, w, device=model.device) for b, (c, h, w) in zip(sizes, shapes, strict=True)
+    ]
     was_training = model.flows.training
     model.flows.train()
     optimizer = torch.optim.Adam(model.flow_parameters(), lr=1e-6)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .config import DEFAULT_POSITIONS_PER_STEP
 from .device import autocast_dtype
 from .errors import TrainingCancelled, TrainingError
 from .model import CAINNFlow, negative_log_likelihood
@@ -65,6 +66,15 @@ class TrainConfig:
         min_steps: never stop early before this many steps (nor before half the budget).
         grad_clip: clip the gradient norm to this value (None: no clipping).
         seed: seeds batch order.
+        positions_per_step: each scale trains on at most this many feature positions per step:
+            a scale whose maps have ``H·W`` positions per image uses the first
+            ``max(MIN_SCALE_IMAGES, positions_per_step // (H·W))`` images of the batch (never more
+            than the batch). The flows of the scales are independent, so a fine scale with
+            thousands of positions per image learns from fewer images per step while the coarse
+            scales keep the whole batch. None: every scale sees the whole batch. The default,
+            8192, gives the 256 px Lite0 stages 2 / 8 / 16 / 16 images of a 16-image batch and
+            took a third off bottle's training time at equal or better AUROC and AUPRO on the
+            sets measured (benchmarks/README.md).
         augment: ``"auto"``: with at most :data:`cainnflow.augment.AUGMENT_MAX_IMAGES` training
             images, add the flips that the good images show to be harmless
             (:mod:`cainnflow.augment`); ``"none"`` (default: flips did not help on the sets
@@ -83,6 +93,7 @@ class TrainConfig:
     grad_clip: float | None = 10.0
     seed: int = 0
     augment: str = "none"
+    positions_per_step: int | None = DEFAULT_POSITIONS_PER_STEP
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_MODES:
@@ -93,6 +104,16 @@ class TrainConfig:
             raise ValueError("max_steps and epochs must be at least 1")
         if self.batch_size < 1 or self.val_every < 1:
             raise ValueError("batch_size and val_every must be at least 1")
+        if self.positions_per_step is not None and self.positions_per_step < 1:
+            raise ValueError("positions_per_step must be at least 1 (or None)")
+
+    def scale_batch_sizes(self, batch_size: int, positions: Sequence[int]) -> list[int]:
+        """Images per step for each scale, given the batch and each scale's positions per image."""
+        if self.positions_per_step is None:
+            return [batch_size] * len(positions)
+        return [
+            min(batch_size, max(MIN_SCALE_IMAGES, self.positions_per_step // max(p, 1))) for p in positions
+        ]
 
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, math.ceil(n_train / min(self.batch_size, max(n_train, 1))))
@@ -118,6 +139,8 @@ class TrainConfig:
         return asdict(self)
 
 
+MIN_SCALE_IMAGES = 2
+"""The fewest images per step any scale trains on (:attr:`TrainConfig.positions_per_step`)."""
 REBALANCE_EVERY = 5
 """Steps between two looks at how many CPU trainings share the machine (:mod:`cainnflow.threads`)."""
 MIN_BUDGET_STEPS = 300
@@ -354,6 +377,7 @@ def _fit_flows(
     generator = torch.Generator().manual_seed(config.seed)
     n = train_features[0].shape[0]
     batch_size = min(config.batch_size, n)
+    scale_batches = config.scale_batch_sizes(batch_size, [f.shape[-2] * f.shape[-1] for f in train_features])
     per_epoch = config.steps_per_epoch(n)
     total = config.total_steps(n, n_images)
     earliest_stop = config.earliest_stop(total)
@@ -385,7 +409,10 @@ def _fit_flows(
                 history.cancelled = True
                 return history
             idx = order[(step - 1) * batch_size : step * batch_size]
-            batch = [f[idx].to(device, non_blocking=True) for f in train_features]
+            batch = [
+                f[idx[:b]].to(device, non_blocking=True)
+                for f, b in zip(train_features, scale_batches, strict=True)
+            ]
             with job.turn():  # alone on the cores while other trainings wait (cainnflow.threads)
                 loss = negative_log_likelihood(model(batch))
                 finite = bool(torch.isfinite(loss))

@@ -218,3 +218,18 @@ def test_retraining_with_marked_good_images_records_them_in_the_new_model() -> N
     assert [i.sha256 for i in record.items] == [marked.sha256]
     assert record.base_threshold == model.detector.threshold  # its own threshold, as trained
     assert record.items[0].score != marked.score  # re-scored by the new model
+
+
+def test_a_retrain_repeats_the_recorded_optimisation_settings() -> None:
+    from app.feedback_job import recorded_train_config
+    from cainnflow.training import TrainConfig
+
+    # a record from before per-scale batches trained every scale on the whole batch
+    old = recorded_train_config({"batch_size": 8, "lr": 1e-3, "seed": 3})
+    assert (old.batch_size, old.lr, old.seed, old.positions_per_step) == (8, 1e-3, 3, None)
+    new = recorded_train_config({"batch_size": 8, "positions_per_step": 4096})
+    assert new.positions_per_step == 4096
+    # hostile values fall back to the defaults instead of failing the retrain
+    defaults = TrainConfig()
+    assert recorded_train_config({"positions_per_step": -5}) == defaults
+    assert recorded_train_config({"batch_size": 10**9}) == defaults

@@ -135,3 +135,34 @@ def test_config_round_trip_and_validation():
     assert CAINNFlowConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="variant"):
         CAINNFlowConfig(variant="XX")
+
+
+def test_positions_per_step_gives_fine_scales_fewer_images():
+    config = TrainConfig(positions_per_step=8192)
+    # 256 px Lite0 stages 1-4: 64², 32², 16², 8² positions per image
+    assert config.scale_batch_sizes(16, [4096, 1024, 256, 64]) == [2, 8, 16, 16]
+    assert TrainConfig(positions_per_step=None).scale_batch_sizes(16, [4096, 64]) == [16, 16]
+    assert config.scale_batch_sizes(3, [4096, 64]) == [2, 3]  # never more than the batch
+    with pytest.raises(ValueError, match="positions_per_step"):
+        TrainConfig(positions_per_step=0)
+
+
+def test_training_feeds_each_scale_its_own_number_of_images(tiny_backbone):
+    torch.manual_seed(0)
+    model = _model(tiny_backbone)
+    feats = _features(tiny_backbone, 16)
+    positions = [f.shape[-2] * f.shape[-1] for f in feats]
+    seen: list[list[int]] = []
+    forward = model.forward
+
+    def spy(batch):
+        seen.append([f.shape[0] for f in batch])
+        return forward(batch)
+
+    model.forward = spy
+    config = TrainConfig(max_steps=4, batch_size=8, positions_per_step=positions[0] * 2, patience=None)
+    history = fit_flows(model, feats, None, config)
+    assert history.steps == 4
+    expected = config.scale_batch_sizes(8, positions)
+    assert expected[0] == 2 and expected[-1] == 8  # the finest scale really gets fewer images
+    assert seen[:4] == [expected] * 4
