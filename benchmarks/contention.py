@@ -1,6 +1,6 @@
 """Two trainings at once on a few cores: each one's training speed against running alone.
 
-    python benchmarks/contention.py                      # cainnflow's defaults (passive OpenMP)
+    python benchmarks/contention.py                      # cainnflow's defaults (GNU OpenMP's bounded spin)
     python benchmarks/contention.py --wait-policy active # what PyTorch does without them
 
 Each job is a separate process that imports cainnflow (so its OpenMP settings apply before
@@ -107,7 +107,7 @@ def main() -> None:
         "--wait-policy",
         choices=("default", "passive", "active"),
         default="default",
-        help="default: whatever cainnflow sets (passive unless the environment says otherwise)",
+        help="default: whatever cainnflow and the environment set (GNU OpenMP: a bounded spin)",
     )
     args = parser.parse_args()
     if args.child:

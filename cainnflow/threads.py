@@ -2,11 +2,15 @@
 
 Two things make PyTorch jobs collapse when they share a few cores:
 
-* **Spinning OpenMP workers.** By default an OpenMP worker that finishes its part of a
-  parallel region spins for a while before it sleeps. With two PyTorch processes on two
-  cores, each process's spinning workers take the cores the other one needs, and a training
-  step measured at 0.25 s alone took 6–9 s. ``OMP_WAIT_POLICY=PASSIVE`` makes waiting workers
-  sleep at once (``KMP_BLOCKTIME=0`` is the same for Intel's OpenMP). OpenMP reads it once,
+* **Spinning OpenMP workers.** An OpenMP worker that finishes its part of a parallel region
+  spins for a while before it sleeps. GNU OpenMP (PyTorch's wheels) bounds the spin (300 000
+  iterations) unless ``OMP_WAIT_POLICY=ACTIVE`` makes it spin for ever; Intel's OpenMP spins
+  for ``KMP_BLOCKTIME`` ms (200 by default), which :data:`OPENMP_DEFAULTS` sets to 0.
+  ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) was the default here until it was measured
+  alone on an AMD EPYC: a training step took 0.24–0.34 s against 0.16–0.17 s with GNU
+  OpenMP's bounded spin, and two trainings taking turns kept 41 % of the solo speed each
+  against 52 % (benchmarks/README.md) — a flow step is many short parallel regions, and a
+  worker that sleeps between them must be woken for the next. OpenMP reads its settings once,
   when PyTorch's libraries load, so :func:`configure_openmp` runs when ``cainnflow`` is
   imported and must come before ``import torch``; a user's own setting always wins.
 * **More threads than cores** — the bigger of the two. Two trainings of two threads each on
@@ -54,7 +58,7 @@ __all__ = [
     "use_threads",
 ]
 
-OPENMP_DEFAULTS: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+OPENMP_DEFAULTS: dict[str, str] = {"KMP_BLOCKTIME": "0"}
 """Environment defaults set before PyTorch loads (a value already in the environment wins)."""
 
 
