@@ -181,7 +181,10 @@ def test_hostile_uploads_on_a_hosted_server(
             wait_idle(page)
 
             # 1. A checkpoint whose dataset is a server folder: one line, the model kept.
+            # The checkpoint uploader comes with the training controls, after PyTorch imports
+            # (on a quiet moment): on a loaded machine that can take longer than a click.
             uploader = page.locator('[data-testid="stFileUploader"]', has_text="Upload a checkpoint")
+            uploader.wait_for(timeout=STEP_TIMEOUT_MS)
             uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
                 str(hostile_files["evil"])
             )
