@@ -52,7 +52,7 @@ from .export_format import (
 from .export_graph import ExportFlows, FusedMapScorer, optimize_onnx_file, static_same_padding
 from .export_readme import README_NAME, decision_document, readme_text
 from .quantize import PRECISIONS, AccuracyReport, QuantizeOptions, quantize_graph
-from .runtime import EngineUnavailableError
+from .runtime import require_engine
 from .speedups import fuse_conv_batchnorm
 
 __all__ = ["ScoringGraph", "export_detector", "export_document", "export_zip_bytes"]
@@ -104,17 +104,6 @@ def _register_symbolics() -> None:
     register_custom_op_symbolic("aten::expm1", _expm1_symbolic, ONNX_OPSET)
 
 
-def _require(module: str, what: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            f"{what} needs the '{module}' package: pip install 'cainnflow[deploy]' (or pip install {module})"
-        ) from exc
-
-
 def _export_onnx(graph: ScoringGraph, path: Path, image_size: int) -> None:
     """Traces ``graph`` to ONNX with a dynamic batch axis (TorchScript-based exporter).
 
@@ -122,7 +111,7 @@ def _export_onnx(graph: ScoringGraph, path: Path, image_size: int) -> None:
     the (dynamic) batch axis in CBAM, and OpenVINO cannot read its unoptimised graph; the
     TorchScript exporter gives a plain opset-17 graph both engines read.
     """
-    _require("onnx", "ONNX export")
+    require_engine("onnx", "ONNX export")
     _register_symbolics()
     probe = torch.zeros(_TRACE_BATCH, 3, image_size, image_size)
     batch = {0: "batch"}
@@ -142,7 +131,7 @@ def _export_onnx(graph: ScoringGraph, path: Path, image_size: int) -> None:
 
 
 def _convert_openvino(onnx_path: Path, xml_path: Path) -> None:
-    ov = _require("openvino", "OpenVINO export")
+    ov = require_engine("openvino", "OpenVINO export")
     model = ov.convert_model(str(onnx_path))
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
 

@@ -37,7 +37,6 @@ repeat the other's check and refusal.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import re
@@ -53,7 +52,7 @@ from .errors import DataError
 from .export_format import INPUT_NAME, OUTPUT_NAMES, PRECISIONS, ExportError
 from .export_graph import SPLIT_SCOPE
 from .metrics import aupro, image_auroc, pixel_auroc
-from .runtime import EngineUnavailableError
+from .runtime import require_engine
 from .synthetic import ALL_KINDS, _resized_mask, make_synthetic_anomalies
 
 __all__ = [
@@ -299,15 +298,6 @@ def _refusal(report: AccuracyReport) -> QuantizationRefused:
 # --------------------------------------------------------------------------- engines
 
 
-def _require(module: str, what: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            f"{what} needs the '{module}' package: pip install 'cainnflow[int8]' (or pip install {module})"
-        ) from exc
-
-
 def _ort_session(graph: bytes | str, threads: int | None):
     import onnxruntime as ort
 
@@ -387,7 +377,7 @@ def _quantize_onnxruntime(
     fp32_path: Path, out_path: Path, control: ControlSet, options: QuantizeOptions
 ) -> AccuracyReport:
     """ORT static quantisation with a restorer of its own: fine backbone stages back to FP32 one by one."""
-    _require("onnxruntime", "INT8 export for ONNX Runtime")
+    require_engine("onnxruntime", "INT8 export for ONNX Runtime", extra="int8")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -420,7 +410,12 @@ def _quantize_onnxruntime(
 
 
 def _report(
-    engine: str, reference: dict[str, float], int8: dict[str, float], margins: Any, control: ControlSet, label: str
+    engine: str,
+    reference: dict[str, float],
+    int8: dict[str, float],
+    margins: Any,
+    control: ControlSet,
+    label: str,
 ) -> AccuracyReport:
     """The accuracy report of one quantised graph (``label``: what of it is INT8)."""
     return AccuracyReport(
@@ -452,8 +447,8 @@ def _quantize_openvino(
        reverts the worst to FP32, at most ``options.restore_iterations`` times, until the slack
        metric holds. If it gets there, its graph is taken; otherwise the fallback is.
     """
-    ov = _require("openvino", "INT8 export for OpenVINO")
-    nncf = _require("nncf", "INT8 export for OpenVINO")
+    ov = require_engine("openvino", "INT8 export for OpenVINO", extra="int8")
+    nncf = require_engine("nncf", "INT8 export for OpenVINO", extra="int8")
     import onnx
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 

@@ -65,14 +65,15 @@ class EngineUnavailableError(CainnflowError):
 # --------------------------------------------------------------------------- engines
 
 
-def _import_engine(module: str):
+def require_engine(module: str, what: str = "running this export", extra: str = "deploy"):
+    """Imports an optional engine package, or raises :class:`EngineUnavailableError` naming the extra."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise EngineUnavailableError(
-            f"running this export needs '{module}': pip install 'cainnflow[deploy]' (or pip install {module})"
+            f"{what} needs the '{module}' package: pip install 'cainnflow[{extra}]' (or pip install {module})"
         ) from exc
 
 
@@ -161,7 +162,7 @@ def _check_input_shape(shape: Sequence[object], info: ExportInfo) -> None:
 
 class _OnnxRuntimeEngine:
     def __init__(self, info: ExportInfo, threads: int | None) -> None:
-        ort = _import_engine("onnxruntime")
+        ort = require_engine("onnxruntime")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -190,7 +191,7 @@ class _OnnxRuntimeEngine:
 
 class _OpenVinoEngine:
     def __init__(self, info: ExportInfo, threads: int | None) -> None:
-        ov = _import_engine("openvino")
+        ov = require_engine("openvino")
         core = ov.Core()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:

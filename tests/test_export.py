@@ -6,7 +6,6 @@ the only deliberate difference is ``expm1`` exported as ``exp − 1`` (~1e-7).
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import shutil
@@ -24,7 +23,7 @@ from cainnflow.cli import main
 from cainnflow.data import load_mvtec_category, preprocess, preprocess_image
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
-from cainnflow.model import CAINNFlow, CAINNFlowConfig
+from cainnflow.model import CAINNFlowConfig
 from cainnflow.runtime import EngineUnavailableError, ExportError, load_export
 from cainnflow.scorer import Prediction, Scorer
 
@@ -32,6 +31,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from cainnflow.export import export_detector, export_zip_bytes
+from tests.export_support import perturbed_detector, real_backbone
 
 SIZE = 64
 ATOL = 1e-4
@@ -39,27 +39,13 @@ CATEGORY = "carpet_weave"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
 def _backbone():
     """The real default backbone, loaded once for every test here."""
-    return Detector.create(CAINNFlowConfig(image_size=SIZE), device="cpu").backbone
+    return real_backbone(SIZE)
 
 
 def _trained_detector(variant: str = "CAC", steps: int = 1) -> Detector:
-    """A real-backbone detector whose flows are perturbed away from their identity-like init."""
-    torch.manual_seed(0)
-    backbone = _backbone()
-    config = CAINNFlowConfig(image_size=SIZE, variant=variant, steps=steps, out_indices=backbone.out_indices)
-    detector = Detector(CAINNFlow(backbone, config).eval())
-    images = torch.randn(6, 3, SIZE, SIZE)
-    features = detector.model.extract_features(images)
-    detector.model.fit_standardizers(features)
-    with torch.no_grad():
-        for parameter in detector.model.flows.parameters():
-            if parameter.is_floating_point():
-                parameter.add_(0.05 * torch.randn_like(parameter))
-    detector.calibrate_from_features(features)
-    return detector
+    return perturbed_detector(SIZE, variant=variant, steps=steps)
 
 
 def _images(n: int, seed: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ the OpenVINO / NNCF test is skipped when ``nncf`` is missing (``pip install 'cai
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError
 from cainnflow.export_graph import FusedMapScorer, fold_pads_into_convs, static_same_padding
-from cainnflow.model import CAINNFlow, CAINNFlowConfig
+from cainnflow.model import CAINNFlowConfig
 from cainnflow.runtime import EngineUnavailableError, ExportError, load_export
 from cainnflow.scoring import score_latents
 
@@ -31,31 +30,19 @@ pytest.importorskip("onnxruntime")
 from cainnflow import quantize
 from cainnflow.export import export_detector
 from cainnflow.quantize import AccuracyReport, QuantizationRefused, QuantizeOptions
+from tests.export_support import perturbed_detector, real_backbone
 
 SIZE = 64
 CATEGORY = "carpet_weave"
 N_TRAIN = 14  # the 0.15 validation split holds 2 of them: the calibration set
 
 
-@functools.cache
 def _backbone():
-    return Detector.create(CAINNFlowConfig(image_size=SIZE), device="cpu").backbone
+    return real_backbone(SIZE)
 
 
 def _detector() -> Detector:
-    """A real-backbone detector whose flows are perturbed away from their identity-like init."""
-    torch.manual_seed(0)
-    backbone = _backbone()
-    config = CAINNFlowConfig(image_size=SIZE, out_indices=backbone.out_indices, pooling="max")
-    detector = Detector(CAINNFlow(backbone, config).eval())
-    features = detector.model.extract_features(torch.randn(6, 3, SIZE, SIZE))
-    detector.model.fit_standardizers(features)
-    with torch.no_grad():
-        for parameter in detector.model.flows.parameters():
-            if parameter.is_floating_point():
-                parameter.add_(0.05 * torch.randn_like(parameter))
-    detector.calibrate_from_features(features)
-    return detector
+    return perturbed_detector(SIZE, pooling="max")
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +202,11 @@ def test_int8_needs_data_and_sane_margins(data, tmp_path):
 
 
 def test_missing_nncf_is_one_clear_line(monkeypatch):
+    pytest.importorskip("openvino")
     monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf raises ImportError
-    with pytest.raises(EngineUnavailableError, match=r"cainnflow\[int8\]"):
-        quantize._require("nncf", "INT8 export for OpenVINO")
+    with pytest.raises(EngineUnavailableError, match=r"needs the 'nncf' package.*cainnflow\[int8\]"):
+        # the OpenVINO INT8 path asks for its engines before it reads anything else
+        quantize._quantize_openvino(Path("unused.onnx"), Path("unused.xml"), None, None)
 
 
 def test_openvino_int8_with_nncf_accuracy_control(data, tmp_path):
