@@ -375,7 +375,11 @@ def score_images(
 # --------------------------------------------------------------------------- training display
 
 
-SCORE_SOURCES = {"coarse": "max of coarse scales", "topk": "top 1 % of map"}
+SCORE_SOURCES = {
+    "coarse": "max of coarse scales",
+    "coarse_top": "top eighth of coarsest scale",
+    "topk": "top 1 % of map",
+}
 
 
 def score_label(detector: object) -> str:

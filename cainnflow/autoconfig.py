@@ -42,8 +42,8 @@ MIN_TRAIN = 4
 SYNTHETIC_PER_HOLDOUT = 9
 MIN_SYNTHETIC = 18
 SIGMAS = (2.0, 4.0, 8.0)
-POOLINGS = ("coarse", "max")
-"""Image scores tried: the coarsest scale's maximum, the combined map's maximum."""
+POOLINGS = ("coarse_top", "max")
+"""Image scores tried: the coarsest scale's top eighth, the combined map's maximum."""
 CNN_CANDIDATE_STAGES = (1, 2, 3, 4)
 MIN_RUN = 2
 """Candidate stage sets are runs of at least this many consecutive stages."""

@@ -36,7 +36,7 @@ VARIANTS: tuple[str, ...] = get_args(SubnetVariant)
 CouplingType = Literal["glow", "allinone"]
 COUPLINGS: tuple[str, ...] = get_args(CouplingType)
 
-POOLINGS = ("coarse", "max", "topk")
+POOLINGS = ("coarse", "coarse_top", "max", "topk")
 COMBINES = ("likelihood", "nll")
 
 DEFAULT_POSITIONS_PER_STEP = 8192
@@ -94,9 +94,11 @@ class CAINNFlowConfig:
         combine: how scale maps are combined: ``"likelihood"`` (mean of ``1 − exp(−nll)``)
             or ``"nll"`` (mean of the negative log-likelihoods); see :mod:`cainnflow.scoring`.
         pooling: how the image score is made: ``"auto"`` (default: chosen when training, from
-            the good images — ``"coarse"`` for flip-invariant ones such as textures, ``"max"``
-            for aligned parts; :mod:`cainnflow.augment`), ``"coarse"`` (the maximum of the
-            coarsest scale's map: context, and a small normal spread), ``"max"`` (the maximum
+            the good images — ``"coarse_top"`` for flip-invariant ones such as textures, ``"max"``
+            for aligned parts; :mod:`cainnflow.augment`), ``"coarse_top"`` (the mean of the top
+            eighth of the coarsest scale's positions: context, and a small normal spread),
+            ``"coarse"`` (the maximum of the coarser scales' map; the earlier default for
+            flip-invariant images), ``"max"`` (the maximum
             of the combined map, the paper) or ``"topk"`` (mean of its top 1 % pixels); see
             :mod:`cainnflow.scoring`. An untrained ``"auto"`` model scores as ``"max"``.
         subnet_relu: a ReLU after the first convolution of ``CAC`` (conv → ReLU → CBAM →

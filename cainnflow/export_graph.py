@@ -41,7 +41,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .scoring import GAUSSIAN_TRUNCATE, _coarse_half, _scale_terms, _upsample, gaussian_blur, image_scores
+from .scoring import (
+    GAUSSIAN_TRUNCATE,
+    _coarse_half,
+    _scale_terms,
+    _upsample,
+    coarsest_top_mean,
+    gaussian_blur,
+    image_scores,
+)
 
 __all__ = [
     "SPLIT_SCOPE",
@@ -255,8 +263,9 @@ class FusedMapScorer(nn.Module):
         for i, col in enumerate(cols):
             self.register_buffer(f"right{i}", col.float())
         self.coarse: list[int] = []
+        fake = [torch.zeros(1, 1, h, w) for _, h, w in shapes]
+        self.coarsest = _coarse_half(fake)[0]
         if self.pooling == "coarse":
-            fake = [torch.zeros(1, 1, h, w) for _, h, w in shapes]
             self.coarse = sorted(_coarse_half(fake))
             self.register_buffer(
                 "left_coarse", (torch.cat([rows[i] for i in self.coarse], dim=1) / len(self.coarse)).float()
@@ -270,6 +279,8 @@ class FusedMapScorer(nn.Module):
         if self.pooling == "coarse":
             coarse = torch.matmul(self.left_coarse, torch.cat([halves[i] for i in self.coarse], dim=1))
             return maps, coarse.flatten(1).amax(dim=1)
+        if self.pooling == "coarse_top":
+            return maps, coarsest_top_mean(terms[self.coarsest])
         return maps, image_scores(maps, self.pooling)
 
 

@@ -123,6 +123,7 @@ def readme_text(document: dict[str, Any]) -> str:
     score_is = {
         "max": "the maximum of the anomaly map",
         "coarse": "the maximum of the map of the coarser half of the scales (not always the map's maximum)",
+        "coarse_top": "the mean of the top eighth of the coarsest scale's positions (not the map's maximum)",
         "topk": "the mean of the map's top 1 % of values",
     }.get(pooling, "the image score")
     calibrated = document.get("calibrated_image_size", size)

@@ -49,7 +49,7 @@ def test_too_few_images_are_never_augmented():
     assert not any(d.used for d in decisions)
 
 
-@pytest.mark.parametrize("make, expected", [(_texture, "coarse"), (_aligned_part, "max")])
+@pytest.mark.parametrize("make, expected", [(_texture, "coarse_top"), (_aligned_part, "max")])
 def test_auto_pooling_scores_flip_invariant_images_by_the_coarse_scale(make, expected):
     from cainnflow.augment import auto_pooling
 

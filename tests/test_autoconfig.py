@@ -55,7 +55,7 @@ def test_auto_configure_chooses_records_and_never_reads_test(demo, tmp_path, mon
     assert (report.chosen.stages, report.chosen.sigma, report.chosen.pooling) in {
         (c.stages, c.sigma, c.pooling) for c in report.candidates
     }
-    assert {c.pooling for c in report.candidates} == {"coarse", "max"}
+    assert {c.pooling for c in report.candidates} == {"coarse_top", "max"}
     assert all(0.0 <= c.image_auroc <= 1.0 and 0.0 <= c.pixel_auroc <= 1.0 for c in report.candidates)
     assert (
         detector.config.out_indices == report.chosen.stages

@@ -43,7 +43,7 @@ def test_fit_calibrates(trained):
 def test_auto_pooling_is_decided_from_the_good_images_and_kept(trained, tmp_path):
     from cainnflow.augment import FlipDecision, auto_pooling
 
-    assert trained.config.pooling in ("coarse", "max")  # "auto" is resolved when training
+    assert trained.config.pooling in ("coarse_top", "max")  # "auto" is resolved when training
     decisions = [FlipDecision(**d) for d in trained.history.flips]
     assert [d.name for d in decisions] == ["hflip", "vflip", "rot180"]
     assert trained.config.pooling == auto_pooling(decisions)

@@ -74,6 +74,8 @@ def _generous(data) -> QuantizeOptions:
     [
         (256, 4.0, "coarse", "likelihood", (64, 32, 16, 8)),
         (256, 4.0, "max", "nll", (64, 32, 16, 8)),
+        (256, 4.0, "coarse_top", "likelihood", (64, 32, 16, 8)),
+        (64, 2.0, "coarse_top", "nll", (16, 8, 4)),
         (64, 4.0, "topk", "likelihood", (16, 8, 4, 2)),
         (64, 0.0, "max", "likelihood", (16, 8)),
         (32, 8.0, "coarse", "likelihood", (8, 4)),  # blur radius over the map side: replicate border

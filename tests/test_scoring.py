@@ -98,6 +98,30 @@ def test_coarse_score_is_the_coarsest_scales_maximum_and_ignores_fine_tails():
         image_scores(maps, "coarse")
 
 
+def test_coarse_top_score_is_the_mean_of_the_coarsest_scales_top_eighth():
+    from cainnflow.scoring import COARSE_TOP_FRACTION, coarsest_top_mean, latent_energy_maps, score_latents
+
+    fine = torch.zeros(3, 4, 16, 16)
+    coarse = torch.zeros(3, 4, 8, 8)
+    fine[0, :, 2:6, 2:6] = 6.0  # image 0: a fine-scale outlier only (a normal texture's tail)
+    coarse[1, :, 3, 3] = 3.0  # image 1: one coarse position, however unusual
+    coarse[2, :, 2:5, 2:5] = 1.5  # image 2: a region that moves nine coarse positions
+    maps, scores = score_latents([fine, coarse], 32, sigma=1.0, pooling="coarse_top")
+    torch.testing.assert_close(maps, anomaly_map([fine, coarse], 32, 1.0))
+    terms = -torch.expm1(-latent_energy_maps([coarse])[0])  # (3, 8, 8), the likelihood terms
+    k = round(64 * COARSE_TOP_FRACTION)
+    assert k == 8
+    expected = terms.flatten(1).sort(dim=1, descending=True).values[:, :k].mean(1)
+    torch.testing.assert_close(scores, expected)
+    torch.testing.assert_close(coarsest_top_mean(terms), expected)
+    assert float(scores[0]) == 0.0  # the fine scale does not enter the score
+    assert scores[2] > scores[1] > scores[0]  # a region outranks one position's tail
+    # A map with fewer positions than 1 / fraction still averages its single highest one.
+    torch.testing.assert_close(coarsest_top_mean(terms[:, :2, :2]), terms[:, :2, :2].flatten(1).amax(1))
+    with pytest.raises(ValueError, match="score_latents"):
+        image_scores(maps, "coarse_top")
+
+
 def test_checkpoints_without_pooling_keep_the_maps_maximum():
     from cainnflow.model import CAINNFlowConfig
 
