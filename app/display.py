@@ -377,7 +377,7 @@ def score_images(
 
 SCORE_SOURCES = {
     "coarse": "max of coarse scales",
-    "coarse_top": "top eighth of coarsest scale",
+    "coarse_top": "coarsest, top ⅛",
     "topk": "top 1 % of map",
 }
 

@@ -30,7 +30,7 @@ def test_best_epoch_is_counted_in_epochs_not_validation_rounds():
     "pooling, label",
     [
         ("coarse", "Image score (max of coarse scales)"),
-        ("coarse_top", "Image score (top eighth of coarsest scale)"),
+        ("coarse_top", "Image score (coarsest, top ⅛)"),
         ("max", "Image score (max of map)"),
         ("auto", "Image score (max of map)"),
     ],
