@@ -166,8 +166,8 @@ def auto_configure(
     # Ties go to the defaults: the backbone's stages, sigma, and the image score the good images chose.
     default = (tuple(default_stages), config.sigma, selector.config.pooling)
     # The image score is not searched: the flip evidence of the good images (pooling "auto") or
-    # the one asked for decides it. Searched on synthetic anomalies, bottle (an aligned part)
-    # got the textures' coarse score and lost AUPRO to the defaults (benchmarks/README.md).
+    # the one asked for decides it, the rule measured on real sets. Searched on synthetic
+    # anomalies it gave bottle, an aligned part, the textures' coarse score (benchmarks/README.md).
     poolings = (selector.config.pooling,)
 
     say("pasting synthetic anomalies into the held-out images")
