@@ -24,9 +24,10 @@ is for localising (pixel AUROC, AUPRO). The image score (``pooling``) is for dec
 * ``"coarse_top"``: the mean of the top eighth (:data:`COARSE_TOP_FRACTION`) of the coarsest
   scale's per-position terms, before upsampling (8 of the 64 positions at 256 px). A defect
   moves several coarse positions (their receptive fields overlap), the normal tail of one
-  position does not: magnetic tile 0.942 → 0.952 and its 20-image subset 0.787 → 0.793 on the
-  same trained flows as ``"coarse"`` (benchmarks/README.md). The default for flip-invariant
-  images since it was measured; ``"coarse"`` stays for the models trained with it.
+  position does not: magnetic tile 0.942 → 0.952 (0.941 → 0.953 on a second training) on the
+  same trained flows as ``"coarse"``; on its 20-image subset it trades small blowholes for thin
+  cracks and faint uneven areas, within the spread between trainings (benchmarks/README.md).
+  The default for flip-invariant images; ``"coarse"`` stays for the models trained with it.
 * ``"max"``: the maximum of the combined map (the paper): better where a small part missing
   from an aligned layout is fine-scale evidence (the structural demo category 0.982 vs 0.909).
 
