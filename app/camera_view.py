@@ -47,7 +47,7 @@ def _result(entry: state.ModelEntry, scored: display.ScoredImage, source: str) -
             st.badge("anomalous", icon=":material/warning:", color="red")
         else:
             st.badge("good", icon=":material/check:", color="green")
-        st.metric(display.score_label(detector), f"{scored.score:.4g}")
+        st.metric("Image score", f"{scored.score:.4g}", help=display.score_help(detector))
         st.caption(f"threshold {threshold:.4g}" if threshold is not None else "no threshold")
         feedback_view.mark_buttons(
             entry, scored.input.name, scored.input.data, scored.score, source, key=f"{source}_{scored.digest}"

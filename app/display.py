@@ -376,16 +376,18 @@ def score_images(
 
 
 SCORE_SOURCES = {
-    "coarse": "max of coarse scales",
-    "coarse_top": "coarsest, top ⅛",
-    "topk": "top 1 % of map",
+    "max": "the maximum of its anomaly map",
+    "coarse": "the maximum of its coarse scales' map",
+    "coarse_top": "the mean of the most unlikely eighth of its coarsest scale's positions",
+    "topk": "the mean of its anomaly map's top 1 %",
 }
 
 
-def score_label(detector: object) -> str:
-    """What a model's image score is, for metric labels (see ``CAINNFlowConfig.pooling``)."""
+def score_help(detector: object) -> str:
+    """What a model's image score is, for the tooltip of an "Image score" metric
+    (see ``CAINNFlowConfig.pooling``); the label stays short enough for a narrow column."""
     pooling = getattr(getattr(detector, "config", None), "pooling", "max")
-    return f"Image score ({SCORE_SOURCES.get(pooling, 'max of map')})"
+    return f"This model scores an image by {SCORE_SOURCES.get(pooling, SCORE_SOURCES['max'])}."
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -167,7 +167,7 @@ def _forget_all(entry: state.ModelEntry) -> None:
 def mark_buttons(
     entry: state.ModelEntry, name: str, data: bytes, score: float, source: str, *, key: str
 ) -> None:
-    """ "Mark good (false alarm)" / "Mark defective (missed)" for one scored image, or its mark
+    """ "Mark good" (a false alarm) / "Mark defective" (a missed defect) for one scored image, or its mark
     and an undo when it is marked already."""
     sha256 = content_hash(data)
     marked = feedback_set(entry).get(sha256)
@@ -185,22 +185,22 @@ def mark_buttons(
         return
     args = (entry, name, data)
     st.button(
-        "Mark good (false alarm)",
+        "Mark good",
         key=f"feedback_good_{key}",
         on_click=_mark,
         args=(*args, GOOD, source, score),
         icon=":material/thumb_up:",
-        help="This image is fine: it joins the good images (a retraining uses it) and the threshold is "
-        "recalibrated at once.",
+        help="A false alarm: this image is fine. It joins the good images (a retraining uses it) and the "
+        "threshold is recalibrated at once.",
     )
     st.button(
-        "Mark defective (missed)",
+        "Mark defective",
         key=f"feedback_defective_{key}",
         on_click=_mark,
         args=(*args, DEFECTIVE, source, score),
         icon=":material/thumb_down:",
-        help="This image shows a defect: it joins the labelled defects and the threshold is recalibrated "
-        "at once.",
+        help="A missed defect: this image shows one. It joins the labelled defects and the threshold is "
+        "recalibrated at once.",
     )
 
 

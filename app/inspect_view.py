@@ -106,7 +106,7 @@ def _detail(
     detector = entry.detector
     gt = item.gt_mask(detector.config.image_size) if show_gt else None
     st.markdown(f"#### {_label(item)}")
-    c_img, c_map, c_info = st.columns([2, 2, 1.3])
+    c_img, c_map, c_info = st.columns(3)  # the info column keeps its labels whole at 1000 px
     c_img.image(display.display_image(item.image, detector), caption="input", width="stretch")
     overlay = display.render_overlay(
         item.image, item.amap, detector, alpha=alpha, threshold=limits.pixel, gt_mask=gt
@@ -117,7 +117,7 @@ def _detail(
     c_map.image(overlay, caption=caption, width="stretch")
     with c_info:
         _verdict_badge(item.score, limits.image)
-        st.metric(display.score_label(detector), f"{item.score:.4g}")
+        st.metric("Image score", f"{item.score:.4g}", help=display.score_help(detector))
         z = display.normalized_score(detector, item.score)
         if z is not None:
             st.metric(
@@ -184,7 +184,7 @@ def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, boo
         step,
         format="%.4g",
         key=f"{keys.K_INSPECT_THRESHOLD}{entry.version}",
-        help="An image is anomalous when its score (the map's maximum) reaches this. Starts at the model's "
+        help="An image is anomalous when its image score reaches this. Starts at the model's "
         "threshold; store a new one on **Evaluate & threshold**.",
     )
     pixel_thr = c3.slider(
@@ -199,7 +199,7 @@ def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, boo
         "value seen on the validation normals, so a normal image has (almost) nothing outlined.",
     )
     c1, c2, c3 = st.columns([2, 3, 3], vertical_alignment="bottom")  # bar clear of the slider's labels
-    show_gt = c1.toggle("Ground-truth outline", value=True, key="inspect_show_gt")
+    show_gt = c1.toggle("Ground truth", value=True, key="inspect_show_gt")  # outlined in green
     order = c2.selectbox("Sort by", list(SORTS), format_func=SORTS.get, key="inspect_sort")
     with c3:  # the bar spans the sliders' range, so a threshold's colour sits right below it
         st.space("small")  # clear of the slider's min / max labels, which show on hover

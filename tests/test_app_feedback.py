@@ -83,7 +83,7 @@ def test_marking_recalibrates_at_once_and_survives_a_reload() -> None:
     _pick_detail(at, "hole")
     score = _detail_score(at)
     assert score >= base  # a flagged test image: call it a false alarm
-    _click(at, "Mark good (false alarm)")
+    _click(at, "Mark good")
     after = _threshold(at)
     assert score < after < score + 1e-3  # just past the marked image, now good
     summary = next(m.value for m in at.markdown if m.value.startswith("Threshold"))
@@ -94,7 +94,7 @@ def test_marking_recalibrates_at_once_and_survives_a_reload() -> None:
     # A missed defect: the good test image, marked defective, pulls the threshold down to it.
     _pick_detail(at, "good")
     good_score = _detail_score(at)
-    _click(at, "Mark defective (missed)")
+    _click(at, "Mark defective")
     lowered = _threshold(at)
     assert lowered <= good_score < after
     marks = _feedback(at)
@@ -205,7 +205,7 @@ def test_retraining_with_marked_good_images_records_them_in_the_new_model() -> N
     first = at.session_state[keys.MODEL]
     n_train = len(at.session_state[keys.DATA].data.train)
     _inspect(at)
-    _click(at, "Mark good (false alarm)")
+    _click(at, "Mark good")
     marked = _feedback(at).items[0]
     _click(at, "Retrain with the 1 marked good image(s)")
     job = at.session_state[keys.TRAIN_JOB]

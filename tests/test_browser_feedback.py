@@ -122,7 +122,7 @@ def test_mark_an_image_and_take_a_picture(chromium: str, server: tuple[str, Path
 
             # The detail view's image is flagged; the operator says it is fine.
             # (On a fresh server the first mark waits for PyTorch: the record is saved with its model.)
-            page.get_by_role("button", name="Mark good (false alarm)").first.click()
+            page.get_by_role("button", name="Mark good").first.click()
             expect(page.get_by_text("Marked good by you", exact=False).first).to_be_visible(
                 timeout=FIRST_PAGE_TIMEOUT_MS
             )
@@ -145,7 +145,7 @@ def test_mark_an_image_and_take_a_picture(chromium: str, server: tuple[str, Path
             take.click()
             live = page.get_by_role("tabpanel", name="Camera / folder watch")
             expect(live.get_by_text(re.compile(r"^Image score"))).to_be_visible(timeout=STEP_TIMEOUT_MS)
-            expect(live.get_by_role("button", name="Mark defective (missed)")).to_be_visible()
+            expect(live.get_by_role("button", name="Mark defective")).to_be_visible()
             wait_idle(page)
             page.wait_for_timeout(800)  # images drawn
             assert_no_exception(page, "camera")

@@ -27,17 +27,18 @@ def test_best_epoch_is_counted_in_epochs_not_validation_rounds():
 
 
 @pytest.mark.parametrize(
-    "pooling, label",
+    "pooling, words",
     [
-        ("coarse", "Image score (max of coarse scales)"),
-        ("coarse_top", "Image score (coarsest, top ⅛)"),
-        ("max", "Image score (max of map)"),
-        ("auto", "Image score (max of map)"),
+        ("coarse", "the maximum of its coarse scales' map"),
+        ("coarse_top", "the mean of the most unlikely eighth of its coarsest scale's positions"),
+        ("max", "the maximum of its anomaly map"),
+        ("auto", "the maximum of its anomaly map"),  # an untrained "auto" model scores as "max"
     ],
 )
-def test_the_score_label_says_what_the_score_is(pooling, label):
+def test_the_score_tooltip_says_what_the_score_is(pooling, words):
     from types import SimpleNamespace
 
     from app import display
 
-    assert display.score_label(SimpleNamespace(config=SimpleNamespace(pooling=pooling))) == label
+    text = display.score_help(SimpleNamespace(config=SimpleNamespace(pooling=pooling)))
+    assert text == f"This model scores an image by {words}."
