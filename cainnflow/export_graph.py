@@ -42,13 +42,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .scoring import (
+    COARSE_TOP_FRACTION,
     GAUSSIAN_TRUNCATE,
     _coarse_half,
     _scale_terms,
     _upsample,
-    coarsest_top_mean,
     gaussian_blur,
     image_scores,
+    top_fraction_mean,
 )
 
 __all__ = [
@@ -280,7 +281,7 @@ class FusedMapScorer(nn.Module):
             coarse = torch.matmul(self.left_coarse, torch.cat([halves[i] for i in self.coarse], dim=1))
             return maps, coarse.flatten(1).amax(dim=1)
         if self.pooling == "coarse_top":
-            return maps, coarsest_top_mean(terms[self.coarsest])
+            return maps, top_fraction_mean(terms[self.coarsest], COARSE_TOP_FRACTION)
         return maps, image_scores(maps, self.pooling)
 
 

@@ -56,11 +56,11 @@ __all__ = [
     "POOLINGS",
     "ScoreStats",
     "anomaly_map",
-    "coarsest_top_mean",
     "gaussian_blur",
     "image_scores",
     "latent_energy_maps",
     "score_latents",
+    "top_fraction_mean",
 ]
 
 TOPK_FRACTION = 0.01
@@ -170,7 +170,7 @@ def score_latents(
 
     The map is :func:`anomaly_map`; the score pools it (``"max"``, ``"topk"``) or, with
     ``"coarse"``, is the maximum of :func:`coarse_scales_map` (from the same upsampled terms),
-    with ``"coarse_top"`` :func:`coarsest_top_mean` of the coarsest scale's terms.
+    with ``"coarse_top"`` :func:`top_fraction_mean` of the coarsest scale's terms.
     """
     terms = _scale_terms(z, combine)
     size = _size(image_size)
@@ -180,12 +180,12 @@ def score_latents(
         coarse = _combine([upsampled[i] for i in _coarse_half(z)], sigma)
         return maps, coarse.flatten(1).amax(dim=1)
     if pooling == "coarse_top":
-        return maps, coarsest_top_mean(terms[_coarse_half(z)[0]])
+        return maps, top_fraction_mean(terms[_coarse_half(z)[0]], COARSE_TOP_FRACTION)
     return maps, image_scores(maps, pooling)
 
 
-def coarsest_top_mean(terms: Tensor, fraction: float = COARSE_TOP_FRACTION) -> Tensor:
-    """Mean (N,) of the top ``fraction`` of positions of per-position terms (N, h, w), at least one."""
+def top_fraction_mean(terms: Tensor, fraction: float) -> Tensor:
+    """Mean (N,) of the top ``fraction`` of positions of maps or terms (N, h, w), at least one."""
     positions = int(terms.shape[-2]) * int(terms.shape[-1])  # a constant in an exported graph
     k = max(1, round(positions * fraction))
     return terms.flatten(1).topk(k, dim=1).values.mean(dim=1)
@@ -200,8 +200,7 @@ def image_scores(maps: Tensor, pooling: str = "max") -> Tensor:
     if pooling == "max":
         return flat.amax(dim=1)
     if pooling == "topk":
-        k = max(1, round(flat.shape[1] * TOPK_FRACTION))
-        return flat.topk(k, dim=1).values.mean(dim=1)
+        return top_fraction_mean(maps, TOPK_FRACTION)
     if pooling in ("coarse", "coarse_top"):
         raise ValueError(f"{pooling} pooling scores the coarse scales' terms: use score_latents(z, ...)")
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")

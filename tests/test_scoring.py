@@ -99,7 +99,7 @@ def test_coarse_score_is_the_coarsest_scales_maximum_and_ignores_fine_tails():
 
 
 def test_coarse_top_score_is_the_mean_of_the_coarsest_scales_top_eighth():
-    from cainnflow.scoring import COARSE_TOP_FRACTION, coarsest_top_mean, latent_energy_maps, score_latents
+    from cainnflow.scoring import COARSE_TOP_FRACTION, latent_energy_maps, score_latents, top_fraction_mean
 
     fine = torch.zeros(3, 4, 16, 16)
     coarse = torch.zeros(3, 4, 8, 8)
@@ -113,11 +113,13 @@ def test_coarse_top_score_is_the_mean_of_the_coarsest_scales_top_eighth():
     assert k == 8
     expected = terms.flatten(1).sort(dim=1, descending=True).values[:, :k].mean(1)
     torch.testing.assert_close(scores, expected)
-    torch.testing.assert_close(coarsest_top_mean(terms), expected)
+    torch.testing.assert_close(top_fraction_mean(terms, COARSE_TOP_FRACTION), expected)
     assert float(scores[0]) == 0.0  # the fine scale does not enter the score
     assert scores[2] > scores[1] > scores[0]  # a region outranks one position's tail
     # A map with fewer positions than 1 / fraction still averages its single highest one.
-    torch.testing.assert_close(coarsest_top_mean(terms[:, :2, :2]), terms[:, :2, :2].flatten(1).amax(1))
+    torch.testing.assert_close(
+        top_fraction_mean(terms[:, :2, :2], COARSE_TOP_FRACTION), terms[:, :2, :2].flatten(1).amax(1)
+    )
     with pytest.raises(ValueError, match="score_latents"):
         image_scores(maps, "coarse_top")
 
