@@ -386,8 +386,20 @@ SCORE_SOURCES = {
 def score_help(detector: object) -> str:
     """What a model's image score is, for the tooltip of an "Image score" metric
     (see ``CAINNFlowConfig.pooling``); the label stays short enough for a narrow column."""
-    pooling = getattr(getattr(detector, "config", None), "pooling", "max")
-    return f"This model scores an image by {SCORE_SOURCES.get(pooling, SCORE_SOURCES['max'])}."
+    config = getattr(detector, "config", None)
+    pooling = getattr(config, "pooling", "max")
+    text = f"This model scores an image by {SCORE_SOURCES.get(pooling, SCORE_SOURCES['max'])}."
+    weight = getattr(config, "coarsest_map_weight", None)
+    if pooling in ("max", "topk", "auto") and weight is not None and weight != 1:
+        text = text.replace("its anomaly map", "its scales' equal-weight map") + (
+            f" The heatmap weights the coarsest scale by {weight:g}: it outlines defects more tightly."
+        )
+    return text
+
+
+def _weight_words(config: object) -> str:
+    weight = getattr(config, "coarsest_map_weight", None)
+    return "" if weight is None or weight == 1 else f" (coarsest scale weighted {weight:g})"
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -420,7 +432,8 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         ("coupling / clamp", f"{cfg.coupling}, clamp {cfg.clamp:g}"),
         (
             "anomaly map",
-            f"scales combined by {cfg.combine}, smoothing σ {cfg.sigma:g} px, {cfg.pooling} pooling",
+            f"scales combined by {cfg.combine}{_weight_words(cfg)}, smoothing σ {cfg.sigma:g} px, "
+            f"{cfg.pooling} pooling",
         ),
         ("device", str(detector.device)),
     ]

@@ -94,7 +94,8 @@ def _score_candidates(
     results = []
     for run, sigma, pooling in candidate_settings(stages, poolings):
         z = [latents[stages.index(s)] for s in run]
-        maps, scores = score_latents(z, config.image_size, sigma, config.combine, pooling)
+        weight = detector.model.coarsest_map_weight
+        maps, scores = score_latents(z, config.image_size, sigma, config.combine, pooling, weight)
         scores = scores.numpy()
         img = image_auroc(labels, scores) or 0.0
         pix = pixel_auroc(masks, maps.numpy()) or 0.0

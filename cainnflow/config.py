@@ -101,6 +101,12 @@ class CAINNFlowConfig:
             flip-invariant images), ``"max"`` (the maximum
             of the combined map, the paper) or ``"topk"`` (mean of its top 1 % pixels); see
             :mod:`cainnflow.scoring`. An untrained ``"auto"`` model scores as ``"max"``.
+        coarsest_map_weight: the coarsest scale's weight in the anomaly map (every other scale
+            has 1): ``None`` (default) decides it when training from the image score the good
+            images chose — 0.5 for aligned parts, 1 for flip-invariant images
+            (:func:`cainnflow.scoring.auto_coarsest_weight`; checkpoints written before the
+            setting load with 1, the map they were calibrated on). An untrained ``None``
+            model maps with 1.
         subnet_relu: a ReLU after the first convolution of ``CAC`` (conv → ReLU → CBAM →
             conv). The paper's Eq. 11 has none (``False``): CBAM's sigmoid gates already make
             conv → CBAM → conv non-linear. The default, ``True``, was chosen by measurement
@@ -123,6 +129,7 @@ class CAINNFlowConfig:
     sigma: float = 4.0
     combine: str = "likelihood"
     pooling: str = "auto"
+    coarsest_map_weight: float | None = None
     subnet_relu: bool = True
     seed: int = 0
 
@@ -132,6 +139,13 @@ class CAINNFlowConfig:
             _check_type(name, getattr(self, name), int)
         for name in ("hidden_ratio", "clamp", "sigma"):
             _check_type(name, getattr(self, name), float)
+        if self.coarsest_map_weight is not None:
+            _check_type("coarsest_map_weight", self.coarsest_map_weight, float)
+            if not 0.0 <= self.coarsest_map_weight <= 1.0:
+                raise ValueError(
+                    f"coarsest_map_weight must be between 0 and 1, got {self.coarsest_map_weight}"
+                )
+            object.__setattr__(self, "coarsest_map_weight", float(self.coarsest_map_weight))
         if not isinstance(self.subnet_relu, bool):
             raise ValueError(f"subnet_relu must be true or false, got {self.subnet_relu!r:.40}")
         if self.variant not in VARIANTS:
@@ -176,6 +190,8 @@ class CAINNFlowConfig:
         kwargs.setdefault("attention_min_hidden", 1)
         # ... and before the coarse-scale image score, with the maximum of the combined map.
         kwargs.setdefault("pooling", "max")
+        # ... and before the coarsest scale's map weight, with equal weights.
+        kwargs.setdefault("coarsest_map_weight", 1.0)
         # ... and before the ReLU of CAC was a setting, with the ReLU.
         kwargs.setdefault("subnet_relu", True)
         if kwargs.get("out_indices") is not None:

@@ -57,7 +57,7 @@ from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
 from .record import DataReference, Timings, TrainingRecord
 from .scorer import Prediction, predict_batches
-from .scoring import ScoreStats
+from .scoring import MAP_POOLINGS, ScoreStats, auto_coarsest_weight
 from .training import ProgressCallback, TrainConfig, TrainingHistory, extract_features, fit_flows
 
 __all__ = ["Detector", "Prediction"]
@@ -239,7 +239,7 @@ class Detector:
                 logger.info(
                     "image score: %s (%s)",
                     pooling,
-                    "flip-invariant images" if pooling == "coarse" else "aligned",
+                    "aligned" if pooling in MAP_POOLINGS else "flip-invariant images",
                 )
             used = used_flips(flips) if augment else []
             if used:
@@ -247,6 +247,10 @@ class Detector:
                 train_feats = [
                     torch.cat([f, *(flipped[k][i] for k in used)]) for i, f in enumerate(train_feats)
                 ]
+        if self.config.coarsest_map_weight is None:
+            weight = auto_coarsest_weight(self.config.pooling)
+            self.model.config = replace(self.config, coarsest_map_weight=weight)
+            logger.info("anomaly map: the coarsest scale at weight %g", weight)
         feature_seconds = time.perf_counter() - start
         history = fit_flows(
             self.model,

@@ -44,11 +44,13 @@ from torch.nn import functional as F
 from .scoring import (
     COARSE_TOP_FRACTION,
     GAUSSIAN_TRUNCATE,
+    MAP_POOLINGS,
     _coarse_half,
     _scale_terms,
     _upsample,
     gaussian_blur,
     image_scores,
+    scale_weights,
     top_fraction_mean,
 )
 
@@ -259,12 +261,19 @@ class FusedMapScorer(nn.Module):
                     operators[side] = _operator(side, image_size, sigma)
         rows = [operators[h] for _, h, _ in shapes]  # (S, h)
         cols = [operators[w].T for _, _, w in shapes]  # (w, S)
-        # The map's mean over scales is folded into the left matrix.
-        self.register_buffer("left", (torch.cat(rows, dim=1) / len(shapes)).float())
+        fake = [torch.zeros(1, 1, h, w) for _, h, w in shapes]
+        weight = config.coarsest_map_weight
+        weights = scale_weights(fake, 1.0 if weight is None else weight)
+        # The map's weighted mean over scales is folded into the left matrix.
+        left = torch.cat([r * w for r, w in zip(rows, weights, strict=True)], dim=1) / sum(weights)
+        self.register_buffer("left", left.float())
+        # Map-pooled image scores read the equal-weight map (cainnflow.scoring.score_latents).
+        self.equal_map = any(w != 1.0 for w in weights) and self.pooling in MAP_POOLINGS
+        if self.equal_map:
+            self.register_buffer("left_equal", (torch.cat(rows, dim=1) / len(shapes)).float())
         for i, col in enumerate(cols):
             self.register_buffer(f"right{i}", col.float())
         self.coarse: list[int] = []
-        fake = [torch.zeros(1, 1, h, w) for _, h, w in shapes]
         self.coarsest = _coarse_half(fake)[0]
         if self.pooling == "coarse":
             self.coarse = sorted(_coarse_half(fake))
@@ -282,6 +291,8 @@ class FusedMapScorer(nn.Module):
             return maps, coarse.flatten(1).amax(dim=1)
         if self.pooling == "coarse_top":
             return maps, top_fraction_mean(terms[self.coarsest], COARSE_TOP_FRACTION)
+        if self.equal_map:
+            return maps, image_scores(torch.matmul(self.left_equal, torch.cat(halves, dim=1)), self.pooling)
         return maps, image_scores(maps, self.pooling)
 
 

@@ -126,6 +126,14 @@ def readme_text(document: dict[str, Any]) -> str:
         "coarse_top": "the mean of the top eighth of the coarsest scale's positions (not the map's maximum)",
         "topk": "the mean of the map's top 1 % of values",
     }.get(pooling, "the image score")
+    weight = model.get("coarsest_map_weight", 1.0)
+    if pooling in ("max", "topk") and isinstance(weight, int | float) and weight != 1:
+        score_is = score_is.replace("the anomaly map", "the scales' equal-weight map").replace(
+            "the map's", "the scales' equal-weight map's"
+        ) + (
+            f" (the `anomaly_map` output weights the coarsest scale by {weight:g}, so its maximum can be "
+            "lower)"
+        )
     calibrated = document.get("calibrated_image_size", size)
     size_note = (
         ""

@@ -21,7 +21,7 @@ from .attention import CBAM
 from .backbone import FeatureExtractor
 from .config import CAINNFlowConfig
 from .flow import FeatureStandardizer, build_flow
-from .scoring import anomaly_map, image_scores, score_latents
+from .scoring import anomaly_map, score_latents
 
 __all__ = [
     "AttentionMaps",
@@ -142,19 +142,23 @@ class CAINNFlow(nn.Module):
             jacs.append(jac)
         return FlowOutput(zs, jacs)
 
+    @property
+    def coarsest_map_weight(self) -> float:
+        """The coarsest scale's weight in this model's map (1 until training decides ``None``)."""
+        weight = self.config.coarsest_map_weight
+        return 1.0 if weight is None else weight
+
     def anomaly_map(self, z: Sequence[Tensor]) -> Tensor:
         """This model's anomaly map (N, S, S) for per-scale latents, as configured."""
-        return anomaly_map(z, self.config.image_size, self.config.sigma, self.config.combine)
-
-    def image_scores(self, maps: Tensor) -> Tensor:
-        """Image scores (N,) pooled from anomaly maps (N, S, S) (not for ``"coarse"``: see :meth:`score`)."""
-        return image_scores(maps, "max" if self.config.pooling == "auto" else self.config.pooling)
+        cfg = self.config
+        return anomaly_map(z, cfg.image_size, cfg.sigma, cfg.combine, self.coarsest_map_weight)
 
     def score(self, z: Sequence[Tensor], image_size: int | None = None) -> tuple[Tensor, Tensor]:
         """This model's anomaly maps (N, S, S) and image scores (N,) for per-scale latents."""
         cfg = self.config
         pooling = "max" if cfg.pooling == "auto" else cfg.pooling
-        return score_latents(z, image_size or cfg.image_size, cfg.sigma, cfg.combine, pooling)
+        size = image_size or cfg.image_size
+        return score_latents(z, size, cfg.sigma, cfg.combine, pooling, self.coarsest_map_weight)
 
     def encode(self, images: Tensor) -> FlowOutput:
         """Images (N, 3, S, S) → latents, through the frozen backbone."""

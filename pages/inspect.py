@@ -14,8 +14,8 @@ entry = state.require_model(torch=False)  # the demo model's ONNX twin will do
 st.title("Inspect")
 st.caption(
     "Score images with the current model. The heatmap is the per-pixel anomaly map from the flows' likelihood "
-    "(high = unlikely for a normal image); the image score is its maximum (for textures, the mean of the "
-    "most unlikely eighth of its coarsest scale, which judges a region against its surroundings)."
+    "(high = unlikely for a normal image); the image score is the maximum of the scales' map (for textures, "
+    "the mean of the most unlikely eighth of its coarsest scale, which judges a region against its surroundings)."
 )
 with st.spinner("Generating the demo data (first visit only)…", show_time=True):
     data = state.data_for_inspection()  # at once, unless the demo data is still being generated

@@ -42,13 +42,17 @@ def test_fit_calibrates(trained):
 
 def test_auto_pooling_is_decided_from_the_good_images_and_kept(trained, tmp_path):
     from cainnflow.augment import FlipDecision, auto_pooling
+    from cainnflow.scoring import auto_coarsest_weight
 
     assert trained.config.pooling in ("coarse_top", "max")  # "auto" is resolved when training
     decisions = [FlipDecision(**d) for d in trained.history.flips]
     assert [d.name for d in decisions] == ["hflip", "vflip", "rot180"]
     assert trained.config.pooling == auto_pooling(decisions)
+    # ... and with it the coarsest scale's map weight (half for aligned parts, 1 for textures).
+    assert trained.config.coarsest_map_weight == auto_coarsest_weight(trained.config.pooling)
     loaded = Detector.load(trained.save(tmp_path / "p.safetensors"), device="cpu")
     assert loaded.config.pooling == trained.config.pooling
+    assert loaded.config.coarsest_map_weight == trained.config.coarsest_map_weight
     assert [d["used"] for d in loaded.history.flips] == [d.used for d in decisions]
 
 

@@ -42,3 +42,16 @@ def test_the_score_tooltip_says_what_the_score_is(pooling, words):
 
     text = display.score_help(SimpleNamespace(config=SimpleNamespace(pooling=pooling)))
     assert text == f"This model scores an image by {words}."
+
+
+def test_the_score_tooltip_of_a_weighted_map_says_the_score_reads_equal_weights():
+    from types import SimpleNamespace
+
+    from app import display
+
+    config = SimpleNamespace(pooling="max", coarsest_map_weight=0.5)
+    text = display.score_help(SimpleNamespace(config=config))
+    assert text.startswith("This model scores an image by the maximum of its scales' equal-weight map.")
+    assert "coarsest scale by 0.5" in text
+    texture = SimpleNamespace(pooling="coarse_top", coarsest_map_weight=1.0)
+    assert "heatmap" not in display.score_help(SimpleNamespace(config=texture))

@@ -106,6 +106,18 @@ def test_cac_relu_option_and_old_configs():
         CAINNFlowConfig(subnet_relu="yes")
 
 
+def test_coarsest_map_weight_setting_and_old_configs():
+    assert CAINNFlowConfig().coarsest_map_weight is None  # decided when training
+    assert CAINNFlowConfig(coarsest_map_weight=1).coarsest_map_weight == 1.0
+    # A configuration written before the setting keeps the equal-weight map it was calibrated on.
+    old = {k: v for k, v in CAINNFlowConfig().to_dict().items() if k != "coarsest_map_weight"}
+    assert CAINNFlowConfig.from_dict(old).coarsest_map_weight == 1.0
+    assert CAINNFlowConfig.from_dict({**old, "coarsest_map_weight": None}).coarsest_map_weight is None
+    for bad in (-0.1, 1.5, "half", True, float("nan")):
+        with pytest.raises(ValueError, match="coarsest_map_weight"):
+            CAINNFlowConfig(coarsest_map_weight=bad)
+
+
 def test_cac_without_relu_is_not_linear():
     # Eq. 11 composes conv → CBAM → conv; CBAM's sigmoid gates make the map non-linear:
     # f(a + b) != f(a) + f(b) - f(0) once the last convolution is no longer zero.

@@ -70,26 +70,27 @@ def _generous(data) -> QuantizeOptions:
 
 
 @pytest.mark.parametrize(
-    ("size", "sigma", "pooling", "combine", "sides"),
+    ("size", "sigma", "pooling", "combine", "sides", "weight"),
     [
-        (256, 4.0, "coarse", "likelihood", (64, 32, 16, 8)),
-        (256, 4.0, "max", "nll", (64, 32, 16, 8)),
-        (256, 4.0, "coarse_top", "likelihood", (64, 32, 16, 8)),
-        (64, 2.0, "coarse_top", "nll", (16, 8, 4)),
-        (64, 4.0, "topk", "likelihood", (16, 8, 4, 2)),
-        (64, 0.0, "max", "likelihood", (16, 8)),
-        (32, 8.0, "coarse", "likelihood", (8, 4)),  # blur radius over the map side: replicate border
+        (256, 4.0, "coarse", "likelihood", (64, 32, 16, 8), 1.0),
+        (256, 4.0, "max", "nll", (64, 32, 16, 8), 1.0),
+        (256, 4.0, "max", "likelihood", (64, 32, 16, 8), 0.5),  # aligned parts: weighted map
+        (256, 4.0, "coarse_top", "likelihood", (64, 32, 16, 8), 1.0),
+        (64, 2.0, "coarse_top", "nll", (16, 8, 4), 0.5),
+        (64, 4.0, "topk", "likelihood", (16, 8, 4, 2), 0.5),
+        (64, 0.0, "max", "likelihood", (16, 8), None),
+        (32, 8.0, "coarse", "likelihood", (8, 4), 1.0),  # blur radius over the map side: replicate border
     ],
 )
-def test_fused_map_is_the_librarys_map(size, sigma, pooling, combine, sides):
-    config = CAINNFlowConfig(sigma=sigma, pooling=pooling, combine=combine)
+def test_fused_map_is_the_librarys_map(size, sigma, pooling, combine, sides, weight):
+    config = CAINNFlowConfig(sigma=sigma, pooling=pooling, combine=combine, coarsest_map_weight=weight)
     shapes = [(8 * (i + 1), s, s) for i, s in enumerate(sides)]
     z = [
         torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(i))
         for i, (c, h, w) in enumerate(shapes)
     ]
     maps, scores = FusedMapScorer(config, shapes, size)(z)
-    ref_maps, ref_scores = score_latents(z, size, sigma, combine, pooling)
+    ref_maps, ref_scores = score_latents(z, size, sigma, combine, pooling, 1.0 if weight is None else weight)
     torch.testing.assert_close(maps, ref_maps, atol=2e-6, rtol=0)
     torch.testing.assert_close(scores, ref_scores, atol=2e-6, rtol=0)
 

@@ -130,3 +130,31 @@ def test_checkpoints_without_pooling_keep_the_maps_maximum():
     assert CAINNFlowConfig().pooling == "auto"  # resolved from the good images when training
     old = {k: v for k, v in CAINNFlowConfig().to_dict().items() if k != "pooling"}
     assert CAINNFlowConfig.from_dict(old).pooling == "max"
+
+
+def test_the_coarsest_scale_weighs_less_in_aligned_parts_maps_and_the_score_reads_equal_weights():
+    from cainnflow.scoring import (
+        ALIGNED_COARSEST_WEIGHT,
+        _upsampled_terms,
+        auto_coarsest_weight,
+        scale_weights,
+        score_latents,
+    )
+
+    g = torch.Generator().manual_seed(3)
+    z = [torch.randn(2, 4, s, s, generator=g) * 1.5 for s in (16, 8, 4)]
+    assert scale_weights(z, 0.5) == [1.0, 1.0, 0.5]  # the coarsest, wherever it is in the list
+    assert scale_weights(z[::-1], 0.5) == [0.5, 1.0, 1.0]
+    assert scale_weights(z[:1], 0.0) == [1.0]  # a single scale is the map whatever its weight
+    up = _upsampled_terms(z, 32, "likelihood")
+    expected = gaussian_blur((up[0] + up[1] + 0.5 * up[2]) / 2.5, 2.0)
+    torch.testing.assert_close(anomaly_map(z, 32, 2.0, coarsest_weight=0.5), expected)
+    assert not torch.allclose(anomaly_map(z, 32, 2.0, coarsest_weight=0.5), anomaly_map(z, 32, 2.0))
+    for pooling in ("max", "topk"):
+        maps, scores = score_latents(z, 32, 2.0, pooling=pooling, coarsest_weight=0.5)
+        torch.testing.assert_close(maps, expected)  # the shown map is weighted ...
+        equal = image_scores(anomaly_map(z, 32, 2.0), pooling)
+        torch.testing.assert_close(scores, equal)  # ... the decision keeps the coarse evidence
+    # Textures' scores read the coarse terms; their maps keep equal weights (weight 1).
+    assert auto_coarsest_weight("max") == auto_coarsest_weight("topk") == ALIGNED_COARSEST_WEIGHT < 1
+    assert auto_coarsest_weight("coarse_top") == auto_coarsest_weight("coarse") == 1.0
