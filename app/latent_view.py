@@ -411,8 +411,8 @@ def inverse_panel(entry: state.ModelEntry, analysis: LatentAnalysis) -> None:
         st.markdown("**Generated features** (flow run backwards)")
         st.image(pca.to_rgb(result.features_perturbed[scale][0].cpu(), size=256), width="stretch")
         st.caption("same PCA colours as the original: what the disturbed z stands for in feature space")
-    before = float(result.map_original[0].max())
-    after = float(result.map_perturbed[0].max())
+    before = float(result.score_original[0])  # the model's image score, as its threshold judges it
+    after = float(result.score_perturbed[0])
     a, b, c = st.columns([1, 1, 1])
     with a:
         st.markdown("**Anomaly map: original**")

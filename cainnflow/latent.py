@@ -195,6 +195,8 @@ class PerturbationResult:
         difference: mean |perturbed − original feature| per position, (N, H_i, W_i) per scale.
         map_original: anomaly map (N, S, S) of the original features (as the model scores).
         map_perturbed: anomaly map (N, S, S) of the perturbed features, forwarded again.
+        score_original, score_perturbed: the model's image scores (N,) of both, the numbers
+            its threshold judges (not always the map's maximum: see ``CAINNFlowConfig.pooling``).
     """
 
     z: list[Tensor]
@@ -203,6 +205,8 @@ class PerturbationResult:
     difference: list[np.ndarray]
     map_original: np.ndarray
     map_perturbed: np.ndarray
+    score_original: np.ndarray
+    score_perturbed: np.ndarray
 
 
 @torch.no_grad()
@@ -234,13 +238,17 @@ def perturbation_experiment(
     k = injection.scale
     z_again = list(z_list)
     z_again[k] = model.flows[k](feats_new[k])[0]  # only this scale changed
+    map_original, score_original = model.score(z_list)
+    map_perturbed, score_perturbed = model.score(z_again)
     return PerturbationResult(
         z=z_list,
         z_perturbed=z_new,
         features_perturbed=feats_new,
         difference=feature_difference_maps(feats_new, features),
-        map_original=model.anomaly_map(z_list).cpu().numpy(),
-        map_perturbed=model.anomaly_map(z_again).cpu().numpy(),
+        map_original=map_original.cpu().numpy(),
+        map_perturbed=map_perturbed.cpu().numpy(),
+        score_original=score_original.cpu().numpy(),
+        score_perturbed=score_perturbed.cpu().numpy(),
     )
 
 

@@ -88,6 +88,10 @@ def test_perturbation_lights_up_where_noise_goes(model: CAINNFlow, tiny_backbone
     gain = result.map_perturbed[0] - result.map_original[0]
     r, c = np.unravel_index(np.argmax(gain), gain.shape)
     assert abs(r - 3 * 4 - 2) <= 8 and abs(c - 12 * 4 - 2) <= 8  # reduction 4 in the tiny backbone
+    # The scores are the model's own (what its threshold judges), and the injection raised it.
+    _, expected = model.score(result.z)
+    np.testing.assert_allclose(result.score_original, expected.numpy(), atol=1e-6)
+    assert result.score_perturbed[0] > result.score_original[0]
     # Reusing precomputed latents gives the same result.
     again = perturbation_experiment(model, features, injection, z=result.z)
     assert np.allclose(again.map_perturbed, result.map_perturbed, atol=1e-5)
