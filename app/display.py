@@ -41,6 +41,7 @@ __all__ = [
     "normalized_score",
     "render_overlay",
     "score_images",
+    "score_is_map_max",
     "upload_picker",
     "uploaded_images",
     "verdict",
@@ -59,14 +60,26 @@ MIN_DISPLAY_SIZE = 256  # smaller maps (models trained at 64 px) are upsampled f
 # --------------------------------------------------------------------------- colour scale / overlay
 
 
+def score_is_map_max(detector: object) -> bool:
+    """Whether the image score is the maximum of the map shown (so its threshold is a map value):
+    the paper's ``max`` score on an equal-weight map, not the textures' coarse scores or an
+    aligned part's map that weights the coarsest scale less (``CAINNFlowConfig``)."""
+    config = getattr(detector, "config", None)
+    weight = getattr(config, "coarsest_map_weight", None)
+    return getattr(config, "pooling", "max") in ("max", "auto") and weight in (None, 1)
+
+
 def color_range(detector: Detector) -> tuple[float, float]:
-    """The model's fixed heatmap range ``(vmin, vmax)`` from its validation-normal statistics."""
+    """The model's fixed heatmap range ``(vmin, vmax)`` from its validation-normal statistics:
+    from the median normal pixel to the largest normal pixel, or to the image threshold where
+    that is a map value too (:func:`score_is_map_max`)."""
     stats = detector.stats
     if stats is None:
         raise CainnflowError("the model is not trained (no score statistics)")
-    threshold = detector.threshold if detector.threshold is not None else stats.pixel_max
     vmin = float(stats.pixel_p50)
-    vmax = float(max(threshold, stats.pixel_max))
+    vmax = float(stats.pixel_max)
+    if detector.threshold is not None and score_is_map_max(detector):
+        vmax = max(vmax, float(detector.threshold))
     return vmin, max(vmax, vmin + 1e-6)
 
 

@@ -167,6 +167,9 @@ def _gallery(
                 )
 
 
+VMAX_WORDS = {True: "largest normal pixel or threshold", False: "largest normal pixel"}
+
+
 def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, bool, str]:
     detector = entry.detector
     vmin, vmax = display.color_range(detector)
@@ -206,7 +209,8 @@ def _threshold_controls(entry: state.ModelEntry) -> tuple[float, Thresholds, boo
         st.image(display.color_bar(detector, upper, marker=pixel_thr, ticks=True), width="stretch")
         st.caption(
             f"Map colours over the sliders' range {vmin:.4g} → {upper:.4g}: {vmin:.4g} is the median normal "
-            f"pixel, dark red from {vmax:.4g} (largest normal pixel or threshold) up; ▲ pixel threshold"
+            f"pixel, dark red from {vmax:.4g} ({VMAX_WORDS[display.score_is_map_max(detector)]}) up; "
+            "▲ pixel threshold"
         )
     return alpha, Thresholds(image_thr, pixel_thr), show_gt, order
 

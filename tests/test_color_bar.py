@@ -25,3 +25,19 @@ def test_the_colour_bar_labels_its_range_and_marks_the_threshold():
     assert bar[2, x].max() < 64 and bar[2, x + 12].min() > 200  # the triangle at the marker only
     # The strip's right end has the colour of vmax and above (the sliders' upper end keeps it).
     np.testing.assert_array_equal(bar[strip + 2, width - pad - 2], bar[strip + 2, width - pad - 10])
+
+
+def test_the_colour_range_takes_the_image_threshold_only_where_it_is_a_map_value():
+    from types import SimpleNamespace
+
+    stats = SimpleNamespace(pixel_p50=0.2, pixel_max=0.5)
+
+    def model(pooling, weight):
+        config = SimpleNamespace(pooling=pooling, coarsest_map_weight=weight)
+        return SimpleNamespace(stats=stats, threshold=0.6, config=config)
+
+    assert display.color_range(model("max", 1.0)) == (0.2, 0.6)  # the score is the map's maximum
+    assert display.color_range(model("max", None)) == (0.2, 0.6)
+    # An aligned part's half-weight map, a texture's coarse score: the threshold is not a map value.
+    assert display.color_range(model("max", 0.5)) == (0.2, 0.5)
+    assert display.color_range(model("coarse_top", 1.0)) == (0.2, 0.5)
