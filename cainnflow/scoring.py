@@ -98,10 +98,15 @@ def auto_coarsest_weight(pooling: str) -> float:
 
 
 def scale_weights(z: Sequence[Tensor], coarsest_weight: float = 1.0) -> list[float]:
-    """Each scale's weight in the map: 1, and ``coarsest_weight`` for the coarsest of two or more."""
+    """Each scale's weight in the map: 1, and ``coarsest_weight`` for the coarsest of two or more.
+
+    Only a scale strictly coarser than every other is the coarsest: scales of one resolution
+    (a ViT's blocks) keep equal weights.
+    """
     weights = [1.0] * len(z)
-    if len(z) > 1:
-        weights[_coarse_half(z)[0]] = float(coarsest_weight)
+    positions = [int(t.shape[-2]) * int(t.shape[-1]) for t in z]
+    if len(z) > 1 and positions.count(min(positions)) == 1:
+        weights[positions.index(min(positions))] = float(coarsest_weight)
     return weights
 
 

@@ -146,6 +146,7 @@ def test_the_coarsest_scale_weighs_less_in_aligned_parts_maps_and_the_score_read
     assert scale_weights(z, 0.5) == [1.0, 1.0, 0.5]  # the coarsest, wherever it is in the list
     assert scale_weights(z[::-1], 0.5) == [0.5, 1.0, 1.0]
     assert scale_weights(z[:1], 0.0) == [1.0]  # a single scale is the map whatever its weight
+    assert scale_weights([z[1], z[1].clone()], 0.5) == [1.0, 1.0]  # one resolution (a ViT's blocks)
     up = _upsampled_terms(z, 32, "likelihood")
     expected = gaussian_blur((up[0] + up[1] + 0.5 * up[2]) / 2.5, 2.0)
     torch.testing.assert_close(anomaly_map(z, 32, 2.0, coarsest_weight=0.5), expected)
