@@ -61,9 +61,8 @@ MIN_DISPLAY_SIZE = 256  # smaller maps (models trained at 64 px) are upsampled f
 
 
 def score_is_map_max(detector: object) -> bool:
-    """Whether the image score is the maximum of the map shown (so its threshold is a map value):
-    the paper's ``max`` score on an equal-weight map, not the textures' coarse scores or an
-    aligned part's map that weights the coarsest scale less (``CAINNFlowConfig``)."""
+    """Whether the image score is the shown map's maximum (its threshold a map value): ``max`` on
+    an equal-weight map, not textures' coarse scores nor a map weighting the coarsest scale less."""
     config = getattr(detector, "config", None)
     weight = getattr(config, "coarsest_map_weight", None)
     return getattr(config, "pooling", "max") in ("max", "auto") and weight in (None, 1)
