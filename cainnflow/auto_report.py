@@ -37,6 +37,9 @@ class AutoCandidate:
         image_auroc: held-out good images vs synthetic anomalies.
         pixel_auroc: pixel AUROC on the same images (synthetic masks).
         objective: what was maximised, the mean of the two.
+        lead_low: lower 95 % bound of the objective's lead over the default setting (paired
+            bootstrap over the held-out images); a setting replaces the defaults only when it
+            is above zero. None for the default itself, and in records written before it.
     """
 
     stages: tuple[int, ...]
@@ -45,6 +48,7 @@ class AutoCandidate:
     image_auroc: float
     pixel_auroc: float
     objective: float
+    lead_low: float | None = None
 
     def __post_init__(self) -> None:
         what = "record.auto candidate"
@@ -59,14 +63,19 @@ class AutoCandidate:
             raise ValueError(f"{what} pooling must be one of {', '.join(POOLINGS)}")
         for name in ("image_auroc", "pixel_auroc", "objective"):
             _fraction(getattr(self, name), f"{what} {name}")
+        if self.lead_low is not None and not -1.0 <= finite_number(self.lead_low, f"{what} lead_low") <= 1.0:
+            raise ValueError(f"{what} lead_low must lie in [-1, 1], got {self.lead_low:g}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "stages": list(self.stages)}
+        data = {**asdict(self), "stages": list(self.stages)}
+        if self.lead_low is None:
+            del data["lead_low"]  # as records written before leads were measured
+        return data
 
     @classmethod
     def from_dict(cls, raw: Any, what: str = "record.auto candidate") -> AutoCandidate:
         names = tuple(cls.__dataclass_fields__)
-        data = known_fields(raw, names, what, required=names)
+        data = known_fields(raw, names, what, required=names[:-1])  # lead_low: newer records only
         stages = typed(data["stages"], list, f"{what} stages")
         return cls(**{**data, "stages": tuple(stages)})
 
@@ -111,6 +120,11 @@ class AutoReport:
         if self.proposed_threshold is not None:
             finite_number(self.proposed_threshold, f"{what}.proposed_threshold")
         duration(self.seconds, f"{what}.seconds")
+
+    @property
+    def kept_defaults(self) -> bool:
+        """The default setting was kept: no other led it clearly (records with leads only)."""
+        return self.chosen.lead_low is None and any(c.lead_low is not None for c in self.candidates)
 
     def to_dict(self) -> dict[str, Any]:
         return {

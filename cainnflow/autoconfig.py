@@ -6,7 +6,11 @@ blobs) are pasted into copies of the held-out images; one flow per candidate sta
 on the rest; every candidate setting — a run of consecutive stages and a smoothing ``sigma`` —
 is scored on the held-out good images against the synthetic anomalies without training
 again (the flows of different stages are independent, so a subset of stages is a subset of
-flows). The best setting is then trained on all the good images. What was tried, what was
+flows). A setting replaces the defaults only when it leads them clearly: the held-out images
+are resampled (paired bootstrap, :mod:`cainnflow.bootstrap`) and its lead must stay above zero
+in 95 % of the resamples — on a few dozen held-out images the best of many settings often
+leads by luck, and synthetic anomalies are easier than real defects, so a small lead there is
+no evidence. The chosen setting is then trained on all the good images. What was tried, what was
 chosen and the validation evidence are returned and stored in the checkpoint
 (``detector.record.auto``, a :class:`cainnflow.auto_report.AutoReport`), with a proposed
 threshold: the one that best separates the held-out good images from the synthetic anomalies.
@@ -25,10 +29,10 @@ import numpy as np
 import torch
 
 from .auto_report import AutoCandidate, AutoReport
+from .bootstrap import pixel_histograms, resample_weights, weighted_image_auroc, weighted_pixel_auroc
 from .data import DEFAULT_VAL_FRACTION, CategoryData, read_image, split_train_val
 from .detector import Detector
 from .errors import DataError, TrainingCancelled
-from .metrics import image_auroc, pixel_auroc
 from .model import CAINNFlowConfig
 from .scoring import score_latents
 from .synthetic import ALL_KINDS, f1_threshold, make_synthetic_anomalies
@@ -45,6 +49,10 @@ SIGMAS = (2.0, 4.0, 8.0)
 POOLINGS = ("coarse_top", "max")
 """Image scores :func:`candidate_settings` can try (by default it does not: the image score is
 the one the good images' flip evidence chose, :func:`cainnflow.augment.auto_pooling`)."""
+BOOTSTRAP_RESAMPLES = 400
+LEAD_QUANTILE = 0.05
+"""A setting replaces the defaults only when it leads them in all but this fraction of the
+paired bootstrap resamples of the held-out images (a one-sided 95 % bound above zero)."""
 CNN_CANDIDATE_STAGES = (1, 2, 3, 4)
 MIN_RUN = 2
 """Candidate stage sets are runs of at least this many consecutive stages."""
@@ -88,29 +96,51 @@ def _score_candidates(
     stages: tuple[int, ...],
     labels: np.ndarray,
     masks: np.ndarray,
-    poolings: Sequence[str],
-) -> list[AutoCandidate]:
+    settings: Sequence[tuple[tuple[int, ...], float, str]],
+    seed: int,
+) -> list[tuple[tuple[tuple[int, ...], float, str], float, float, np.ndarray]]:
+    """Each setting's image / pixel AUROC and its objective on the sample and on resamples.
+
+    Returns ``(setting, image AUROC, pixel AUROC, objectives)`` per setting, ``objectives[0]``
+    on the held-out images as they are, the rest on the same :data:`BOOTSTRAP_RESAMPLES`
+    stratified resamples for every setting (paired).
+    """
     config = detector.config
+    weights = np.vstack([np.ones((1, len(labels))), resample_weights(labels, BOOTSTRAP_RESAMPLES, seed)])
     results = []
-    for run, sigma, pooling in candidate_settings(stages, poolings):
+    for run, sigma, pooling in settings:
         z = [latents[stages.index(s)] for s in run]
         weight = detector.model.coarsest_map_weight
         maps, scores = score_latents(z, config.image_size, sigma, config.combine, pooling, weight)
-        scores = scores.numpy()
-        img = image_auroc(labels, scores) or 0.0
-        pix = pixel_auroc(masks, maps.numpy()) or 0.0
-        results.append(AutoCandidate(run, sigma, pooling, float(img), float(pix), float((img + pix) / 2)))
+        img = np.nan_to_num(weighted_image_auroc(labels, scores.numpy(), weights))
+        pix = np.nan_to_num(weighted_pixel_auroc(pixel_histograms(maps.numpy(), masks), weights))
+        results.append(((run, sigma, pooling), float(img[0]), float(pix[0]), (img + pix) / 2))
     return results
 
 
-def _best(candidates: list[AutoCandidate], default: tuple[tuple[int, ...], float, str]) -> AutoCandidate:
-    """Highest objective; ties (within 0.002) go to the default setting, then to fewer stages."""
-    top = max(c.objective for c in candidates)
-    close = [c for c in candidates if c.objective >= top - 0.002]
-    for c in close:
-        if (c.stages, c.sigma, c.pooling) == default:
-            return c
-    return max(close, key=lambda c: (c.objective, -len(c.stages)))
+def _choose(
+    results: list[tuple[tuple[tuple[int, ...], float, str], float, float, np.ndarray]],
+    default: tuple[tuple[int, ...], float, str],
+) -> tuple[AutoCandidate, list[AutoCandidate]]:
+    """The chosen setting and every candidate with its lead over the default.
+
+    A setting replaces the default only when its lead is clear: above zero in all but
+    :data:`LEAD_QUANTILE` of the resamples. Of those, the highest objective wins (then fewer
+    stages); when none leads clearly (or the default is not among the settings: the highest).
+    """
+    base = next((objectives for setting, _, _, objectives in results if setting == default), None)
+    candidates = []
+    for (run, sigma, pooling), img, pix, objectives in results:
+        lead_low = None
+        if base is not None and (run, sigma, pooling) != default:
+            lead_low = float(np.quantile(objectives[1:] - base[1:], LEAD_QUANTILE))
+        candidates.append(AutoCandidate(run, sigma, pooling, img, pix, float(objectives[0]), lead_low))
+    if base is None:
+        return max(candidates, key=lambda c: (c.objective, -len(c.stages))), candidates
+    clear = [c for c in candidates if c.lead_low is not None and c.lead_low > 0]
+    if not clear:
+        return next(c for c in candidates if (c.stages, c.sigma, c.pooling) == default), candidates
+    return max(clear, key=lambda c: (c.objective, -len(c.stages))), candidates
 
 
 def auto_configure(
@@ -164,7 +194,8 @@ def auto_configure(
     selector.fit(replace(data, train=tuple(train), test=()), train_config, callback=callback, cancel=cancel)
     if cancel is not None and cancel.is_set():
         raise TrainingCancelled("auto-configuration cancelled")
-    # Ties go to the defaults: the backbone's stages, sigma, and the image score the good images chose.
+    # The defaults: the backbone's stages, sigma, and the image score the good images chose; a
+    # setting must lead them clearly to replace them (_choose).
     default = (tuple(default_stages), config.sigma, selector.config.pooling)
     # The image score is not searched: the flip evidence of the good images (pooling "auto") or
     # the one asked for decides it, the rule measured on real sets. Searched on synthetic
@@ -181,10 +212,13 @@ def auto_configure(
     masks = np.stack(
         [np.zeros((size, size), bool)] * len(good_images) + [_resize_mask(s.mask, size) for s in samples]
     )
-    say(f"scoring {len(candidate_settings(stages, poolings))} settings on {len(images)} held-out images")
+    settings = candidate_settings(stages, poolings)
+    if set(default[0]) <= set(stages) and default not in settings:
+        settings.append(default)
+    say(f"scoring {len(settings)} settings on {len(images)} held-out images")
     latents = _latents(selector, images)
-    candidates = _score_candidates(selector, latents, stages, labels, masks, poolings)
-    chosen = _best(candidates, default)
+    results = _score_candidates(selector, latents, stages, labels, masks, settings, train_config.seed)
+    chosen, candidates = _choose(results, default)
 
     say(
         f"training the chosen setting (stages {chosen.stages}, sigma {chosen.sigma:g}, {chosen.pooling} score) "

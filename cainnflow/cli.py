@@ -277,8 +277,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         history = detector.history
         best = report.chosen
+        verb = "kept the defaults (no setting led them clearly):" if report.kept_defaults else "chose"
         print(
-            f"auto: chose stages {' '.join(map(str, best.stages))}, sigma {best.sigma:g}, {best.pooling} score "
+            f"auto: {verb} stages {' '.join(map(str, best.stages))}, sigma {best.sigma:g}, {best.pooling} score "
             f"(held-out good vs synthetic anomalies: image AUROC {best.image_auroc:.3f}, "
             f"pixel AUROC {best.pixel_auroc:.3f}; {len(report.candidates)} settings tried, "
             f"proposed threshold {_fmt(report.proposed_threshold)})",

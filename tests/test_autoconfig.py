@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+import cainnflow.autoconfig as autoconfig
 import cainnflow.image_io as image_io
+from cainnflow.auto_report import AutoReport
 from cainnflow.autoconfig import auto_configure, candidate_settings
 from cainnflow.checkpoint import read_checkpoint
 from cainnflow.data import load_mvtec_category
@@ -78,3 +82,75 @@ def test_auto_configure_needs_enough_good_images(demo):
     data = load_mvtec_category(demo, CATEGORY)
     with pytest.raises(DataError, match="at least"):
         auto_configure(replace(data, train=data.train[:4]), CAINNFlowConfig(image_size=64), device="cpu")
+
+
+# --------------------------------------------------------------------------- the choice: a clear lead or the defaults
+
+
+def _latents(n_good: int, n_bad: int, noise_in_fine: float, seed: int = 0):
+    """Stages 1-4 of a 64-px model: the defect is in the coarse stages; the fine ones carry noise."""
+    rng = np.random.default_rng(seed)
+    n = n_good + n_bad
+    labels = np.r_[np.zeros(n_good), np.ones(n_bad)].astype(int)
+    masks = np.zeros((n, 64, 64), bool)
+    masks[n_good:, 16:48, 16:48] = True
+    latents = []
+    for side, noise in ((16, noise_in_fine), (8, noise_in_fine), (4, 0.3), (2, 0.3)):
+        z = 1.0 + noise * np.abs(rng.normal(size=(n, 1, side, side)))
+        z[n_good:, :, side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] += 0.6
+        latents.append(torch.from_numpy(z.astype(np.float32)))
+    return latents, labels, masks
+
+
+def _detector():
+    return SimpleNamespace(
+        config=SimpleNamespace(image_size=64, combine="likelihood"),
+        model=SimpleNamespace(coarsest_map_weight=1.0),
+    )
+
+
+def _choose(noise_in_fine: float, default=((1, 2, 3, 4), 4.0, "max"), n=30):
+    latents, labels, masks = _latents(n, n, noise_in_fine)
+    stages = (1, 2, 3, 4)
+    settings = candidate_settings(stages, ["max"])
+    results = autoconfig._score_candidates(_detector(), latents, stages, labels, masks, settings, seed=0)
+    return autoconfig._choose(results, default)
+
+
+def test_a_setting_that_leads_clearly_replaces_the_defaults():
+    chosen, candidates = _choose(noise_in_fine=3.0)  # the fine stages drown the defect in noise
+    default = next(c for c in candidates if c.stages == (1, 2, 3, 4) and c.sigma == 4.0)
+    assert chosen is not default and chosen.lead_low > 0 and chosen.objective > default.objective
+    assert default.lead_low is None
+    assert chosen.objective == max(
+        c.objective for c in candidates if c.lead_low is not None and c.lead_low > 0
+    )
+
+
+def test_a_lead_within_the_luck_of_the_held_out_images_keeps_the_defaults():
+    default = ((1, 2, 3, 4), 4.0, "max")
+    rng = np.random.default_rng(0)
+    base = 0.9 + 0.01 * rng.normal(size=401)
+    lucky = base + np.where(
+        rng.random(401) < 0.7, 0.03, -0.02
+    )  # ahead on the sample, behind in 30 % of resamples
+    lucky[0] = base[0] + 0.03
+    steady = base + 0.004  # a small lead in every resample
+    results = [
+        (default, 0.9, 0.9, base),
+        (((2, 3), 4.0, "max"), 0.95, 0.95, lucky),
+        (((1, 2, 3), 4.0, "max"), 0.9, 0.91, steady),
+    ]
+    chosen, candidates = autoconfig._choose(results, default)
+    assert (chosen.stages, chosen.lead_low) == ((1, 2, 3), pytest.approx(0.004))
+    assert candidates[1].lead_low < 0 < candidates[2].lead_low and candidates[0].lead_low is None
+    chosen, candidates = autoconfig._choose(results[:2], default)
+    assert chosen.stages == (1, 2, 3, 4) and chosen.lead_low is None
+    assert max(c.objective for c in candidates) > chosen.objective  # the lucky one scored higher
+    assert AutoReport(chosen, tuple(candidates), 10, 12, 6, ("noise",), None, 1.0).kept_defaults
+
+
+def test_without_the_default_among_the_settings_the_best_is_chosen():
+    chosen, candidates = _choose(noise_in_fine=3.0, default=((1, 2, 3, 4), 3.0, "max"))
+    assert chosen.objective == max(c.objective for c in candidates)
+    assert all(c.lead_low is None for c in candidates)
