@@ -135,12 +135,18 @@ class Detector:
     ) -> Detector:
         """Builds an untrained detector (backbone weights as :func:`create_backbone` says)."""
         config = config or CAINNFlowConfig()
-        backbone = create_backbone(config.backbone, weights=weights, out_indices=config.out_indices)
-        if config.out_indices is None:
-            config = CAINNFlowConfig.from_dict(
-                {**config.to_dict(), "out_indices": list(backbone.out_indices)}
-            )
-        model = CAINNFlow(backbone, config).to(resolve_device(device))
+        # The initial weights follow from the configuration (its seed) alone: not from what ran
+        # before in this process (an earlier training, auto-configuration's selector, another
+        # session's job), and the caller's random state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            backbone = create_backbone(config.backbone, weights=weights, out_indices=config.out_indices)
+            if config.out_indices is None:
+                config = CAINNFlowConfig.from_dict(
+                    {**config.to_dict(), "out_indices": list(backbone.out_indices)}
+                )
+            model = CAINNFlow(backbone, config)
+        model = model.to(resolve_device(device))
         model.eval()
         return cls(model)
 

@@ -126,3 +126,19 @@ def test_mismatched_checkpoint_is_refused(trained, tmp_path):
     )
     with pytest.raises(CheckpointError, match="do not match"):
         Detector.load(tmp_path / "x.safetensors")
+
+
+def test_initial_weights_follow_the_seed_not_what_ran_before():
+    config = CAINNFlowConfig(image_size=64)
+    first = Detector.create(config, weights="random", device="cpu")
+    torch.randn(1000)  # an earlier training, another session's job...
+    state = torch.get_rng_state()
+    again = Detector.create(config, weights="random", device="cpu")
+    assert torch.equal(torch.get_rng_state(), state), "creating a detector moved the caller's random state"
+    other = Detector.create(CAINNFlowConfig(image_size=64, seed=1), weights="random", device="cpu")
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[name]), name
+    assert any(
+        not torch.equal(value, other.model.flows.state_dict()[name])
+        for name, value in first.model.flows.state_dict().items()
+    )
