@@ -67,7 +67,7 @@ def _auto_summary(auto: AutoReport) -> None:
                     "pixel AUROC": round(c.pixel_auroc, 4),
                     "lead over the defaults (95 % low)": "defaults"
                     if c.lead_low is None
-                    else round(c.lead_low, 4),
+                    else f"{c.lead_low:+.4f}",
                 }
                 for c in auto.candidates
             ],
