@@ -50,6 +50,10 @@ def _auto_summary(auto: AutoReport) -> None:
     kept = auto.kept_defaults
     verb = "Kept the default settings" if kept else "Chose"
     why = " — no other setting led them clearly (in 95 % of resamples of the held-out images)" if kept else ""
+    if chosen.lead_low is not None:
+        why = (
+            f" — it led the defaults in 95 % of resamples of the held-out images (by ≥ {chosen.lead_low:.4f})"
+        )
     st.info(
         f"{verb}: stages {', '.join(map(str, chosen.stages))}, smoothing σ = {chosen.sigma:g}{why}. On "
         f"{auto.n_holdout} held-out good images and {auto.n_synthetic} synthetic "
