@@ -47,10 +47,11 @@ def _start_training(
 def _auto_summary(auto: AutoReport) -> None:
     """What "choose settings for me" tried and chose, on held-out good images + synthetic defects."""
     chosen, proposed = auto.chosen, auto.proposed_threshold
-    kept = auto.kept_defaults
-    verb = "Kept the default settings" if kept else "Chose"
-    why = " — no other setting led them clearly (in 95 % of resamples of the held-out images)" if kept else ""
-    if chosen.lead_low is not None:
+    verb, why = "Chose", ""
+    if auto.kept_defaults:
+        verb = "Kept the default settings"
+        why = " — no other setting led them clearly (in 95 % of resamples of the held-out images)"
+    elif chosen.lead_low is not None:
         why = (
             f" — it led the defaults in 95 % of resamples of the held-out images (by ≥ {chosen.lead_low:.4f})"
         )

@@ -107,10 +107,10 @@ def _score_candidates(
     """
     config = detector.config
     weights = np.vstack([np.ones((1, len(labels))), resample_weights(labels, BOOTSTRAP_RESAMPLES, seed)])
+    weight = detector.model.coarsest_map_weight
     results = []
     for run, sigma, pooling in settings:
         z = [latents[stages.index(s)] for s in run]
-        weight = detector.model.coarsest_map_weight
         maps, scores = score_latents(z, config.image_size, sigma, config.combine, pooling, weight)
         img = np.nan_to_num(weighted_image_auroc(labels, scores.numpy(), weights))
         pix = np.nan_to_num(weighted_pixel_auroc(pixel_histograms(maps.numpy(), masks), weights))
