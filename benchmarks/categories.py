@@ -99,6 +99,11 @@ SETTINGS: dict[str, Setting] = {
             note="paper: CAC as Eq. 11 (no ReLU), 2 steps per scale, lr 5e-4 (its 750 epochs cut to the default)",
         ),
         Setting("eq11", model={"subnet_relu": False}, note="CAC exactly as the paper's Eq. 11 (no ReLU)"),
+        Setting(
+            "leaky_gate",
+            model={"attention_negative_slope": 0.1},
+            note="CBAM's channel MLP with a leaky ReLU (0.1): no gate can die",
+        ),
         Setting("stages234", model={"out_indices": (2, 3, 4)}, note="deeper backbone stages (2, 3, 4)"),
         Setting("long", train={"max_steps": 1000, "epochs": None}, note="a 1000-step budget"),
         Setting(

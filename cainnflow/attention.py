@@ -5,6 +5,17 @@ both pooled descriptors (hidden width ``C / r``, ReLU after ``W_0``), then spati
 ``M_s(F') = σ(conv7×7([AvgPool_c(F'); MaxPool_c(F')]))``. Each gate multiplies its input:
 ``F' = M_c(F) ⊗ F``, ``F'' = M_s(F') ⊗ F'``.
 
+The MLP's activation. The paper (and CBAM) use a ReLU. Trained with Adam, whose steps have
+the learning rate's size however small the gradient, the hidden units of these small MLPs
+(8–10 units, fed non-negative pooled features) drift until ``W_0·p < 0`` for every input: a
+unit there gets no gradient and never comes back, and once every unit of an MLP is there its
+gate is the constant 0.5 — the channel attention does nothing. Measured on bottle-10 after
+the default training: 0–62 % of the units alive per MLP, one MLP fully dead; the shipped
+models had 1 (bottle) and 3 (magnetic tile) of 8 dead. ``negative_slope > 0`` (a leaky ReLU,
+:class:`cainnflow.config.CAINNFlowConfig` ``attention_negative_slope``) leaves every unit a
+gradient, and no gate is constant; ``0``, the paper's ReLU, stays the default because reviving
+the gates did not score better (benchmarks/README.md, "Dead channel attention").
+
 The last gates a module computed can be kept for display (``record = True``); the flow
 model's :func:`cainnflow.model.CAINNFlow.attention_maps` switches that on for one forward.
 """
@@ -15,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import MIN_HIDDEN
+from .config import ATTENTION_NEGATIVE_SLOPE, MIN_HIDDEN
 
 __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 
 DEFAULT_REDUCTION = 16
 SPATIAL_KERNEL_SIZE = 7
+DEFAULT_NEGATIVE_SLOPE = ATTENTION_NEGATIVE_SLOPE  # the channel MLP's activation (module notes)
 # MIN_HIDDEN, the floor on the channel MLP's hidden width, lives in cainnflow.config.
 
 
@@ -31,17 +43,32 @@ class ChannelAttention(nn.Module):
         channels: number of input channels ``C``.
         reduction: reduction ratio ``r`` of the shared MLP; its hidden width is
             ``C // r``, but at least :data:`MIN_HIDDEN` (and at most ``C``).
+        min_hidden: floor on the hidden width.
+        negative_slope: slope of the MLP's activation below zero; 0 is the paper's ReLU
+            (module notes: why the default is a leaky one).
     """
 
     def __init__(
-        self, channels: int, reduction: int = DEFAULT_REDUCTION, min_hidden: int = MIN_HIDDEN
+        self,
+        channels: int,
+        reduction: int = DEFAULT_REDUCTION,
+        min_hidden: int = MIN_HIDDEN,
+        negative_slope: float = DEFAULT_NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
+        if not 0.0 <= negative_slope < 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope}")
         hidden = min(channels, max(min_hidden, channels // reduction))
-        # The shared MLP W_1(ReLU(W_0(.))) as 1x1 convolutions on (N, C, 1, 1) descriptors.
+        self.negative_slope = float(negative_slope)
+        activation = (
+            nn.LeakyReLU(self.negative_slope, inplace=True)
+            if self.negative_slope > 0
+            else nn.ReLU(inplace=True)
+        )
+        # The shared MLP W_1(act(W_0(.))) as 1x1 convolutions on (N, C, 1, 1) descriptors.
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, kernel_size=1, bias=False),
-            nn.ReLU(inplace=True),
+            activation,
             nn.Conv2d(hidden, channels, kernel_size=1, bias=False),
         )
 
@@ -52,7 +79,9 @@ class ChannelAttention(nn.Module):
         # The 1x1 convs on 1x1 maps are matrix products: run them as such, over both pooled
         # descriptors at once (the same weights; a conv call costs ~100 us of overhead here).
         w0, w1 = self.mlp[0].weight.flatten(1), self.mlp[2].weight.flatten(1)
-        out = F.linear(F.relu(F.linear(pooled, w0)), w1)
+        hidden = F.linear(pooled, w0)
+        hidden = F.leaky_relu(hidden, self.negative_slope) if self.negative_slope > 0 else F.relu(hidden)
+        out = F.linear(hidden, w1)
         from_avg, from_max = out.chunk(2, dim=0)
         return torch.sigmoid(from_avg + from_max).view(n, c, 1, 1)
 
@@ -91,9 +120,10 @@ class CBAM(nn.Module):
         reduction: int = DEFAULT_REDUCTION,
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
         min_hidden: int = MIN_HIDDEN,
+        negative_slope: float = DEFAULT_NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
-        self.channel_attention = ChannelAttention(channels, reduction, min_hidden)
+        self.channel_attention = ChannelAttention(channels, reduction, min_hidden, negative_slope)
         self.spatial_attention = SpatialAttention(spatial_kernel_size)
         self.record = False
         self.last_channel_gate: Tensor | None = None

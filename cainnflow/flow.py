@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import COUPLINGS, MIN_HIDDEN, CouplingType
+from .config import ATTENTION_NEGATIVE_SLOPE, COUPLINGS, MIN_HIDDEN, CouplingType
 from .subnet import SubnetVariant, create_subnet
 
 __all__ = ["COUPLINGS", "CouplingType", "FeatureStandardizer", "build_flow"]
@@ -87,6 +87,7 @@ def build_flow(
     coupling: CouplingType = "glow",
     kernel_size: int = 3,
     subnet_relu: bool = False,
+    attention_negative_slope: float = ATTENTION_NEGATIVE_SLOPE,
     seed: int = 0,
     standardize: bool = False,
 ) -> Ff.SequenceINN:
@@ -103,6 +104,7 @@ def build_flow(
         coupling: ``"glow"`` (paper Eq. 1) or ``"allinone"``.
         kernel_size: subnet convolution size (3 in the paper).
         subnet_relu: a ReLU after ``CAC``'s first convolution (not in the paper's Eq. 11).
+        attention_negative_slope: negative slope of CBAM's channel-MLP activation (0: ReLU).
         seed: seeds the fixed channel permutations, so a flow is reproducible.
         standardize: open the flow with a :class:`FeatureStandardizer` (``module_list[0]``).
 
@@ -123,6 +125,7 @@ def build_flow(
         kernel_size=kernel_size,
         min_hidden=attention_min_hidden,
         relu=subnet_relu,
+        attention_slope=attention_negative_slope,
     )
     flow = Ff.SequenceINN(channels, height, width)
     if standardize:

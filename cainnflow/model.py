@@ -92,6 +92,7 @@ class CAINNFlow(nn.Module):
                 clamp=config.clamp,
                 coupling=config.coupling,
                 subnet_relu=config.subnet_relu,
+                attention_negative_slope=config.attention_negative_slope,
                 seed=config.seed + i,
                 standardize=True,
             )

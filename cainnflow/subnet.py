@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from .attention import CBAM, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
+from .attention import CBAM, DEFAULT_NEGATIVE_SLOPE, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
 from .config import MIN_HIDDEN, VARIANTS, SubnetVariant
 
 __all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet", "subnet_parameter_counts"]
@@ -60,6 +60,8 @@ class CouplingSubnet(nn.Module):
         spatial_kernel_size: CBAM spatial-attention convolution size (7 in the paper).
         min_hidden: floor on CBAM's channel-MLP hidden width (see :data:`cainnflow.config.MIN_HIDDEN`).
         relu: a ReLU after ``CAC``'s first convolution (not in Eq. 11; see the module notes).
+        attention_slope: negative slope of CBAM's channel-MLP activation (0: the paper's ReLU;
+            :mod:`cainnflow.attention`).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class CouplingSubnet(nn.Module):
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
         min_hidden: int = MIN_HIDDEN,
         relu: bool = False,
+        attention_slope: float = DEFAULT_NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -85,18 +88,18 @@ class CouplingSubnet(nn.Module):
             # pass gradients back to it.
             layers = [
                 _conv(c_in, c_out, kernel_size, zero=True),
-                CBAM(c_out, reduction, spatial_kernel_size, min_hidden),
+                CBAM(c_out, reduction, spatial_kernel_size, min_hidden, attention_slope),
             ]
         elif variant == "AC":
             layers = [
-                CBAM(c_in, reduction, spatial_kernel_size, min_hidden),
+                CBAM(c_in, reduction, spatial_kernel_size, min_hidden, attention_slope),
                 _conv(c_in, c_out, kernel_size, zero=True),
             ]
         elif variant == "CAC":
             layers = [
                 _conv(c_in, hidden, kernel_size),
                 *([nn.ReLU(inplace=True)] if relu else []),
-                CBAM(hidden, reduction, spatial_kernel_size, min_hidden),
+                CBAM(hidden, reduction, spatial_kernel_size, min_hidden, attention_slope),
                 _conv(hidden, c_out, kernel_size, zero=True),
             ]
         else:  # CC
@@ -123,6 +126,7 @@ def create_subnet(
     kernel_size: int = 3,
     min_hidden: int = MIN_HIDDEN,
     relu: bool = False,
+    attention_slope: float = DEFAULT_NEGATIVE_SLOPE,
 ) -> Callable[[int, int], nn.Module]:
     """Returns a FrEIA subnet constructor ``(c_in, c_out) -> CouplingSubnet``."""
     if variant not in VARIANTS:
@@ -130,7 +134,15 @@ def create_subnet(
 
     def constructor(c_in: int, c_out: int) -> nn.Module:
         return CouplingSubnet(
-            c_in, c_out, variant, hidden_ratio, reduction, kernel_size, min_hidden=min_hidden, relu=relu
+            c_in,
+            c_out,
+            variant,
+            hidden_ratio,
+            reduction,
+            kernel_size,
+            min_hidden=min_hidden,
+            relu=relu,
+            attention_slope=attention_slope,
         )
 
     return constructor
