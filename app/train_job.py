@@ -58,7 +58,8 @@ def _auto_summary(auto: AutoReport) -> None:
     st.info(
         f"{verb}: stages {', '.join(map(str, chosen.stages))}, smoothing σ = {chosen.sigma:g}{why}. On "
         f"{auto.n_holdout} held-out good images and {auto.n_synthetic} synthetic "
-        f"defects they gave image AUROC {chosen.image_auroc:.3f}, pixel AUROC {chosen.pixel_auroc:.3f}."
+        f"defects they gave image AUROC {chosen.image_auroc:.3f}, pixel AUROC {chosen.pixel_auroc:.3f}"
+        + (f", AUPRO {chosen.aupro:.3f}." if chosen.aupro is not None else ".")
         + (f" Proposed threshold {proposed:.4g} (Evaluate page)." if proposed is not None else ""),
         icon=":material/auto_awesome:",
     )
@@ -70,6 +71,7 @@ def _auto_summary(auto: AutoReport) -> None:
                     "σ": c.sigma,
                     "image AUROC": round(c.image_auroc, 4),
                     "pixel AUROC": round(c.pixel_auroc, 4),
+                    "AUPRO": "–" if c.aupro is None else f"{c.aupro:.4f}",
                     "lead over the defaults (95 % low)": "defaults"
                     if c.lead_low is None
                     else f"{c.lead_low:+.4f}",

@@ -36,10 +36,13 @@ class AutoCandidate:
         pooling: how the image score is made (:data:`cainnflow.scoring.POOLINGS`).
         image_auroc: held-out good images vs synthetic anomalies.
         pixel_auroc: pixel AUROC on the same images (synthetic masks).
-        objective: what was maximised, the mean of the two.
+        objective: what was maximised: the mean of image AUROC, pixel AUROC and AUPRO (in
+            records written before AUPRO was measured, of the first two).
         lead_low: lower 95 % bound of the objective's lead over the default setting (paired
             bootstrap over the held-out images); a setting replaces the defaults only when it
             is above zero. None for the default itself, and in records written before it.
+        aupro: AUPRO on the same images (each synthetic anomaly one region); None in records
+            written before it was measured.
     """
 
     stages: tuple[int, ...]
@@ -49,6 +52,7 @@ class AutoCandidate:
     pixel_auroc: float
     objective: float
     lead_low: float | None = None
+    aupro: float | None = None
 
     def __post_init__(self) -> None:
         what = "record.auto candidate"
@@ -63,19 +67,22 @@ class AutoCandidate:
             raise ValueError(f"{what} pooling must be one of {', '.join(POOLINGS)}")
         for name in ("image_auroc", "pixel_auroc", "objective"):
             _fraction(getattr(self, name), f"{what} {name}")
+        if self.aupro is not None:
+            _fraction(self.aupro, f"{what} aupro")
         if self.lead_low is not None and not -1.0 <= finite_number(self.lead_low, f"{what} lead_low") <= 1.0:
             raise ValueError(f"{what} lead_low must lie in [-1, 1], got {self.lead_low:g}")
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "stages": list(self.stages)}
-        if self.lead_low is None:
-            del data["lead_low"]  # as records written before leads were measured
+        for name in ("lead_low", "aupro"):
+            if data[name] is None:
+                del data[name]  # as records written before these were measured
         return data
 
     @classmethod
     def from_dict(cls, raw: Any, what: str = "record.auto candidate") -> AutoCandidate:
         names = tuple(cls.__dataclass_fields__)
-        data = known_fields(raw, names, what, required=names[:-1])  # lead_low: newer records only
+        data = known_fields(raw, names, what, required=names[:-2])  # lead_low, aupro: newer records only
         stages = typed(data["stages"], list, f"{what} stages")
         return cls(**{**data, "stages": tuple(stages)})
 

@@ -9,6 +9,11 @@ once into quantile bins (good and defect pixels apart); a resample's pixel AUROC
 weighted sum of those counts — Mann–Whitney on the bins, ties within a bin counted half, which
 is within ``1 / bins`` of the exact value (:func:`cainnflow.metrics.pixel_auroc`).
 
+AUPRO comes from the same counts (:func:`weighted_aupro`): a threshold at a bin edge gives the
+false-positive rate from the good pixels' counts and each anomalous image's overlap from its own
+defect pixels' counts — one region per image, which is what a synthetic anomaly is (MVTec's
+AUPRO splits a mask into connected components: :func:`cainnflow.metrics.aupro`).
+
 Pure numpy; torch-free.
 """
 
@@ -21,6 +26,7 @@ __all__ = [
     "auroc_from_counts",
     "pixel_histograms",
     "resample_weights",
+    "weighted_aupro",
     "weighted_image_auroc",
     "weighted_pixel_auroc",
 ]
@@ -75,6 +81,45 @@ def weighted_pixel_auroc(histograms: np.ndarray, weights: np.ndarray) -> np.ndar
     """Pixel AUROC of each resample: ``weights`` ``(B, N)`` image counts, ``histograms`` ``(N, 2, bins)``."""
     counts = np.tensordot(np.asarray(weights, dtype=np.float64), histograms, axes=(1, 0))
     return auroc_from_counts(counts[:, 0], counts[:, 1])
+
+
+def weighted_aupro(histograms: np.ndarray, weights: np.ndarray, fpr_limit: float = 0.3) -> np.ndarray:
+    """AUPRO of each resample (PRO against FPR up to ``fpr_limit``, divided by it).
+
+    Args:
+        histograms: ``(N, 2, bins)`` per-image counts (:func:`pixel_histograms`).
+        weights: ``(B, N)`` counts of each image in each resample.
+        fpr_limit: the FPR integration limit, in ``(0, 1]``.
+
+    Returns:
+        ``(B,)`` AUPROs, each image's defect pixels one region; NaN where a resample has no
+        good pixel or no defect pixel.
+    """
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    histograms = np.asarray(histograms, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+
+    # Counts at or above each bin edge, from the highest threshold down (column 0: nothing above).
+    def tails(counts: np.ndarray) -> np.ndarray:
+        above = np.cumsum(counts[..., ::-1], axis=-1)
+        return np.concatenate([np.zeros((*counts.shape[:-1], 1)), above], axis=-1)
+
+    good = tails(weights @ histograms[:, 0])  # (B, bins + 1)
+    defect_total = histograms[:, 1].sum(axis=1)
+    anomalous = defect_total > 0
+    overlap = tails(histograms[anomalous, 1]) / defect_total[anomalous, None]  # (A, bins + 1)
+    region_weight = weights[:, anomalous]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fpr = good / good[:, -1:]
+        pro = (region_weight @ overlap) / region_weight.sum(axis=1, keepdims=True)
+    x0, x1, y0, y1 = fpr[:, :-1], fpr[:, 1:], pro[:, :-1], pro[:, 1:]
+    crossing = (x0 < fpr_limit) & (x1 > fpr_limit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y_at = y0 + (y1 - y0) * (fpr_limit - x0) / np.where(x1 > x0, x1 - x0, 1.0)
+    y1 = np.where(crossing, y_at, y1)
+    dx = np.minimum(x1, fpr_limit) - np.minimum(x0, fpr_limit)
+    return np.sum(dx * (y0 + y1) / 2.0, axis=1) / fpr_limit
 
 
 def weighted_image_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -281,7 +281,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(
             f"auto: {verb} stages {' '.join(map(str, best.stages))}, sigma {best.sigma:g}, {best.pooling} score "
             f"(held-out good vs synthetic anomalies: image AUROC {best.image_auroc:.3f}, "
-            f"pixel AUROC {best.pixel_auroc:.3f}; {len(report.candidates)} settings tried, "
+            f"pixel AUROC {best.pixel_auroc:.3f}, AUPRO {_fmt(best.aupro)}; {len(report.candidates)} settings tried, "
             f"proposed threshold {_fmt(report.proposed_threshold)})",
             file=sys.stderr,
         )

@@ -55,7 +55,9 @@ def _summary(kept: bool) -> None:
     from cainnflow.auto_report import AutoCandidate, AutoReport
 
     default = AutoCandidate((1, 2, 3, 4), 4.0, "max", 0.97, 0.98, 0.975)
-    other = AutoCandidate((2, 3), 4.0, "max", 0.98, 0.985, 0.9825, lead_low=-0.001 if kept else 0.002)
+    other = AutoCandidate(
+        (2, 3), 4.0, "max", 0.98, 0.985, 0.97, lead_low=-0.001 if kept else 0.002, aupro=0.945
+    )
     chosen = default if kept else other
     _auto_summary(AutoReport(chosen, (default, other), 30, 8, 72, ("crack",), None, 10.0))
 
@@ -69,6 +71,8 @@ def test_the_summary_says_whether_the_defaults_were_kept_and_shows_each_lead() -
         assert at.info[0].value.startswith(opening), at.info[0].value
         assert ("no other setting led them clearly" in at.info[0].value) is kept
         table = at.dataframe[0].value
+        assert list(table["AUPRO"]) == ["–", "0.9450"]  # the default's record predates AUPRO here
+        assert ("AUPRO 0.945" in at.info[0].value) is not kept
         assert list(table["lead over the defaults (95 % low)"]) == [
             "defaults",
             "-0.0010" if kept else "+0.0020",

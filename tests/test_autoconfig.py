@@ -137,9 +137,9 @@ def test_a_lead_within_the_luck_of_the_held_out_images_keeps_the_defaults():
     lucky[0] = base[0] + 0.03
     steady = base + 0.004  # a small lead in every resample
     results = [
-        (default, 0.9, 0.9, base),
-        (((2, 3), 4.0, "max"), 0.95, 0.95, lucky),
-        (((1, 2, 3), 4.0, "max"), 0.9, 0.91, steady),
+        autoconfig.Scored(default, 0.9, 0.9, 0.9, base),
+        autoconfig.Scored(((2, 3), 4.0, "max"), 0.95, 0.95, 0.95, lucky),
+        autoconfig.Scored(((1, 2, 3), 4.0, "max"), 0.9, 0.91, 0.9, steady),
     ]
     chosen, candidates = autoconfig._choose(results, default)
     assert (chosen.stages, chosen.lead_low) == ((1, 2, 3), pytest.approx(0.004))

@@ -9,9 +9,11 @@ from sklearn.metrics import roc_auc_score
 from cainnflow.bootstrap import (
     pixel_histograms,
     resample_weights,
+    weighted_aupro,
     weighted_image_auroc,
     weighted_pixel_auroc,
 )
+from cainnflow.metrics import aupro
 
 
 def _maps(seed: int = 0):
@@ -59,3 +61,38 @@ def test_resamples_keep_each_class_size_and_repeat_with_the_seed():
 def test_mismatched_maps_and_masks_are_refused():
     with pytest.raises(ValueError, match="must both be"):
         pixel_histograms(np.zeros((2, 8, 8)), np.zeros((2, 8, 9), bool))
+
+
+def _one_region_maps(seed: int = 0):
+    """Good images, then images with one rectangle each of varied size and contrast."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(size=(30, 48, 48)).astype(np.float32)
+    masks = np.zeros(maps.shape, bool)
+    for i in range(10, 30):
+        y, x = rng.integers(2, 34, size=2)
+        h, w = rng.integers(2, 13, size=2)
+        masks[i, y : y + h, x : x + w] = True
+        maps[i][masks[i]] += rng.uniform(0.3, 3.0)
+    return maps, masks
+
+
+@pytest.mark.parametrize("fpr_limit", [0.05, 0.3, 1.0])
+def test_binned_aupro_matches_the_exact_aupro_of_one_region_images(fpr_limit):
+    maps, masks = _one_region_maps()
+    binned = weighted_aupro(pixel_histograms(maps, masks), np.ones((1, 30)), fpr_limit)[0]
+    assert binned == pytest.approx(aupro(masks, maps, fpr_limit), abs=2e-3)
+
+
+def test_a_resampled_aupro_is_the_aupro_of_the_images_it_repeats():
+    maps, masks = _one_region_maps(1)
+    hist = pixel_histograms(maps, masks)
+    weights = resample_weights(np.r_[np.zeros(10), np.ones(20)], 4, seed=2)
+    values = weighted_aupro(hist, weights)
+    for row, value in zip(weights, values, strict=True):
+        index = np.repeat(np.arange(30), row.astype(int))
+        assert value == pytest.approx(aupro(masks[index], maps[index]), abs=2e-3)
+    # A better map (more contrast in the regions) scores higher on every resample.
+    sharper = maps + 2.0 * masks
+    assert np.all(weighted_aupro(pixel_histograms(sharper, masks), weights) > values)
+    with pytest.raises(ValueError, match="fpr_limit"):
+        weighted_aupro(hist, weights, 0.0)

@@ -21,7 +21,7 @@ DEMO_CHECKPOINT = ROOT / "assets" / "demo_carpet_weave.safetensors"
 
 
 def _full_record() -> TrainingRecord:
-    candidate = AutoCandidate((1, 2), 4.0, "coarse", 0.9, 0.95, 0.925, lead_low=0.004)
+    candidate = AutoCandidate((1, 2), 4.0, "coarse", 0.9, 0.95, 0.9, lead_low=0.004, aupro=0.85)
     return TrainingRecord(
         data=DataReference("custom", "/data/parts/good", "good", test_good="/data/parts/ok", masks="m"),
         n_train=40,
@@ -40,6 +40,7 @@ def test_a_record_round_trips_through_json():
     assert again == record
     assert again.auto.chosen.stages == (1, 2) and again.timings.total_seconds == 21.75
     assert again.auto.chosen.lead_low == 0.004 and not again.auto.kept_defaults
+    assert again.auto.chosen.aupro == 0.85
     assert TrainingRecord.from_dict(TrainingRecord().to_dict()) == TrainingRecord()
 
 
@@ -201,6 +202,8 @@ HOSTILE_RECORDS = {
     "feedback text": (_record(feedback="yes"), "record.feedback must be an object"),
     "lead out of range": (_record(auto__chosen__lead_low=5.0), r"record.auto candidate lead_low must lie"),
     "lead as text": (_record(auto__chosen__lead_low="big"), r"record.auto candidate lead_low"),
+    "aupro out of range": (_record(auto__chosen__aupro=-0.5), r"record.auto candidate aupro must lie"),
+    "aupro not finite": (_record(auto__chosen__aupro=float("inf")), r"record.auto candidate aupro"),
 }
 
 
