@@ -95,7 +95,8 @@ def settings_section() -> tuple[CAINNFlowConfig | None, TrainConfig, bool]:
             key=keys.K_AUTO,
             persist_state=keys.KEEP,
             help="Holds out some good images, pastes synthetic defects into them (cut-paste, noise, warps, "
-            "erased regions, colour blobs), tries every run of stages × smoothing and trains the best on all "
+            "erased regions, colour blobs), scores every run of stages × smoothing (image and pixel AUROC; "
+            "AUPRO shown beside them) and trains the best on all "
             "good images — the defaults unless another setting leads them clearly (in 95 % of resamples of "
             "the held-out images). Never looks at test images. Takes about two trainings.",
         )

@@ -82,7 +82,9 @@ def _fit_auto(data: CategoryData, model: CAINNFlowConfig, train: TrainConfig, de
     detector, report = auto_configure(test_free, model, train, device=device)
     print(
         f"    auto chose stages {report.chosen.stages}, sigma {report.chosen.sigma:g}, {report.chosen.pooling} "
-        f"(synthetic image {report.chosen.image_auroc:.3f}, pixel {report.chosen.pixel_auroc:.3f})",
+        f"(synthetic image {report.chosen.image_auroc:.3f}, pixel {report.chosen.pixel_auroc:.3f}"
+        + (f", AUPRO {report.chosen.aupro:.3f}" if report.chosen.aupro is not None else "")
+        + ("; kept the defaults)" if report.kept_defaults else ")"),
         flush=True,
     )
     return detector

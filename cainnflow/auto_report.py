@@ -36,13 +36,12 @@ class AutoCandidate:
         pooling: how the image score is made (:data:`cainnflow.scoring.POOLINGS`).
         image_auroc: held-out good images vs synthetic anomalies.
         pixel_auroc: pixel AUROC on the same images (synthetic masks).
-        objective: what was maximised: the mean of image AUROC, pixel AUROC and AUPRO (in
-            records written before AUPRO was measured, of the first two).
+        objective: what was maximised, the mean of image and pixel AUROC.
         lead_low: lower 95 % bound of the objective's lead over the default setting (paired
             bootstrap over the held-out images); a setting replaces the defaults only when it
             is above zero. None for the default itself, and in records written before it.
-        aupro: AUPRO on the same images (each synthetic anomaly one region); None in records
-            written before it was measured.
+        aupro: AUPRO on the same images (each synthetic anomaly one region), reported, not
+            maximised; None in records written before it was measured.
     """
 
     stages: tuple[int, ...]

@@ -56,7 +56,7 @@ def _summary(kept: bool) -> None:
 
     default = AutoCandidate((1, 2, 3, 4), 4.0, "max", 0.97, 0.98, 0.975)
     other = AutoCandidate(
-        (2, 3), 4.0, "max", 0.98, 0.985, 0.97, lead_low=-0.001 if kept else 0.002, aupro=0.945
+        (2, 3), 4.0, "max", 0.98, 0.985, 0.9825, lead_low=-0.001 if kept else 0.002, aupro=0.945
     )
     chosen = default if kept else other
     _auto_summary(AutoReport(chosen, (default, other), 30, 8, 72, ("crack",), None, 10.0))

@@ -122,6 +122,10 @@ def test_a_setting_that_leads_clearly_replaces_the_defaults():
     default = next(c for c in candidates if c.stages == (1, 2, 3, 4) and c.sigma == 4.0)
     assert chosen is not default and chosen.lead_low > 0 and chosen.objective > default.objective
     assert default.lead_low is None
+    # AUPRO is measured for every setting (reported beside the objective, not part of it).
+    assert all(0.0 <= c.aupro <= 1.0 for c in candidates)
+    assert all(c.objective == pytest.approx((c.image_auroc + c.pixel_auroc) / 2) for c in candidates)
+    assert chosen.aupro > default.aupro  # the noisy fine stages blur the defect's region too
     assert chosen.objective == max(
         c.objective for c in candidates if c.lead_low is not None and c.lead_low > 0
     )

@@ -21,7 +21,7 @@ DEMO_CHECKPOINT = ROOT / "assets" / "demo_carpet_weave.safetensors"
 
 
 def _full_record() -> TrainingRecord:
-    candidate = AutoCandidate((1, 2), 4.0, "coarse", 0.9, 0.95, 0.9, lead_low=0.004, aupro=0.85)
+    candidate = AutoCandidate((1, 2), 4.0, "coarse", 0.9, 0.95, 0.925, lead_low=0.004, aupro=0.85)
     return TrainingRecord(
         data=DataReference("custom", "/data/parts/good", "good", test_good="/data/parts/ok", masks="m"),
         n_train=40,
