@@ -32,8 +32,8 @@ __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 
 DEFAULT_REDUCTION = 16
 SPATIAL_KERNEL_SIZE = 7
-DEFAULT_NEGATIVE_SLOPE = ATTENTION_NEGATIVE_SLOPE  # the channel MLP's activation (module notes)
-# MIN_HIDDEN, the floor on the channel MLP's hidden width, lives in cainnflow.config.
+# MIN_HIDDEN (the channel MLP's hidden-width floor) and ATTENTION_NEGATIVE_SLOPE (its activation,
+# module notes) live in cainnflow.config.
 
 
 class ChannelAttention(nn.Module):
@@ -53,7 +53,7 @@ class ChannelAttention(nn.Module):
         channels: int,
         reduction: int = DEFAULT_REDUCTION,
         min_hidden: int = MIN_HIDDEN,
-        negative_slope: float = DEFAULT_NEGATIVE_SLOPE,
+        negative_slope: float = ATTENTION_NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
         if not 0.0 <= negative_slope < 1.0:
@@ -79,9 +79,7 @@ class ChannelAttention(nn.Module):
         # The 1x1 convs on 1x1 maps are matrix products: run them as such, over both pooled
         # descriptors at once (the same weights; a conv call costs ~100 us of overhead here).
         w0, w1 = self.mlp[0].weight.flatten(1), self.mlp[2].weight.flatten(1)
-        hidden = F.linear(pooled, w0)
-        hidden = F.leaky_relu(hidden, self.negative_slope) if self.negative_slope > 0 else F.relu(hidden)
-        out = F.linear(hidden, w1)
+        out = F.linear(self.mlp[1](F.linear(pooled, w0)), w1)
         from_avg, from_max = out.chunk(2, dim=0)
         return torch.sigmoid(from_avg + from_max).view(n, c, 1, 1)
 
@@ -120,7 +118,7 @@ class CBAM(nn.Module):
         reduction: int = DEFAULT_REDUCTION,
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
         min_hidden: int = MIN_HIDDEN,
-        negative_slope: float = DEFAULT_NEGATIVE_SLOPE,
+        negative_slope: float = ATTENTION_NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
         self.channel_attention = ChannelAttention(channels, reduction, min_hidden, negative_slope)

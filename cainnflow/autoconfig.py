@@ -6,10 +6,10 @@ blobs) are pasted into copies of the held-out images; one flow per candidate sta
 on the rest; every candidate setting — a run of consecutive stages and a smoothing ``sigma`` —
 is scored on the held-out good images against the synthetic anomalies without training
 again (the flows of different stages are independent, so a subset of stages is a subset of
-flows): the mean of its image and pixel AUROC. AUPRO is measured and reported beside them but not
-maximised: in the objective it made a demo texture choose its two finest stages, whose image score
-lost real defects (benchmarks/README.md). A setting replaces the defaults only when it leads them clearly: the held-out images
-are resampled (paired bootstrap, :mod:`cainnflow.bootstrap`) and its lead must stay above zero
+flows): the mean of its image and pixel AUROC. AUPRO is measured and reported beside them but
+not maximised: in the objective it made a demo texture choose its two finest stages, whose image
+score lost real defects (benchmarks/README.md). A setting replaces the defaults only when it
+leads them clearly: the held-out images are resampled (paired bootstrap, :mod:`cainnflow.bootstrap`) and its lead must stay above zero
 in 95 % of the resamples — on a few dozen held-out images the best of many settings often
 leads by luck, and synthetic anomalies are easier than real defects, so a small lead there is
 no evidence. The chosen setting is then trained on all the good images. What was tried, what was

@@ -33,8 +33,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from .attention import CBAM, DEFAULT_NEGATIVE_SLOPE, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
-from .config import MIN_HIDDEN, VARIANTS, SubnetVariant
+from .attention import CBAM, DEFAULT_REDUCTION, SPATIAL_KERNEL_SIZE
+from .config import ATTENTION_NEGATIVE_SLOPE, MIN_HIDDEN, VARIANTS, SubnetVariant
 
 __all__ = ["VARIANTS", "CouplingSubnet", "SubnetVariant", "create_subnet", "subnet_parameter_counts"]
 
@@ -75,7 +75,7 @@ class CouplingSubnet(nn.Module):
         spatial_kernel_size: int = SPATIAL_KERNEL_SIZE,
         min_hidden: int = MIN_HIDDEN,
         relu: bool = False,
-        attention_slope: float = DEFAULT_NEGATIVE_SLOPE,
+        attention_slope: float = ATTENTION_NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -126,7 +126,7 @@ def create_subnet(
     kernel_size: int = 3,
     min_hidden: int = MIN_HIDDEN,
     relu: bool = False,
-    attention_slope: float = DEFAULT_NEGATIVE_SLOPE,
+    attention_slope: float = ATTENTION_NEGATIVE_SLOPE,
 ) -> Callable[[int, int], nn.Module]:
     """Returns a FrEIA subnet constructor ``(c_in, c_out) -> CouplingSubnet``."""
     if variant not in VARIANTS:
