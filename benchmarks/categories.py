@@ -43,6 +43,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import DEFAULT_MVTEC_ROOT, DEFAULT_SHARED_DATA, fmt
+from cainnflow.autoconfig import MIN_LEAD
 from cainnflow.data import CategoryData, load_mvtec_category
 from cainnflow.demo_data import DEMO_CATEGORIES, make_demo_dataset
 from cainnflow.detector import Detector
@@ -87,6 +88,16 @@ def _fit_auto(data: CategoryData, model: CAINNFlowConfig, train: TrainConfig, de
         + ("; kept the defaults)" if report.kept_defaults else ")"),
         flush=True,
     )
+    leads = sorted(
+        (c for c in report.candidates if c.lead_low is not None and c.lead_low > 0),
+        key=lambda c: -c.objective,
+    )
+    if leads:
+        print(
+            f"    leads above zero at the 5 % bound (a change needs > {MIN_LEAD:g}; objective, bound): "
+            + ", ".join(f"{c.stages} σ{c.sigma:g} {c.objective:.4f} {c.lead_low:+.4f}" for c in leads),
+            flush=True,
+        )
     return detector
 
 

@@ -154,6 +154,22 @@ def test_a_lead_within_the_luck_of_the_held_out_images_keeps_the_defaults():
     assert AutoReport(chosen, tuple(candidates), 10, 12, 6, ("noise",), None, 1.0).kept_defaults
 
 
+def test_a_clear_lead_too_small_to_matter_keeps_the_defaults():
+    default = ((1, 2, 3, 4), 4.0, "max")
+    base = 0.95 + 0.01 * np.random.default_rng(1).normal(size=401)
+    results = [
+        autoconfig.Scored(default, 0.95, 0.95, 0.95, base),
+        # ahead in every resample, but by half of MIN_LEAD (bottle's synthetic case)
+        autoconfig.Scored(((2, 3), 4.0, "max"), 0.96, 0.95, 0.95, base + autoconfig.MIN_LEAD / 2),
+    ]
+    chosen, candidates = autoconfig._choose(results, default)
+    assert candidates[1].lead_low == pytest.approx(autoconfig.MIN_LEAD / 2)
+    assert (chosen.stages, chosen.lead_low) == ((1, 2, 3, 4), None)
+    results[1] = results[1]._replace(objectives=base + 2 * autoconfig.MIN_LEAD)
+    chosen, _ = autoconfig._choose(results, default)
+    assert chosen.stages == (2, 3)
+
+
 def test_without_the_default_among_the_settings_the_best_is_chosen():
     chosen, candidates = _choose(noise_in_fine=3.0, default=((1, 2, 3, 4), 3.0, "max"))
     assert chosen.objective == max(c.objective for c in candidates)
