@@ -247,10 +247,7 @@ class _Scored:
 
 
 def _unique_upload_name(store: dict[str, bytes], name: str, data: bytes) -> str | None:
-    """The name an upload is kept under; None when this exact file is already kept.
-
-    Two different files with the same name are both kept (``x.png``, ``x (2).png``).
-    """
+    """The name an upload is kept under (``x.png``, then ``x (2).png``); None if already kept."""
     stem, suffix = Path(name).stem, Path(name).suffix
     candidate, n = name, 2
     while candidate in store:
@@ -386,13 +383,13 @@ def score_images(
 
 # --------------------------------------------------------------------------- training display
 
-
 SCORE_SOURCES = {
     "max": "the maximum of its anomaly map",
     "coarse": "the maximum of its coarse scales' map",
     "coarse_top": "the mean of the most unlikely eighth of its coarsest scale's positions",
     "topk": "the mean of its anomaly map's top 1 %",
 }
+_EXPOSURE = {"standardize": ", each image brought to the training images' exposure"}
 
 
 def score_help(detector: object) -> str:
@@ -440,7 +437,7 @@ def model_summary_rows(detector: Detector) -> list[tuple[str, str]]:
         ("backbone", f"{cfg.backbone} (weights: {detector.backbone.weights_source})"),
         ("feature stages", ", ".join(str(i) for i in cfg.out_indices or ())),
         ("variant / steps", f"{cfg.variant}, {cfg.steps} coupling step(s) per scale"),
-        ("image size", f"{cfg.image_size} px"),
+        ("image size", f"{cfg.image_size} px" + _EXPOSURE.get(getattr(cfg, "photometric", "none"), "")),
         ("coupling / clamp", f"{cfg.coupling}, clamp {cfg.clamp:g}"),
         (
             "anomaly map",

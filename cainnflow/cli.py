@@ -93,6 +93,14 @@ def _build_parser() -> argparse.ArgumentParser:
             f"batch (default {DEFAULT_POSITIONS_PER_STEP}; 0: every scale the whole batch)"
         ),
     )
+    train.add_argument(
+        "--photometric",
+        default="auto",
+        choices=("auto", "standardize", "none"),
+        help="standardize: every image to the training images' grey-level mean and contrast before "
+        "the backbone; none: images as they are; auto (default): standardize when the good images' "
+        "exposure varies",
+    )
     train.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -238,6 +246,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = CAINNFlowConfig(
         backbone=args.backbone,
         image_size=args.image_size or spec.default_image_size,
+        photometric=args.photometric,
         variant=args.variant,
         steps=args.steps,
         seed=args.seed,

@@ -78,6 +78,7 @@ class ScoringGraph(nn.Module):
         self.image_size = image_size
         backbone = model.backbone
         # The plain eager float32 modules (BatchNorm folded for CNNs): no TorchScript, no autocast.
+        self.photometric = model.photometric
         self.features = fuse_conv_batchnorm(backbone.model)[0] if backbone.kind == "cnn" else backbone.model
         if backbone.kind == "cnn":  # TF-"same" padding as constants at this size (export_graph)
             static_same_padding(self.features, image_size)
@@ -88,7 +89,7 @@ class ScoringGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Images (N, 3, S, S) → anomaly maps (N, S, S) and scores (N,)."""
-        features = [f.float() for f in self.features(image)]
+        features = [f.float() for f in self.features(self.photometric(image))]
         return self.scorer(self.flows(features))
 
 

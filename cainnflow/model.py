@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -21,6 +21,7 @@ from .attention import CBAM
 from .backbone import FeatureExtractor
 from .config import CAINNFlowConfig
 from .flow import FeatureStandardizer, build_flow
+from .photometric import photometric_step
 from .scoring import anomaly_map, score_latents
 
 __all__ = [
@@ -79,6 +80,9 @@ class CAINNFlow(nn.Module):
         self.backbone = backbone
         shapes = backbone.feature_shapes(config.image_size)
         self.feature_shapes: list[tuple[int, int, int]] = [tuple(s) for s in shapes]
+        self.photometric = photometric_step(
+            config.photometric, backbone.mean, backbone.std, config.photometric_target
+        )
         self.flows = nn.ModuleList(
             build_flow(
                 c,
@@ -118,8 +122,18 @@ class CAINNFlow(nn.Module):
 
     @torch.no_grad()
     def extract_features(self, images: Tensor) -> list[Tensor]:
-        """Backbone features for normalised images (N, 3, S, S), one (N, C_i, H_i, W_i) per scale."""
-        return [f.float() for f in self.backbone(images)]
+        """Backbone features for normalised images (N, 3, S, S), one (N, C_i, H_i, W_i) per scale.
+
+        The images pass the config's photometric step first (:mod:`cainnflow.photometric`).
+        """
+        return [f.float() for f in self.backbone(self.photometric(images))]
+
+    def set_photometric(self, mode: str, target: tuple[float, float] | None) -> None:
+        """Fixes whether and to what exposure images are standardised (config and step together)."""
+        self.config = replace(self.config, photometric=mode, photometric_target=target)
+        self.photometric = photometric_step(
+            self.config.photometric, self.backbone.mean, self.backbone.std, self.config.photometric_target
+        )
 
     @torch.no_grad()
     def fit_standardizers(self, features: Sequence[Tensor]) -> None:

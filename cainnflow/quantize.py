@@ -86,6 +86,7 @@ RANKING_SUBSET = 24  # control images NNCF ranks quantizers on
 AC_REACH = 5.0  # NNCF's accuracy control is tried on a scope that lost at most this many margins
 MEASURES: tuple[str, ...] = ("image_auroc", "pixel_auroc", "aupro")
 _SCORER_SCOPE = "/scorer/"  # node names of the anomaly map in the traced graph (kept FP32)
+_PHOTOMETRIC_SCOPE = "/photometric/"  # the per-image exposure standardisation (kept FP32)
 _BACKBONE_SCOPE = "/features/"
 
 
@@ -331,10 +332,13 @@ class _CalibrationReader:
 
 
 def _always_fp32(graph) -> set[str]:
-    """Nodes no INT8 export quantises: the anomaly map, and the flows' channel-picking convolutions
-    (quantising those would put 8-bit noise straight into the latents)."""
+    """Nodes no INT8 export quantises: the exposure standardisation in front of the backbone, the
+    anomaly map, and the flows' channel-picking convolutions (quantising those would put 8-bit
+    noise straight into the latents)."""
     return {
-        node.name for node in graph.node if node.name.startswith(_SCORER_SCOPE) or SPLIT_SCOPE in node.name
+        node.name
+        for node in graph.node
+        if node.name.startswith((_SCORER_SCOPE, _PHOTOMETRIC_SCOPE)) or SPLIT_SCOPE in node.name
     }
 
 
