@@ -13,7 +13,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-from .photometric import PHOTOMETRIC_MODES
 from .registry import DEFAULT_BACKBONE
 
 __all__ = [
@@ -25,6 +24,7 @@ __all__ = [
     "MAX_STAGES",
     "MAX_STAGE_INDEX",
     "MIN_HIDDEN",
+    "PHOTOMETRIC_MODES",
     "POOLINGS",
     "VARIANTS",
     "CAINNFlowConfig",
@@ -48,6 +48,8 @@ MIN_HIDDEN = 8
 channels: once that one ReLU unit dies, every channel gate is the constant 0.5 (seen in
 trained models: 4 of 6 CBAM modules), and the attention that names the model does nothing."""
 
+PHOTOMETRIC_MODES = ("auto", "standardize", "none")
+"""Per-image exposure standardisation before the backbone (:mod:`cainnflow.photometric`)."""
 ATTENTION_NEGATIVE_SLOPE = 0.1
 """Negative slope of CBAM's channel-MLP activation (``CAINNFlowConfig.attention_negative_slope``).
 The paper's ReLU (0) lets Adam drive every hidden unit of an MLP below zero for all inputs,

@@ -31,7 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-PHOTOMETRIC_MODES = ("auto", "standardize", "none")
+from .config import PHOTOMETRIC_MODES
+
 EXPOSURE_SPREAD = 0.025
 """``"auto"`` standardises when the training images' grey-level means or contrasts vary by more
 than this fraction of their mean (coefficient of variation): bottle's 1 % stays as it is,
