@@ -64,6 +64,17 @@ _TRACE_BATCH = 2  # any batch > 1 so the exporter cannot mistake the batch axis 
 _HASH_CHUNK = 1 << 20
 
 
+def _exposure_note(config) -> str:
+    """What the graph does to the input's exposure itself (nothing for the caller to do)."""
+    if config.photometric != "standardize" or config.photometric_target is None:
+        return ""
+    mean, std = config.photometric_target
+    return (
+        f" (the graph then brings each image's grey level to {mean:.3f} ± {std:.3f} itself: "
+        "nothing to do here)"
+    )
+
+
 class ScoringGraph(nn.Module):
     """A detector's scoring as one module: normalised images → (anomaly maps, image scores).
 
@@ -173,7 +184,7 @@ def export_document(
             "dtype": "float32",
             "layout": "NCHW, RGB",
             "preprocessing": "resize to image_size x image_size (PIL bilinear, antialiased), "
-            "scale to [0, 1], subtract mean, divide by std",
+            "scale to [0, 1], subtract mean, divide by std" + _exposure_note(detector.config),
             "mean": list(backbone.mean),
             "std": list(backbone.std),
         },

@@ -81,6 +81,23 @@ def test_onnx_matches_pytorch_for_every_variant(variant, steps, tmp_path):
     _assert_parity(detector, load_export(out, threads=2))
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_the_exposure_step_is_in_the_graph(fmt, tmp_path):
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    detector = perturbed_detector(SIZE, photometric="standardize", photometric_target=(0.3, 0.08))
+    out = export_detector(detector, tmp_path / "export", format=fmt)
+    exported = load_export(out, threads=2)
+    _assert_parity(detector, exported)
+    # A darker, flatter copy of an image scores the same: the graph standardised its exposure.
+    images = _images(1, seed=5)
+    darker = (images * 0.5 - 0.3).numpy()
+    np.testing.assert_allclose(
+        exported.score_batch(darker)[1], exported.score_batch(images.numpy())[1], atol=1e-3
+    )
+    assert "0.300 ± 0.080" in json.loads((out / "export.json").read_text())["input"]["preprocessing"]
+
+
 @pytest.mark.parametrize(("variant", "steps"), [("CAC", 1), ("CC", 2)])
 def test_openvino_matches_pytorch(variant, steps, tmp_path):
     pytest.importorskip("openvino")
