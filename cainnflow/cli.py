@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
-from .config import DEFAULT_POSITIONS_PER_STEP
+from .config import DEFAULT_POSITIONS_PER_STEP, PHOTOMETRIC_MODES
 from .device import DEVICE_CHOICES
 from .errors import CainnflowError
 
@@ -95,8 +95,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--photometric",
-        default="auto",
-        choices=("auto", "standardize", "none"),
+        default=CAINNFlowConfig.photometric,
+        choices=PHOTOMETRIC_MODES,
         help="standardize: every image to the training images' grey-level mean and contrast before "
         "the backbone; none: images as they are; auto (default): standardize when the good images' "
         "exposure varies",

@@ -242,8 +242,6 @@ class CAINNFlowConfig:
         kwargs.setdefault("attention_negative_slope", 0.0)
         # ... and before the per-image photometric standardisation, without it.
         kwargs.setdefault("photometric", "none")
-        if kwargs.get("photometric_target") is not None and isinstance(kwargs["photometric_target"], list):
-            kwargs["photometric_target"] = tuple(kwargs["photometric_target"])
         if kwargs.get("out_indices") is not None:
             kwargs["out_indices"] = tuple(kwargs["out_indices"])
         return cls(**kwargs)
