@@ -296,12 +296,14 @@ def test_train_then_inspect_in_a_browser(chromium: str, server: tuple[str, Path]
             box = grid.locator(".nsewdrag").first.bounding_box()
             page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.75 * box["height"])
             wait_idle(page)
-            expect(page.get_by_text("1 cell(s):", exact=False)).to_be_visible(timeout=STEP_TIMEOUT_MS)
-            after = (row.input_value(), col.input_value())
-            assert after != before and page.get_by_text(f"({after[0]},{after[1]})").count() == 1, (
-                before,
-                after,
-            )
+            # The caption names the clicked cell once the rerun is drawn; Row / Column then hold it
+            # (both polled: a slow machine may still be drawing the rerun when they are read).
+            caption = page.get_by_text(re.compile(r"^1 cell\(s\): \(\d+,\d+\)$"))
+            expect(caption).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            clicked = re.search(r"\((\d+),(\d+)\)", caption.inner_text())
+            assert clicked is not None and clicked.groups() != before, (before, caption.inner_text())
+            expect(row).to_have_value(clicked[1], timeout=STEP_TIMEOUT_MS)
+            expect(col).to_have_value(clicked[2], timeout=STEP_TIMEOUT_MS)
             page.get_by_role("button", name="Add point").click()
             wait_idle(page)
             verdict = page.locator('[data-testid="stAlert"]').filter(has_text="threshold").first
