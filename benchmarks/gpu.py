@@ -53,7 +53,8 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=DEFAULT_MVTEC_ROOT)
     p.add_argument("--category", default="bottle")
     p.add_argument("--demo", action="store_true", help="use the synthetic demo set")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=None, help="default: the library's step budget")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=256)
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -72,7 +73,7 @@ def main() -> None:
     torch.manual_seed(0)
     gpu = Detector.create(config, device="cuda")
     t0 = time.perf_counter()
-    history = gpu.fit(data, TrainConfig(epochs=args.epochs, batch_size=32))
+    history = gpu.fit(data, TrainConfig(epochs=args.epochs, batch_size=args.batch_size))
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     print(

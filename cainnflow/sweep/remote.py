@@ -9,6 +9,7 @@ exception, raised again here by :func:`~cainnflow.sweep.ray_backend.get`.
 
 from __future__ import annotations
 
+import logging
 import socket
 import tempfile
 import threading
@@ -26,6 +27,8 @@ from ..training import ProgressCallback, TrainConfig, TrainProgress
 from .ray_backend import check_resources, connect_ray, get, import_ray
 
 __all__ = ["ProgressBoard", "RemoteTraining", "train_remote"]
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25  # the remote trainer pushes at most this often (plus phase/epoch ends)
 POLL_INTERVAL_S = 0.2  # the caller of train_remote polls the progress board this often
@@ -219,4 +222,5 @@ def train_remote(
             ray.cancel(ref, force=True)
         ray.kill(board)
     result: RemoteTraining = get(ray, ref)
+    logger.info("remote training done on %s at %s", result.device, result.host)
     return result.checkpoint
