@@ -50,7 +50,10 @@ def pieces(folder: Path, chunk: int) -> list[tuple[str, bytes]]:
         if len(data) <= chunk:
             out.append((wheel.name, data))
         else:
-            out += [(f"{wheel.name}.part-{i:02d}", data[s : s + chunk]) for i, s in enumerate(range(0, len(data), chunk))]
+            out += [
+                (f"{wheel.name}.part-{i:02d}", data[s : s + chunk])
+                for i, s in enumerate(range(0, len(data), chunk))
+            ]
     return out
 
 
