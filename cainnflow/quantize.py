@@ -470,7 +470,10 @@ def _quantize_openvino(
     reference = measure(runner(model), control)
     n_items = len(control.images)
     graph = onnx.load(str(fp32_path)).graph
-    scorer = _always_fp32(graph)
+    # OpenVINO names the node that produces each output after the output ("score",
+    # "anomaly_map"), so the scorer's scope misses it and NNCF would quantise what enters it:
+    # the image score and the map to 8 bits. The outputs' names keep them FP32 too.
+    scorer = _always_fp32(graph) | {output.name for output in graph.output}
     steps = _backbone_steps(graph)
     calibration = nncf.Dataset([control.calibration[i : i + 1] for i in range(len(control.calibration))])
 

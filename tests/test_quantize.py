@@ -224,6 +224,14 @@ def test_openvino_int8_with_nncf_accuracy_control(data, tmp_path):
     maps, _ = exported.score_batch(np.zeros((1, 3, SIZE, SIZE), np.float32))
     assert np.isfinite(maps).all()
     assert "FakeQuantize" in (out / "model.xml").read_text()
+    # The map and the score stay FP32 up to the outputs: OpenVINO names the last node of each
+    # after its output, outside the scorer's scope, and NNCF must not quantise what enters it.
+    import openvino as ov
+
+    for result in ov.Core().read_model(out / "model.xml").get_results():
+        last = result.input(0).get_source_output().get_node()
+        feeding = [i.get_source_output().get_node().get_type_name() for i in last.inputs()]
+        assert "FakeQuantize" not in feeding, (last.get_friendly_name(), feeding)
 
 
 def test_nncf_accuracy_control_runs_on_the_step_that_lost_too_much(data, tmp_path, monkeypatch):
