@@ -88,6 +88,7 @@ MEASURES: tuple[str, ...] = ("image_auroc", "pixel_auroc", "aupro")
 _SCORER_SCOPE = "/scorer/"  # node names of the anomaly map in the traced graph (kept FP32)
 _PHOTOMETRIC_SCOPE = "/photometric/"  # the per-image exposure standardisation (kept FP32)
 _BACKBONE_SCOPE = "/features/"
+_FLOWS_SCOPE = "/flows/"  # the flows' own ops (the coupling); their subnets are one level down
 
 
 class QuantizationRefused(ExportError):
@@ -333,12 +334,16 @@ class _CalibrationReader:
 
 def _always_fp32(graph) -> set[str]:
     """Nodes no INT8 export quantises: the exposure standardisation in front of the backbone, the
-    anomaly map, and the flows' channel-picking convolutions (quantising those would put 8-bit
-    noise straight into the latents)."""
+    anomaly map, the flows' channel-picking convolutions and their coupling arithmetic
+    (``exp(c·f(s)) ⊙ x + t``, the ops directly under the flows' scope): quantising those would
+    put 8-bit noise straight into the latents. The subnets' convolutions and attention stay
+    quantisable."""
     return {
         node.name
         for node in graph.node
-        if node.name.startswith((_SCORER_SCOPE, _PHOTOMETRIC_SCOPE)) or SPLIT_SCOPE in node.name
+        if node.name.startswith((_SCORER_SCOPE, _PHOTOMETRIC_SCOPE))
+        or SPLIT_SCOPE in node.name
+        or (node.name.startswith(_FLOWS_SCOPE) and node.name.count("/") == _FLOWS_SCOPE.count("/"))
     }
 
 
@@ -404,6 +409,7 @@ def _quantize_onnxruntime(
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"MatMulConstBOnly": True},
         )
+        _unround_fp32_inputs(out_path, {*scorer, *kept})
         int8 = measure(_ort_runner(out_path, options.threads), control)
         report = _report("onnxruntime", reference, int8, margins, control, label)
         logger.info("ONNX Runtime INT8 (%s): %s", label, report.summary())
@@ -411,6 +417,38 @@ def _quantize_onnxruntime(
             return report
     assert report is not None
     return report
+
+
+def _unround_fp32_inputs(path: Path, fp32_nodes: set[str]) -> int:
+    """Feeds the nodes kept FP32 the tensors themselves, not their 8-bit round trips; returns how many inputs.
+
+    ONNX Runtime's QDQ quantiser, when a tensor enters a quantised node, puts a
+    ``QuantizeLinear → DequantizeLinear`` pair on it and hands the rounded tensor to *every*
+    consumer, the excluded ones too: the coupling's half ``y1`` entered the latents (and so the
+    map) rounded to 8 bits. Each such input of a node in ``fp32_nodes`` is pointed back at the
+    tensor before the pair.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = model.graph.node
+    quantized_from = {n.output[0]: n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
+    original = {
+        n.output[0]: quantized_from[n.input[0]]
+        for n in nodes
+        if n.op_type == "DequantizeLinear" and n.input[0] in quantized_from
+    }
+    changed = 0
+    for node in nodes:
+        if node.name not in fp32_nodes:
+            continue
+        for i, name in enumerate(node.input):
+            if name in original:
+                node.input[i] = original[name]
+                changed += 1
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 def _report(
