@@ -32,7 +32,6 @@ from benchmarks.categories import real_dataset
 from cainnflow.detector import Detector
 from cainnflow.metrics import image_auroc
 from cainnflow.model import CAINNFlowConfig
-from cainnflow.photometric import EXPOSURE_IMAGES, measure_exposure
 
 TOP_FRACTION = 1 / 8
 
@@ -76,9 +75,7 @@ def main() -> None:
     args = p.parse_args()
     data = real_dataset(args.real)
     detector = Detector.create(CAINNFlowConfig(), device="cpu")
-    probe = detector.preprocess([s.path for s in data.train[:EXPOSURE_IMAGES]])
-    exposure = measure_exposure(probe, detector.backbone.mean, detector.backbone.std, "auto")
-    detector.model.set_photometric(exposure.mode, exposure.target if exposure.mode != "none" else None)
+    exposure = detector.fit_exposure(data.train)
     print(f"{data.name}: {len(data.train)} good training images, exposure step: {exposure.mode}")
     labels = np.array([s.label for s in data.test])
     types = np.array([s.defect_type for s in data.test])

@@ -55,7 +55,7 @@ from .errors import TrainingError
 from .evaluation import EvaluationResult, TestBatch, evaluate
 from .metrics import DEFAULT_THRESHOLD_PERCENTILE, percentile_threshold
 from .model import CAINNFlow, CAINNFlowConfig
-from .photometric import EXPOSURE_IMAGES, measure_exposure
+from .photometric import EXPOSURE_IMAGES, Exposure, measure_exposure
 from .record import DataReference, Timings, TrainingRecord
 from .scorer import Prediction, predict_batches
 from .scoring import MAP_POOLINGS, ScoreStats, auto_coarsest_weight
@@ -215,16 +215,7 @@ class Detector:
         train_samples, val_samples = split_train_val(data.train, val_fraction, seed=train_config.seed)
         start = time.perf_counter()
         if self.config.photometric != "none":
-            # Whether to standardise exposure, and to what: the training images say (cainnflow.photometric).
-            probe = self.preprocess([s.path for s in train_samples[:EXPOSURE_IMAGES]])
-            exposure = measure_exposure(probe, self.backbone.mean, self.backbone.std, self.config.photometric)
-            self.model.set_photometric(exposure.mode, exposure.target if exposure.mode != "none" else None)
-            logger.info(
-                "exposure: %s (spread %.1f %%, grey level %.3f ± %.3f)",
-                exposure.mode,
-                100 * exposure.spread,
-                *exposure.target,
-            )
+            self.fit_exposure(train_samples)
         loader = self.loader([*train_samples, *val_samples], train_config.batch_size, num_workers)
         features = extract_features(self.model, loader, self.device, callback=callback, cancel=cancel)
         n_train = len(train_samples)
@@ -291,6 +282,20 @@ class Detector:
         )
         self.calibrate_from_features(val_feats if val_feats is not None else train_feats)
         return history
+
+    def fit_exposure(self, samples: Sequence[Sample]) -> Exposure:
+        """Decides from (at most :data:`EXPOSURE_IMAGES` of) the good ``samples`` whether, and to
+        what, images are standardised in exposure (:mod:`cainnflow.photometric`), and sets it."""
+        probe = self.preprocess([s.path for s in samples[:EXPOSURE_IMAGES]])
+        exposure = measure_exposure(probe, self.backbone.mean, self.backbone.std, self.config.photometric)
+        self.model.set_photometric(exposure.mode, exposure.target if exposure.mode != "none" else None)
+        logger.info(
+            "exposure: %s (spread %.1f %%, grey level %.3f ± %.3f)",
+            exposure.mode,
+            100 * exposure.spread,
+            *exposure.target,
+        )
+        return exposure
 
     @torch.no_grad()
     def calibrate_from_features(self, features: Sequence[Tensor], batch_size: int = 16) -> None:

@@ -337,14 +337,16 @@ def _always_fp32(graph) -> set[str]:
     anomaly map, the flows' channel-picking convolutions and their coupling arithmetic
     (``exp(c·f(s)) ⊙ x + t``, the ops directly under the flows' scope): quantising those would
     put 8-bit noise straight into the latents. The subnets' convolutions and attention stay
-    quantisable."""
+    quantisable. The outputs' names are in the set too: OpenVINO names the node that makes an
+    output after it (``score``, ``anomaly_map``), outside the scorer's scope, and NNCF would
+    otherwise quantise what enters it."""
     return {
         node.name
         for node in graph.node
         if node.name.startswith((_SCORER_SCOPE, _PHOTOMETRIC_SCOPE))
         or SPLIT_SCOPE in node.name
         or (node.name.startswith(_FLOWS_SCOPE) and node.name.count("/") == _FLOWS_SCOPE.count("/"))
-    }
+    } | {output.name for output in graph.output}
 
 
 def _backbone_steps(graph) -> list[tuple[str, set[str]]]:
@@ -419,8 +421,8 @@ def _quantize_onnxruntime(
     return report
 
 
-def _unround_fp32_inputs(path: Path, fp32_nodes: set[str]) -> int:
-    """Feeds the nodes kept FP32 the tensors themselves, not their 8-bit round trips; returns how many inputs.
+def _unround_fp32_inputs(path: Path, fp32_nodes: set[str]) -> None:
+    """Feeds the nodes kept FP32 the tensors themselves, not their 8-bit round trips.
 
     ONNX Runtime's QDQ quantiser, when a tensor enters a quantised node, puts a
     ``QuantizeLinear → DequantizeLinear`` pair on it and hands the rounded tensor to *every*
@@ -448,7 +450,6 @@ def _unround_fp32_inputs(path: Path, fp32_nodes: set[str]) -> int:
                 changed += 1
     if changed:
         onnx.save(model, str(path))
-    return changed
 
 
 def _report(
@@ -508,10 +509,7 @@ def _quantize_openvino(
     reference = measure(runner(model), control)
     n_items = len(control.images)
     graph = onnx.load(str(fp32_path)).graph
-    # OpenVINO names the node that produces each output after the output ("score",
-    # "anomaly_map"), so the scorer's scope misses it and NNCF would quantise what enters it:
-    # the image score and the map to 8 bits. The outputs' names keep them FP32 too.
-    scorer = _always_fp32(graph) | {output.name for output in graph.output}
+    scorer = _always_fp32(graph)
     steps = _backbone_steps(graph)
     calibration = nncf.Dataset([control.calibration[i : i + 1] for i in range(len(control.calibration))])
 
