@@ -81,9 +81,12 @@ class ScoringGraph(nn.Module):
     Args:
         model: the detector's :class:`cainnflow.model.CAINNFlow` (not modified).
         image_size: the input side ``S`` the graph is traced at.
+        engine: the format it is written for (``"onnx"`` or ``"openvino"``): OpenVINO's graph
+            computes the coupling blocks' ``atan`` from element-wise ops it fuses
+            (:func:`cainnflow.export_graph.elementwise_atan`).
     """
 
-    def __init__(self, model: nn.Module, image_size: int) -> None:
+    def __init__(self, model: nn.Module, image_size: int, *, engine: str = "onnx") -> None:
         super().__init__()
         self.model = model
         self.image_size = image_size
@@ -95,7 +98,7 @@ class ScoringGraph(nn.Module):
             static_same_padding(self.features, image_size)
         # The flows without their closing channel permutation, and the map's upsample + blur as
         # precomputed matrix products: the same maps and scores (export_graph).
-        self.flows = ExportFlows(model.flows)
+        self.flows = ExportFlows(model.flows, elementwise_clamp=engine == "openvino")
         self.scorer = FusedMapScorer(model.config, backbone.feature_shapes(image_size), image_size)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
@@ -257,7 +260,7 @@ def export_detector(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    graph = ScoringGraph(detector.model, size).to("cpu").eval()
+    graph = ScoringGraph(detector.model, size, engine=format).to("cpu").eval()
     device = detector.device
     report = None
     try:

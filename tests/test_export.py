@@ -109,6 +109,35 @@ def test_openvino_matches_pytorch(variant, steps, tmp_path):
     _assert_parity(detector, exported)
 
 
+def test_openvino_engine_compiles_each_batch_size_and_is_safe_to_share(tmp_path):
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = _trained_detector()
+    exported = load_export(export_detector(detector, tmp_path / "v", format="openvino"), threads=1)
+    engine = exported._engine
+    images = _images(6, seed=7).numpy()
+    ref_maps, ref_scores = exported.score_batch(images)
+    for n in (1, 2, 3, 4, 5, 6, 1):  # more sizes than are kept compiled: the oldest are recompiled
+        maps, scores = exported.score_batch(images[:n])
+        np.testing.assert_allclose(maps, ref_maps[:n], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(scores, ref_scores[:n], atol=1e-5, rtol=0)
+    assert len(engine._compiled) == engine.STATIC_BATCHES and 1 in engine._compiled
+    # Copies share the engine; calls from several threads each get their own images' results.
+    copies = [exported.copy() for _ in range(4)]
+    jobs = [(copies[i % 4], i % 5, 1 + i % 2) for i in range(24)]  # (detector, first image, batch)
+
+    def run(job):
+        detector, first, n = job
+        return detector.score_batch(images[first : first + n])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, jobs))
+    for (_, first, n), (maps, scores) in zip(jobs, results, strict=True):
+        np.testing.assert_allclose(scores, ref_scores[first : first + n], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(maps, ref_maps[first : first + n], atol=1e-5, rtol=0)
+
+
 def test_export_json_documents_the_graph(onnx_export):
     detector, out = onnx_export
     doc = json.loads((out / "export.json").read_text())

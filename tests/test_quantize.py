@@ -19,7 +19,12 @@ from cainnflow.data import load_mvtec_category
 from cainnflow.demo_data import make_demo_dataset
 from cainnflow.detector import Detector
 from cainnflow.errors import CainnflowError
-from cainnflow.export_graph import FusedMapScorer, fold_pads_into_convs, static_same_padding
+from cainnflow.export_graph import (
+    FusedMapScorer,
+    elementwise_atan,
+    fold_pads_into_convs,
+    static_same_padding,
+)
 from cainnflow.model import CAINNFlowConfig
 from cainnflow.runtime import EngineUnavailableError, ExportError, load_export
 from cainnflow.scoring import score_latents
@@ -125,6 +130,40 @@ def test_exported_graph_has_no_pad_and_no_blur_convolution(tmp_path):
         if a.name == "pads"
     ]
     assert [0, 0, 1, 1] in asymmetric  # TF-"same" stride 2 on an even size pads bottom / right only
+
+
+def test_elementwise_atan_is_atan_everywhere():
+    x = torch.cat(
+        [
+            torch.linspace(-30.0, 30.0, 60001),
+            torch.logspace(-30, 38, 2000),
+            -torch.logspace(-30, 38, 2000),
+            torch.tensor([0.0, -0.0, 1.0, -1.0, 3.4e38, -3.4e38]),
+        ]
+    )
+    exact = torch.atan(x.double())
+    got = elementwise_atan(x)
+    assert torch.isfinite(got).all()
+    assert float((got.double() - exact).abs().max()) < 1.2e-6  # π/2 − 1e-6 beyond |x| = 1e6
+    small = x.abs() <= 1e6
+    assert float((got.double() - exact)[small].abs().max()) < 4e-7
+    assert float((torch.atan(x).double() - exact).abs().max()) > 5e-8  # torch's own rounding, for scale
+
+
+def test_openvino_graph_has_no_atan_and_onnxruntime_keeps_it(tmp_path):
+    import onnx
+
+    detector = _detector()
+    onnx_ops = {
+        n.op_type for n in onnx.load(str(export_detector(detector, tmp_path / "o") / "model.onnx")).graph.node
+    }
+    assert "Atan" in onnx_ops  # ONNX Runtime's Atan is faster than the element-wise chain
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    out = export_detector(detector, tmp_path / "v", format="openvino")
+    ov_ops = {op.get_type_name() for op in ov.Core().read_model(str(out / "model.xml")).get_ops()}
+    assert "Atan" not in ov_ops and "Sqrt" in ov_ops
 
 
 def test_fold_pads_leaves_reflect_pads_alone():
