@@ -100,7 +100,9 @@ def openvino_breakdown(xml: Path, size: int, threads: int, runs: int = 30) -> di
         "INFERENCE_NUM_THREADS": threads,
         "PERF_COUNT": True,
     }
-    request = core.compile_model(core.read_model(str(xml)), "CPU", config).create_infer_request()
+    model = core.read_model(str(xml))
+    model.reshape({model.inputs[0]: [1, 3, size, size]})  # as cainnflow.runtime compiles it
+    request = core.compile_model(model, "CPU", config).create_infer_request()
     x = np.zeros((1, 3, size, size), np.float32)
     for _ in range(WARMUP):
         request.infer({0: x})

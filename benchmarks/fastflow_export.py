@@ -8,8 +8,9 @@ stage, 8 ``AllInOneBlock`` steps alternating 3×3 and 1×1 subnets, anomalib's o
 extractor (same offline weights as ours). Untrained flows do the same arithmetic as trained
 ones, so this times the export, not its accuracy (measured earlier: benchmarks/README.md).
 The graph is exported with the TorchScript ONNX exporter (opset 17, dynamic batch) — anomalib's
-own ``export`` does the same for ONNX and converts that file for OpenVINO — and timed like
-``export_speed.py``::
+own ``export`` does the same for ONNX and converts that file for OpenVINO, and its OpenVINO
+inferencer compiles that dynamic-batch graph as it is — and timed like ``export_speed.py``; the
+"batch fixed" row compiles it per batch size as :mod:`cainnflow.runtime` compiles ours::
 
     pip install anomalib   # a separate environment is fine
     python benchmarks/fastflow_export.py --threads 2
@@ -88,10 +89,21 @@ def fastflow_engines(size: int, threads: int, folder: Path) -> tuple[dict[str, C
         "INFERENCE_PRECISION_HINT": "f32",
         "INFERENCE_NUM_THREADS": threads,
     }
-    request = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", config).create_infer_request()
+    core = ov.Core()
+    request = core.compile_model(ov.convert_model(str(path)), "CPU", config).create_infer_request()
+    fixed: dict[int, object] = {}
+
+    def fixed_batch(x):  # compiled per batch size, as cainnflow.runtime compiles ours
+        if x.shape[0] not in fixed:
+            model = ov.convert_model(str(path))
+            model.reshape({model.inputs[0]: list(x.shape)})
+            fixed[x.shape[0]] = core.compile_model(model, "CPU", config).create_infer_request()
+        return fixed[x.shape[0]].infer({0: x})
+
     runs = {
         "anomalib FastFlow, ONNX Runtime FP32": lambda x: session.run(None, {"image": x}),
         "anomalib FastFlow, OpenVINO FP32": lambda x: request.infer({0: x}),
+        "anomalib FastFlow, OpenVINO FP32, batch fixed": fixed_batch,
     }
     return runs, path.stat().st_size / 1e6
 
