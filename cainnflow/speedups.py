@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import threading
 import warnings
 
 import torch
@@ -21,6 +22,10 @@ logger = logging.getLogger(__name__)
 _FUSE_CHECK_SIZE = 64
 _FUSE_TOLERANCE = 1e-4
 _JIT_WARMUP_RUNS = 3
+# warnings.catch_warnings swaps the process-wide filter list: two threads inside it at once
+# (two app sessions building a backbone) restore each other's lists, which can leave "ignore
+# everything" installed for the whole process. One freeze at a time.
+_FREEZE_LOCK = threading.Lock()
 
 
 def fuse_conv_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -99,7 +104,7 @@ def freeze_graph(model: nn.Module, images: Tensor) -> nn.Module:
     try:
         # Trace and warm up outside inference mode: TorchScript's profiling executor
         # optimises the graph on its first runs, and only with ordinary tensors.
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        with _FREEZE_LOCK, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape math
             probe = torch.zeros(images[:1].shape, dtype=images.dtype, device=images.device)
             probe = probe.contiguous(memory_format=torch.channels_last)

@@ -409,3 +409,30 @@ def test_cpu_forward_uses_a_frozen_graph_with_the_same_features(lite0: FeatureEx
     assert len(lite0.__dict__["_frozen"]) == 2
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lite0(images)[0].dtype == torch.bfloat16
+
+
+def test_freezing_in_threads_leaves_the_warning_filters_as_they_were():
+    """Two sessions building a backbone at once must not leave another's filter list behind."""
+    import threading
+    import warnings
+
+    from cainnflow.speedups import freeze_graph
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
+    images = torch.zeros(1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        before = list(warnings.filters)
+        start = threading.Barrier(4)
+
+        def freeze() -> None:
+            start.wait()
+            for _ in range(5):
+                freeze_graph(net, images)
+
+        threads = [threading.Thread(target=freeze) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert warnings.filters == before
