@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ from .export_graph import ExportFlows, FusedMapScorer, optimize_onnx_file, stati
 from .export_readme import README_NAME, decision_document, readme_text
 from .quantize import PRECISIONS, AccuracyReport, QuantizeOptions, quantize_graph
 from .runtime import require_engine
-from .speedups import fuse_conv_batchnorm
+from .speedups import fuse_conv_batchnorm, quiet_tracing
 
 __all__ = ["ScoringGraph", "export_detector", "export_document", "export_zip_bytes"]
 
@@ -130,8 +129,7 @@ def _export_onnx(graph: ScoringGraph, path: Path, image_size: int) -> None:
     _register_symbolics()
     probe = torch.zeros(_TRACE_BATCH, 3, image_size, image_size)
     batch = {0: "batch"}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
+    with torch.no_grad(), quiet_tracing():  # TracerWarnings and the exporter's deprecation notice
         torch.onnx.export(
             graph,
             (probe,),

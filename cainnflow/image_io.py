@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -99,11 +98,15 @@ def _open_checked(source: ImageSource, display: str, what: str, max_pixels: int)
             raise DataError(f"cannot read {what} {display}: it is a folder")
     image = Image.open(source)
     width, height = image.size
-    if width * height > max_pixels:
+    # PIL only warns between its own limit and twice that; the refusal is made here, from the
+    # header, rather than by turning the warning into an error: warning filters are
+    # process-wide, and another thread may have changed them.
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    if width * height > limit:
         image.close()
         raise DataError(
             f"cannot read {what} {display}: {width}x{height} pixels is too large "
-            f"(limit {max_pixels / 1e6:.3g} megapixels)"
+            f"(limit {limit / 1e6:.3g} megapixels)"
         )
     return image
 
@@ -131,23 +134,21 @@ def _decode(
     transient memory of many large images arriving at once.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = _open_checked(source, display, what, max_pixels)
-            orientation = _orientation(image)
-            width, height = image.size
-            large = width * height > LARGE_DECODE_PIXELS
-            if max_side is not None and max(width, height) > max_side:
-                image.draft(image.mode, (max_side, max_side))  # JPEG: decode at a reduced scale
-            with _LARGE_DECODES if large else contextlib.nullcontext():
-                image.load()
-                if max_side is not None and (factor := max(image.size) // max_side) >= 2:
-                    image = _reducible(image).reduce(factor)
-            for step in _ORIENTATIONS.get(orientation, ()):  # EXIF orientation, after reducing
-                image = image.transpose(step)
+        image = _open_checked(source, display, what, max_pixels)
+        orientation = _orientation(image)
+        width, height = image.size
+        large = width * height > LARGE_DECODE_PIXELS
+        if max_side is not None and max(width, height) > max_side:
+            image.draft(image.mode, (max_side, max_side))  # JPEG: decode at a reduced scale
+        with _LARGE_DECODES if large else contextlib.nullcontext():
+            image.load()
+            if max_side is not None and (factor := max(image.size) // max_side) >= 2:
+                image = _reducible(image).reduce(factor)
+        for step in _ORIENTATIONS.get(orientation, ()):  # EXIF orientation, after reducing
+            image = image.transpose(step)
     except DataError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own, beyond twice its limit
         raise DataError(f"cannot read {what} {display}: image is too large ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise DataError(f"cannot read {what} {display}: not a recognised image file") from exc

@@ -6,26 +6,44 @@ device change; they are never part of a state dict.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["fold_batchnorm_checked", "freeze_graph", "fuse_conv_batchnorm"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["fold_batchnorm_checked", "freeze_graph", "fuse_conv_batchnorm", "quiet_tracing"]
 
 logger = logging.getLogger(__name__)
 
 _FUSE_CHECK_SIZE = 64
 _FUSE_TOLERANCE = 1e-4
 _JIT_WARMUP_RUNS = 3
-# warnings.catch_warnings swaps the process-wide filter list: two threads inside it at once
-# (two app sessions building a backbone) restore each other's lists, which can leave "ignore
-# everything" installed for the whole process. One freeze at a time.
-_FREEZE_LOCK = threading.Lock()
+_TRACE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_tracing() -> Iterator[None]:
+    """Every warning silenced around a TorchScript trace or export, one thread at a time.
+
+    Tracing warns about Python-side shape math (``TracerWarning``) and deprecations, none of
+    them the user's concern. The warning filters are process-wide, and ``catch_warnings``
+    restores the list it found on entry: two threads inside it at once (two app sessions
+    building a backbone, or one exporting) restore each other's lists, and an exit out of
+    order leaves "ignore everything" installed for the whole process. Every place the library
+    silences warnings goes through here, so the scopes nest and never interleave.
+    """
+    with _TRACE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def fuse_conv_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -104,8 +122,7 @@ def freeze_graph(model: nn.Module, images: Tensor) -> nn.Module:
     try:
         # Trace and warm up outside inference mode: TorchScript's profiling executor
         # optimises the graph on its first runs, and only with ordinary tensors.
-        with _FREEZE_LOCK, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape math
+        with quiet_tracing(), torch.inference_mode(False), torch.no_grad():
             probe = torch.zeros(images[:1].shape, dtype=images.dtype, device=images.device)
             probe = probe.contiguous(memory_format=torch.channels_last)
             traced = torch.jit.trace(model, probe, check_trace=False, strict=False)

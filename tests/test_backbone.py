@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from cainnflow.registry import (
     UnknownBackboneError,
     get_backbone_spec,
 )
-from cainnflow.speedups import fuse_conv_batchnorm
+from cainnflow.speedups import freeze_graph, fuse_conv_batchnorm
 from cainnflow.weights import (
     backbone_weights_available,
     load_weights_file,
@@ -413,11 +415,6 @@ def test_cpu_forward_uses_a_frozen_graph_with_the_same_features(lite0: FeatureEx
 
 def test_freezing_in_threads_leaves_the_warning_filters_as_they_were():
     """Two sessions building a backbone at once must not leave another's filter list behind."""
-    import threading
-    import warnings
-
-    from cainnflow.speedups import freeze_graph
-
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
     images = torch.zeros(1, 3, 32, 32)
     with warnings.catch_warnings():

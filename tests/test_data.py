@@ -1,6 +1,7 @@
 """Tests for cainnflow.data on small generated image trees."""
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,15 @@ def test_read_image_refuses_bombs(tmp_path, monkeypatch):
     monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(DataError, match="too large"):
         read_image(_png(tmp_path / "big.png", size=20))
+
+
+def test_read_image_refuses_what_pil_only_warns_about_whatever_the_warning_filters(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # a 20 x 20 image is in PIL's warning band
+    path = _png(tmp_path / "big.png", size=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # another thread silencing warnings must not let it through
+        with pytest.raises(DataError, match="too large"):
+            read_image(path)
 
 
 def test_read_mask(tmp_path):
